@@ -1,0 +1,3 @@
+//! The `watershed` binary.
+
+fn main() {}
