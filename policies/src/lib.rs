@@ -1,1 +1,16 @@
-//! Placeholder while the crate is written.
+//! Watershed's routing policy, kept pure: no IO, no clock, no async, no threads.
+//! Text and facts come in; a validated config, classifications and a decision with its
+//! reasons go out. The gateway owns reading files and the clock.
+
+pub mod config;
+pub mod level;
+pub mod route;
+pub mod yaml;
+
+pub use config::{
+    load_config, Config, ConfigError, ConfigErrors, FleetSettings, GpuLayers, LedgerSettings,
+    LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec,
+    When,
+};
+pub use level::{CmpOp, LevelCondition, LevelSet, PrivacyLevel, UnknownLevel};
+pub use route::{allowed, decide, Decision, Denial, DenialKind, RequestFacts};

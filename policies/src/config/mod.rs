@@ -1,0 +1,309 @@
+//! The typed, validated policy config and its loader.
+//!
+//! Loading has two phases (see `raw` and `validate`): YAML → raw serde structs, then a
+//! validation pass that checks meaning and cross-references and produces these immutable
+//! types. Every error in both phases is collected, so one `watershed policy check` run
+//! shows everything that is wrong. A `Config` that exists is valid: in particular no
+//! route that confidential traffic can reach lists a target outside the trust boundary.
+
+mod error;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use indexmap::IndexMap;
+
+pub use error::{ConfigError, ConfigErrors};
+
+use crate::level::{LevelCondition, LevelSet, PrivacyLevel};
+
+/// The config versions this build reads.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+
+/// Default ledger location.
+pub const DEFAULT_LEDGER_URL: &str = "sqlite://watershed.db";
+/// Default request body limit: 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// Default upper bound on `max_tokens` in a request.
+pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 1_000_000;
+
+/// Parses and validates a policy config. `source` is the file name used in errors.
+pub fn load_config(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+    validate::load(text, source)
+}
+
+/// A validated, immutable policy config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file name it was loaded from, as given to `load_config`.
+    pub source: String,
+    /// Schema version (`version:`).
+    pub version: u32,
+    /// Address to listen on, when the config sets one.
+    pub listen: Option<String>,
+    /// Where the spend ledger lives.
+    pub ledger: LedgerSettings,
+    /// HTTP server limits and defaults.
+    pub server: ServerSettings,
+    /// Targets by id, in config order.
+    pub models: IndexMap<String, Target>,
+    /// Prices by model name, USD per million tokens (built-in defaults are the gateway's).
+    pub pricing: BTreeMap<String, PriceEntry>,
+    /// Routes in order; the first that matches wins.
+    pub routes: Vec<Route>,
+    /// Reference model for the all-closed counterfactual.
+    pub counterfactual: Option<String>,
+    /// What the owned GPUs cost, for local cost and reports.
+    pub fleet: Option<FleetSettings>,
+}
+
+impl Config {
+    /// A target by id.
+    pub fn target(&self, id: &str) -> Option<&Target> {
+        self.models.get(id)
+    }
+
+    /// Whether `name` may be requested: a target id, a name some route matches on, or
+    /// `auto`.
+    pub fn is_known_model(&self, name: &str) -> bool {
+        name == "auto"
+            || self.models.contains_key(name)
+            || self.routes.iter().any(|r| {
+                r.when
+                    .model
+                    .as_ref()
+                    .is_some_and(|ms| ms.iter().any(|m| m == name))
+            })
+    }
+
+    /// Every name a client may request, sorted and without duplicates.
+    pub fn known_models(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::iter::once("auto".to_string())
+            .chain(self.models.keys().cloned())
+            .chain(
+                self.routes
+                    .iter()
+                    .filter_map(|r| r.when.model.as_ref())
+                    .flatten()
+                    .cloned(),
+            )
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// `ledger:`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+}
+
+/// `server:`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Larger request bodies are refused (413).
+    pub max_body_bytes: u64,
+    /// The privacy level of a request that carries no hint.
+    pub default_privacy: PrivacyLevel,
+    /// Larger `max_tokens` values are refused (400).
+    pub max_tokens_limit: u32,
+}
+
+/// `fleet:` — the owned GPUs, priced by the hour whether busy or idle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    /// Number of GPUs.
+    pub gpus: u32,
+    /// USD per GPU-hour.
+    pub gpu_hour_usd: f64,
+}
+
+/// A place a request can be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The key under `models:`.
+    pub id: String,
+    /// Inside the trust boundary: always true for local targets, `trusted: true` for
+    /// remote ones (a vLLM pool in the company's network, say).
+    pub trusted: bool,
+    /// How to reach it.
+    pub spec: TargetSpec,
+}
+
+impl Target {
+    /// Whether this is the in-process engine.
+    pub fn is_local(&self) -> bool {
+        matches!(self.spec, TargetSpec::Local(_))
+    }
+}
+
+/// Local engine or remote provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// In-process llama.cpp (`engine: local`).
+    Local(LocalSpec),
+    /// An HTTP API (`provider: …`).
+    Remote(RemoteSpec),
+}
+
+/// How many layers to offload to the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuLayers {
+    /// Every layer (`gpu_layers: all`).
+    All,
+    /// This many layers.
+    N(u32),
+}
+
+/// An in-process llama.cpp model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSpec {
+    /// Path to the GGUF file, as written in the config.
+    pub gguf: String,
+    /// Context window per sequence.
+    pub context_tokens: u32,
+    /// Sequences decoded together.
+    pub parallel: u32,
+    /// CPU threads; `None` lets the engine choose.
+    pub threads: Option<u32>,
+    /// GPU offload.
+    pub gpu_layers: GpuLayers,
+    /// Which GPU holds the non-split tensors.
+    pub main_gpu: u32,
+    /// Keep MoE expert tensors in host memory.
+    pub moe_experts_on_cpu: bool,
+    /// Requests that may wait for a slot before new ones are refused.
+    pub queue: u32,
+}
+
+/// Which wire protocol a remote target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// OpenAI's API (`openai`).
+    Openai,
+    /// Any server speaking OpenAI's format at its own URL (`openai-compatible`).
+    OpenaiCompatible,
+    /// Anthropic's Messages API (`anthropic`).
+    Anthropic,
+}
+
+impl ProviderKind {
+    /// The name used in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// The base URL used when the config gives none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::OpenaiCompatible => None,
+        }
+    }
+
+    fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "openai" => Some(ProviderKind::Openai),
+            "openai-compatible" => Some(ProviderKind::OpenaiCompatible),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A model behind an HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// Wire protocol.
+    pub provider: ProviderKind,
+    /// Model name sent upstream (defaults to the target id).
+    pub model: String,
+    /// Base URL without the `/v1/...` path.
+    pub base_url: String,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// TCP connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout.
+    pub timeout_ms: u64,
+    /// `max_tokens` to send when the request has none (Anthropic requires one).
+    pub max_tokens_default: Option<u32>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriceEntry {
+    /// Prompt tokens.
+    pub input: f64,
+    /// Completion tokens.
+    pub output: f64,
+    /// Prompt tokens served from the provider's cache, when it prices them apart.
+    pub cached_input: Option<f64>,
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Unique name, reported in `x-watershed-route` and the ledger.
+    pub name: String,
+    /// Conditions; all must hold. Empty matches everything.
+    pub when: When,
+    /// Targets tried first, in order.
+    pub to: Vec<String>,
+    /// Targets tried after `to`, in order.
+    pub fallback: Vec<String>,
+    /// Privacy levels that can still reach this route once earlier routes have taken
+    /// theirs (computed at load; used by the privacy check and by `explain`).
+    pub reachable_levels: LevelSet,
+}
+
+impl Route {
+    /// `to` then `fallback`, without repeats.
+    pub fn targets(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for t in self.to.iter().chain(self.fallback.iter()) {
+            if !out.contains(&t.as_str()) {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+/// The conditions of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct When {
+    /// Privacy level condition.
+    pub privacy: Option<LevelCondition>,
+    /// Requested model names, any of which matches.
+    pub model: Option<Vec<String>>,
+}
+
+impl When {
+    /// Whether any condition other than privacy is set: such a route does not take all
+    /// requests at its privacy levels, so later routes can still see those levels.
+    pub fn has_non_privacy_condition(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// The privacy levels this route's privacy condition admits.
+    pub fn privacy_levels(&self) -> LevelSet {
+        self.privacy.map_or(LevelSet::ALL, |c| c.levels())
+    }
+}

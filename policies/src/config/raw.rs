@@ -1,0 +1,151 @@
+//! Phase one of loading: serde structs that mirror the YAML exactly, with
+//! `deny_unknown_fields` so a misspelt key is an error instead of a silent default.
+//! Nothing here checks meaning; `validate` does that.
+
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// `ledger:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLedger {
+    pub url: Option<String>,
+}
+
+/// `server:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub max_body_bytes: Option<u64>,
+    pub default_privacy: Option<String>,
+    pub max_tokens_limit: Option<u32>,
+}
+
+/// `fleet:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFleet {
+    pub gpus: u32,
+    pub gpu_hour_usd: f64,
+}
+
+/// One entry under `models:`. Local and remote fields share one struct so that a field
+/// of the wrong kind gets a precise error from `validate` rather than serde's opaque
+/// "did not match any variant".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub engine: Option<String>,
+    pub provider: Option<String>,
+    pub trusted: Option<bool>,
+    // Local engine.
+    pub gguf: Option<String>,
+    pub context_tokens: Option<u32>,
+    pub parallel: Option<u32>,
+    pub threads: Option<u32>,
+    pub gpu_layers: Option<Value>,
+    pub main_gpu: Option<u32>,
+    pub moe_experts_on_cpu: Option<bool>,
+    pub queue: Option<u32>,
+    // Remote provider.
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_tokens_default: Option<u32>,
+}
+
+impl RawTarget {
+    /// Fields that only make sense for the local engine, with whether each is set.
+    pub fn local_fields(&self) -> [(&'static str, bool); 8] {
+        [
+            ("gguf", self.gguf.is_some()),
+            ("context_tokens", self.context_tokens.is_some()),
+            ("parallel", self.parallel.is_some()),
+            ("threads", self.threads.is_some()),
+            ("gpu_layers", self.gpu_layers.is_some()),
+            ("main_gpu", self.main_gpu.is_some()),
+            ("moe_experts_on_cpu", self.moe_experts_on_cpu.is_some()),
+            ("queue", self.queue.is_some()),
+        ]
+    }
+
+    /// Fields that only make sense for a remote provider, with whether each is set.
+    pub fn remote_fields(&self) -> [(&'static str, bool); 6] {
+        [
+            ("model", self.model.is_some()),
+            ("base_url", self.base_url.is_some()),
+            ("api_key_env", self.api_key_env.is_some()),
+            ("connect_timeout_ms", self.connect_timeout_ms.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+            ("max_tokens_default", self.max_tokens_default.is_some()),
+        ]
+    }
+}
+
+/// `pricing.<name>:` in USD per million tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrice {
+    pub input: f64,
+    pub output: f64,
+    pub cached_input: Option<f64>,
+}
+
+/// `counterfactual:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCounterfactual {
+    pub all_closed: String,
+}
+
+/// One entry under `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: String,
+    #[serde(default)]
+    pub when: Option<RawWhen>,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+/// `routes[i].when:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWhen {
+    pub privacy: Option<String>,
+    pub model: Option<OneOrMany>,
+}
+
+/// A string or a list of strings (`model: gpt-5.4` or `model: [a, b]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

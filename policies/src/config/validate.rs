@@ -1,0 +1,772 @@
+//! Phase two of loading: raw structs → typed `Config`, checking meaning and
+//! cross-references and collecting every error with its position.
+//!
+//! Each section, each target and each route is deserialized on its own, so one type
+//! error does not hide the others. The privacy invariant is checked here: a route that a
+//! confidential or restricted request can reach may list only trusted targets.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::raw::{
+    RawCounterfactual, RawFleet, RawLedger, RawPrice, RawRoute, RawServer, RawTarget, RawWhen,
+};
+use super::{
+    Config, ConfigError, ConfigErrors, FleetSettings, GpuLayers, LedgerSettings, LocalSpec,
+    PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec, When,
+    DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, SUPPORTED_VERSIONS,
+};
+use crate::level::{LevelCondition, LevelSet, PrivacyLevel};
+use crate::yaml::{self, join_index, join_key, Document};
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "version",
+    "listen",
+    "ledger",
+    "server",
+    "models",
+    "pricing",
+    "routes",
+    "counterfactual",
+    "fleet",
+];
+
+/// Which end of a key/value pair an error points at.
+#[derive(Clone, Copy)]
+enum At {
+    Key,
+    Value,
+}
+
+struct Ctx<'a> {
+    doc: &'a Document,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: &str, at: At, message: impl Into<String>) {
+        let span = self.doc.nearest_span(path);
+        let pos = match at {
+            At::Key => span.key,
+            At::Value => span.value,
+        };
+        self.errors.push(ConfigError {
+            file: self.source.to_string(),
+            line: pos.line,
+            col: pos.col,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes `value` (found at `prefix`) into `T`, recording a positioned error
+    /// on failure.
+    fn de<T: DeserializeOwned>(&mut self, value: &Value, prefix: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut path = prefix.to_string();
+                for seg in e.path().iter() {
+                    path = match seg {
+                        serde_path_to_error::Segment::Seq { index } => join_index(&path, *index),
+                        serde_path_to_error::Segment::Map { key }
+                        | serde_path_to_error::Segment::Enum { variant: key } => {
+                            join_key(&path, key)
+                        }
+                        serde_path_to_error::Segment::Unknown => path,
+                    };
+                }
+                let message = e.inner().to_string().replace('`', "\"");
+                let at = if message.starts_with("unknown field") {
+                    At::Key
+                } else {
+                    At::Value
+                };
+                self.err(&path, at, message);
+                None
+            }
+        }
+    }
+
+    fn positive<T: PartialOrd + Default + Copy>(
+        &mut self,
+        v: Option<T>,
+        path: &str,
+        default: T,
+    ) -> T {
+        match v {
+            Some(x) if x <= T::default() => {
+                self.err(path, At::Value, "must be greater than 0");
+                default
+            }
+            Some(x) => x,
+            None => default,
+        }
+    }
+}
+
+pub(super) fn load(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+    let doc = match yaml::parse(text) {
+        Ok(doc) => doc,
+        Err(errs) => {
+            return Err(ConfigErrors(
+                errs.into_iter()
+                    .map(|e| ConfigError {
+                        file: source.to_string(),
+                        line: e.pos.line,
+                        col: e.pos.col,
+                        path: e.path,
+                        message: e.message,
+                    })
+                    .collect(),
+            ))
+        }
+    };
+    let mut cx = Ctx {
+        doc: &doc,
+        source,
+        errors: Vec::new(),
+    };
+    let config = build(&mut cx);
+    let mut errors = cx.errors;
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => {
+            if errors.is_empty() {
+                // Unreachable in practice: `build` only gives up after recording why.
+                cx_fallback(&mut errors, source);
+            }
+            errors.sort_by_key(|e| (e.line, e.col));
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn cx_fallback(errors: &mut Vec<ConfigError>, source: &str) {
+    errors.push(ConfigError {
+        file: source.to_string(),
+        line: 1,
+        col: 1,
+        path: String::new(),
+        message: "invalid config".into(),
+    });
+}
+
+fn build(cx: &mut Ctx<'_>) -> Option<Config> {
+    let root = match &cx.doc.value {
+        Value::Object(m) => m,
+        Value::Null => {
+            cx.err(
+                "",
+                At::Value,
+                "empty config (expected a mapping starting with version: 1)",
+            );
+            return None;
+        }
+        _ => {
+            cx.err(
+                "",
+                At::Value,
+                "the config must be a mapping of keys to values",
+            );
+            return None;
+        }
+    };
+    let version = check_version(cx, root)?;
+    for key in root.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            cx.err(
+                key,
+                At::Key,
+                format!(
+                    "unknown field \"{key}\", expected one of {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            );
+        }
+    }
+    let get = |k: &str| root.get(k).filter(|v| !v.is_null());
+
+    let listen: Option<String> = get("listen").and_then(|v| cx.de(v, "listen"));
+    if let Some(l) = &listen {
+        let port_ok = l
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            cx.err(
+                "listen",
+                At::Value,
+                format!("invalid listen address \"{l}\" (expected host:port)"),
+            );
+        }
+    }
+
+    let ledger = ledger(cx, get("ledger"));
+    let server = server(cx, get("server"));
+    let fleet = fleet(cx, get("fleet"));
+
+    let (models, declared) = models(cx, get("models"));
+    let pricing = pricing(cx, get("pricing"));
+    let counterfactual = get("counterfactual")
+        .and_then(|v| cx.de::<RawCounterfactual>(v, "counterfactual"))
+        .and_then(|c| {
+            if c.all_closed.trim().is_empty() {
+                cx.err("counterfactual.all_closed", At::Value, "must name a model");
+                None
+            } else {
+                Some(c.all_closed)
+            }
+        });
+    let routes = routes(cx, get("routes"), &models, &declared);
+
+    Some(Config {
+        source: cx.source.to_string(),
+        version,
+        listen,
+        ledger: ledger?,
+        server: server?,
+        models,
+        pricing,
+        routes: routes?,
+        counterfactual,
+        fleet,
+    })
+}
+
+fn check_version(cx: &mut Ctx<'_>, root: &Map<String, Value>) -> Option<u32> {
+    let supported = SUPPORTED_VERSIONS
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match root.get("version") {
+        None => {
+            cx.err(
+                "",
+                At::Value,
+                format!("missing field \"version\" (this build reads version {supported})"),
+            );
+            None
+        }
+        Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if SUPPORTED_VERSIONS.contains(&n) => Some(n),
+            _ => {
+                // Nothing else is checked: an unknown version may mean a different schema.
+                cx.err(
+                    "version",
+                    At::Value,
+                    format!(
+                        "unsupported config version {v} (this build reads version {supported})"
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn ledger(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<LedgerSettings> {
+    let raw: RawLedger = match v {
+        Some(v) => cx.de(v, "ledger")?,
+        None => RawLedger::default(),
+    };
+    let url = raw.url.unwrap_or_else(|| DEFAULT_LEDGER_URL.to_string());
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        cx.err(
+            "ledger.url",
+            At::Value,
+            format!("unsupported ledger url \"{url}\" (expected sqlite:… or postgres://…)"),
+        );
+    }
+    Some(LedgerSettings { url })
+}
+
+fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
+    let raw: RawServer = match v {
+        Some(v) => cx.de(v, "server")?,
+        None => RawServer::default(),
+    };
+    let default_privacy = match raw.default_privacy.as_deref() {
+        None => PrivacyLevel::Internal,
+        Some(s) => match s.parse::<PrivacyLevel>() {
+            Ok(l) => l,
+            Err(e) => {
+                cx.err("server.default_privacy", At::Value, e.to_string());
+                PrivacyLevel::Internal
+            }
+        },
+    };
+    Some(ServerSettings {
+        max_body_bytes: cx.positive(
+            raw.max_body_bytes,
+            "server.max_body_bytes",
+            DEFAULT_MAX_BODY_BYTES,
+        ),
+        default_privacy,
+        max_tokens_limit: cx.positive(
+            raw.max_tokens_limit,
+            "server.max_tokens_limit",
+            DEFAULT_MAX_TOKENS_LIMIT,
+        ),
+    })
+}
+
+fn fleet(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<FleetSettings> {
+    let raw: RawFleet = cx.de(v?, "fleet")?;
+    if !(raw.gpu_hour_usd.is_finite() && raw.gpu_hour_usd >= 0.0) {
+        cx.err(
+            "fleet.gpu_hour_usd",
+            At::Value,
+            "must be a price of 0 or more",
+        );
+    }
+    Some(FleetSettings {
+        gpus: raw.gpus,
+        gpu_hour_usd: raw.gpu_hour_usd,
+    })
+}
+
+/// Returns the valid targets and the ids of every declared target, valid or not (so a
+/// route naming a broken target is not also reported as naming an unknown one).
+fn models(cx: &mut Ctx<'_>, v: Option<&Value>) -> (IndexMap<String, Target>, HashSet<String>) {
+    let mut out = IndexMap::new();
+    let mut declared = HashSet::new();
+    let Some(v) = v else {
+        cx.err(
+            "",
+            At::Value,
+            "missing field \"models\" (at least one target is required)",
+        );
+        return (out, declared);
+    };
+    let Some(map) = v.as_object() else {
+        cx.err(
+            "models",
+            At::Value,
+            "models must be a mapping of target id to target",
+        );
+        return (out, declared);
+    };
+    if map.is_empty() {
+        cx.err("models", At::Key, "at least one target is required");
+    }
+    for (id, tv) in map {
+        declared.insert(id.clone());
+        let path = join_key("models", id);
+        if id.trim().is_empty() || id.contains(char::is_whitespace) || id == "auto" {
+            cx.err(
+                &path,
+                At::Key,
+                format!("invalid target id \"{id}\" (no spaces; \"auto\" is reserved)"),
+            );
+            continue;
+        }
+        if let Some(raw) = cx.de::<RawTarget>(tv, &path) {
+            if let Some(t) = target(cx, id, &path, raw) {
+                out.insert(id.clone(), t);
+            }
+        }
+    }
+    (out, declared)
+}
+
+fn target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Option<Target> {
+    match (&raw.engine, &raw.provider) {
+        (Some(_), Some(_)) => {
+            cx.err(
+                &join_key(path, "provider"),
+                At::Key,
+                "a target has either engine: local or provider:, not both",
+            );
+            None
+        }
+        (Some(engine), None) => {
+            if engine != "local" {
+                cx.err(
+                    &join_key(path, "engine"),
+                    At::Value,
+                    format!("unknown engine \"{engine}\" (expected local)"),
+                );
+            }
+            local_target(cx, id, path, raw)
+        }
+        (None, Some(_)) => remote_target(cx, id, path, raw),
+        (None, None) => {
+            cx.err(
+                path,
+                At::Key,
+                format!(
+                    "target \"{id}\" needs engine: local or provider: (openai, openai-compatible, anthropic)"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Option<Target> {
+    let before = cx.errors.len();
+    for (field, set) in raw.remote_fields() {
+        if set {
+            cx.err(
+                &join_key(path, field),
+                At::Key,
+                format!("\"{field}\" is for remote providers, not a local engine"),
+            );
+        }
+    }
+    if raw.trusted == Some(false) {
+        cx.err(
+            &join_key(path, "trusted"),
+            At::Value,
+            "a local target is always inside the trust boundary",
+        );
+    }
+    let gguf = match raw.gguf {
+        Some(g) if !g.trim().is_empty() => g,
+        Some(_) => {
+            cx.err(
+                &join_key(path, "gguf"),
+                At::Value,
+                "must be a path to a .gguf file",
+            );
+            String::new()
+        }
+        None => {
+            cx.err(
+                path,
+                At::Key,
+                format!("missing field \"gguf\" for local target \"{id}\""),
+            );
+            String::new()
+        }
+    };
+    let gpu_layers = match &raw.gpu_layers {
+        None => GpuLayers::All,
+        Some(Value::String(s)) if s == "all" => GpuLayers::All,
+        Some(Value::Number(n)) if n.as_u64().and_then(|n| u32::try_from(n).ok()).is_some() => {
+            GpuLayers::N(n.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+        }
+        Some(other) => {
+            cx.err(
+                &join_key(path, "gpu_layers"),
+                At::Value,
+                format!("gpu_layers must be \"all\" or a number of layers, not {other}"),
+            );
+            GpuLayers::All
+        }
+    };
+    let spec = LocalSpec {
+        gguf,
+        context_tokens: cx.positive(raw.context_tokens, &join_key(path, "context_tokens"), 4096),
+        parallel: cx.positive(raw.parallel, &join_key(path, "parallel"), 4),
+        threads: raw
+            .threads
+            .map(|t| cx.positive(Some(t), &join_key(path, "threads"), 1)),
+        gpu_layers,
+        main_gpu: raw.main_gpu.unwrap_or(0),
+        moe_experts_on_cpu: raw.moe_experts_on_cpu.unwrap_or(false),
+        queue: cx.positive(raw.queue, &join_key(path, "queue"), 64),
+    };
+    (cx.errors.len() == before).then(|| Target {
+        id: id.to_string(),
+        trusted: true,
+        spec: TargetSpec::Local(spec),
+    })
+}
+
+fn is_env_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Option<Target> {
+    let before = cx.errors.len();
+    for (field, set) in raw.local_fields() {
+        if set {
+            cx.err(
+                &join_key(path, field),
+                At::Key,
+                format!("\"{field}\" is for the local engine, not a remote provider"),
+            );
+        }
+    }
+    let name = raw.provider.as_deref().unwrap_or_default();
+    let Some(provider) = ProviderKind::parse(name) else {
+        cx.err(
+            &join_key(path, "provider"),
+            At::Value,
+            format!(
+                "unknown provider \"{name}\" (expected openai, openai-compatible or anthropic)"
+            ),
+        );
+        return None;
+    };
+    let base_url = match (raw.base_url, provider.default_base_url()) {
+        (Some(u), _) => {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                cx.err(
+                    &join_key(path, "base_url"),
+                    At::Value,
+                    format!("base_url \"{u}\" must start with http:// or https://"),
+                );
+            }
+            u.trim_end_matches('/').to_string()
+        }
+        (None, Some(d)) => d.to_string(),
+        (None, None) => {
+            cx.err(
+                path,
+                At::Key,
+                format!("missing field \"base_url\" for target \"{id}\" (required for {provider})"),
+            );
+            String::new()
+        }
+    };
+    match &raw.api_key_env {
+        Some(v) if !is_env_var_name(v) => cx.err(
+            &join_key(path, "api_key_env"),
+            At::Value,
+            "api_key_env must name an environment variable (like OPENAI_API_KEY), not hold the key",
+        ),
+        None if provider != ProviderKind::OpenaiCompatible => cx.err(
+            path,
+            At::Key,
+            format!("missing field \"api_key_env\" for target \"{id}\" (required for {provider})"),
+        ),
+        _ => {}
+    }
+    let model = raw.model.unwrap_or_else(|| id.to_string());
+    if model.trim().is_empty() {
+        cx.err(
+            &join_key(path, "model"),
+            At::Value,
+            "must name the upstream model",
+        );
+    }
+    let spec = RemoteSpec {
+        provider,
+        model,
+        base_url,
+        api_key_env: raw.api_key_env,
+        connect_timeout_ms: cx.positive(
+            raw.connect_timeout_ms,
+            &join_key(path, "connect_timeout_ms"),
+            5000,
+        ),
+        timeout_ms: cx.positive(raw.timeout_ms, &join_key(path, "timeout_ms"), 120_000),
+        max_tokens_default: raw
+            .max_tokens_default
+            .map(|t| cx.positive(Some(t), &join_key(path, "max_tokens_default"), 1)),
+    };
+    (cx.errors.len() == before).then(|| Target {
+        id: id.to_string(),
+        trusted: raw.trusted.unwrap_or(false),
+        spec: TargetSpec::Remote(spec),
+    })
+}
+
+fn pricing(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<String, PriceEntry> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return out };
+    let Some(raw) = cx.de::<IndexMap<String, Value>>(v, "pricing") else {
+        return out;
+    };
+    for (name, pv) in raw {
+        let path = join_key("pricing", &name);
+        let Some(p) = cx.de::<RawPrice>(&pv, &path) else {
+            continue;
+        };
+        let fields = [
+            ("input", Some(p.input)),
+            ("output", Some(p.output)),
+            ("cached_input", p.cached_input),
+        ];
+        let mut ok = true;
+        for (field, value) in fields {
+            if let Some(x) = value {
+                if !(x.is_finite() && x >= 0.0) {
+                    cx.err(
+                        &join_key(&path, field),
+                        At::Value,
+                        "must be a price of 0 or more (USD per million tokens)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            out.insert(
+                name,
+                PriceEntry {
+                    input: p.input,
+                    output: p.output,
+                    cached_input: p.cached_input,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn routes(
+    cx: &mut Ctx<'_>,
+    v: Option<&Value>,
+    models: &IndexMap<String, Target>,
+    declared: &HashSet<String>,
+) -> Option<Vec<Route>> {
+    let Some(v) = v else {
+        cx.err(
+            "",
+            At::Value,
+            "missing field \"routes\" (at least one route is required)",
+        );
+        return None;
+    };
+    let Some(items) = v.as_array() else {
+        cx.err("routes", At::Value, "routes must be a list");
+        return None;
+    };
+    if items.is_empty() {
+        cx.err("routes", At::Key, "at least one route is required");
+    }
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    // Levels that can still reach the next route. `None` once a route with errors makes
+    // the answer unknown: later routes are then not privacy-checked, to avoid reporting
+    // errors that fixing the broken route would remove.
+    let mut remaining = Some(LevelSet::ALL);
+    for (i, rv) in items.iter().enumerate() {
+        let path = join_index("routes", i);
+        let Some(raw) = cx.de::<RawRoute>(rv, &path) else {
+            remaining = None;
+            continue;
+        };
+        let before = cx.errors.len();
+        if raw.name.trim().is_empty() {
+            cx.err(&join_key(&path, "name"), At::Value, "a route needs a name");
+        } else if let Some(first) = names.get(&raw.name) {
+            cx.err(
+                &join_key(&path, "name"),
+                At::Value,
+                format!(
+                    "duplicate route name \"{}\" (first used by routes[{first}])",
+                    raw.name
+                ),
+            );
+        } else {
+            names.insert(raw.name.clone(), i);
+        }
+        let when = when(cx, &path, raw.when.unwrap_or_default());
+        if raw.to.is_empty() {
+            cx.err(
+                &join_key(&path, "to"),
+                At::Value,
+                format!("route \"{}\" needs at least one target in \"to\"", raw.name),
+            );
+        }
+        for (field, list) in [("to", &raw.to), ("fallback", &raw.fallback)] {
+            for (j, t) in list.iter().enumerate() {
+                if !declared.contains(t) {
+                    cx.err(
+                        &join_index(&join_key(&path, field), j),
+                        At::Value,
+                        format!("unknown model \"{t}\" in route \"{}\"", raw.name),
+                    );
+                }
+            }
+        }
+        let Some(when) = when else {
+            remaining = None;
+            continue;
+        };
+        let reachable = match remaining {
+            Some(r) => r.intersect(when.privacy_levels()),
+            None => LevelSet::EMPTY,
+        };
+        if remaining.is_some() && reachable.any_requires_trusted() {
+            for (field, list) in [("to", &raw.to), ("fallback", &raw.fallback)] {
+                for (j, t) in list.iter().enumerate() {
+                    if models.get(t).is_some_and(|m| !m.trusted) {
+                        cx.err(
+                            &join_index(&join_key(&path, field), j),
+                            At::Value,
+                            format!(
+                                "route \"{}\" can receive {} requests but target \"{t}\" is outside the trust boundary (route confidential traffic elsewhere first, e.g. an earlier route with privacy: \">= confidential\", or mark the target trusted: true)",
+                                raw.name,
+                                reachable.intersect(LevelSet::EMPTY.with(PrivacyLevel::Confidential).with(PrivacyLevel::Restricted)),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(r) = remaining.as_mut() {
+            if !when.has_non_privacy_condition() {
+                *r = r.minus(when.privacy_levels());
+            }
+        }
+        if cx.errors.len() == before {
+            out.push(Route {
+                name: raw.name,
+                when,
+                to: raw.to,
+                fallback: raw.fallback,
+                reachable_levels: reachable,
+            });
+        }
+    }
+    Some(out)
+}
+
+fn when(cx: &mut Ctx<'_>, route_path: &str, raw: RawWhen) -> Option<When> {
+    let path = join_key(route_path, "when");
+    let mut ok = true;
+    let privacy = match raw.privacy {
+        None => None,
+        Some(s) => match s.parse::<LevelCondition>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                cx.err(
+                    &join_key(&path, "privacy"),
+                    At::Value,
+                    format!("{e} in condition \"{s}\""),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    let model = match raw.model {
+        None => None,
+        Some(list) => {
+            let mp = join_key(&path, "model");
+            if list.0.is_empty() {
+                cx.err(&mp, At::Value, "model condition needs at least one name");
+                ok = false;
+            }
+            for (j, m) in list.0.iter().enumerate() {
+                if m.trim().is_empty() {
+                    cx.err(
+                        &join_index(&mp, j),
+                        At::Value,
+                        "model name must not be empty",
+                    );
+                    ok = false;
+                }
+            }
+            Some(list.0)
+        }
+    };
+    ok.then_some(When { privacy, model })
+}

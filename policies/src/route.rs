@@ -1,0 +1,276 @@
+//! The route decision: request facts in, an ordered list of allowed targets and the
+//! reasons out. First matching route wins; targets outside the trust boundary are
+//! filtered again for confidential traffic, and the decision fails closed.
+
+use crate::config::{Config, Route};
+use crate::level::PrivacyLevel;
+
+/// What the gateway knows about a request when it routes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RequestFacts {
+    /// The model name the client asked for (`auto` lets the policy choose).
+    pub model: String,
+    /// The request's privacy level after all hints and detectors.
+    pub privacy: PrivacyLevel,
+}
+
+impl RequestFacts {
+    /// Facts with the two fields every request has; further fields keep their defaults.
+    pub fn new(model: impl Into<String>, privacy: PrivacyLevel) -> Self {
+        RequestFacts {
+            model: model.into(),
+            privacy,
+        }
+    }
+}
+
+/// Where a request goes and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Name of the matching route.
+    pub route: String,
+    /// The privacy level the decision was made at.
+    pub privacy: PrivacyLevel,
+    /// `to` then `fallback`, in order, each allowed at this privacy level. Never empty.
+    pub targets: Vec<String>,
+    /// Why earlier routes did not match, why this one did, and any target left out.
+    pub reasons: Vec<String>,
+}
+
+/// Why a request cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The requested name is neither a target nor a name any route matches.
+    #[error("unknown model \"{model}\"")]
+    UnknownModel {
+        /// The requested name.
+        model: String,
+    },
+    /// No route matches.
+    #[error("no route matches model \"{model}\" at privacy {privacy}")]
+    NoRoute {
+        /// The requested name.
+        model: String,
+        /// The request's level.
+        privacy: PrivacyLevel,
+    },
+    /// A route matched, but none of its targets may receive this request.
+    #[error("route \"{route}\" has no target allowed at privacy {privacy}")]
+    NoAllowedTarget {
+        /// The matching route.
+        route: String,
+        /// The request's level.
+        privacy: PrivacyLevel,
+    },
+}
+
+/// The family of a denial, for the gateway to turn into a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialKind {
+    /// The model does not exist (404).
+    NotFound,
+    /// Policy forbids the request (403).
+    PolicyDenied,
+}
+
+impl Denial {
+    /// The family of this denial.
+    pub fn kind(&self) -> DenialKind {
+        match self {
+            Denial::UnknownModel { .. } => DenialKind::NotFound,
+            Denial::NoRoute { .. } | Denial::NoAllowedTarget { .. } => DenialKind::PolicyDenied,
+        }
+    }
+
+    /// A machine-readable code, stable for logs and the ledger.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::UnknownModel { .. } => "unknown_model",
+            Denial::NoRoute { .. } => "no_route",
+            Denial::NoAllowedTarget { .. } => "no_allowed_target",
+        }
+    }
+}
+
+/// Whether `target` may receive a request at `level`: it exists and, for confidential
+/// and restricted requests, is inside the trust boundary. The gateway calls this again
+/// right before dispatch.
+pub fn allowed(cfg: &Config, target: &str, level: PrivacyLevel) -> bool {
+    cfg.target(target)
+        .is_some_and(|t| t.trusted || !level.requires_trusted())
+}
+
+/// Why `route` does or does not match `facts`: `Ok(reason)` when it matches.
+fn evaluate(route: &Route, facts: &RequestFacts) -> Result<String, String> {
+    let mut held = Vec::new();
+    if let Some(cond) = &route.when.privacy {
+        if !cond.matches(facts.privacy) {
+            return Err(format!(
+                "route \"{}\": privacy {} does not satisfy {cond}",
+                route.name, facts.privacy
+            ));
+        }
+        held.push(format!("privacy {} satisfies {cond}", facts.privacy));
+    }
+    if let Some(models) = &route.when.model {
+        if !models.contains(&facts.model) {
+            return Err(format!(
+                "route \"{}\": model \"{}\" is not one of [{}]",
+                route.name,
+                facts.model,
+                models.join(", ")
+            ));
+        }
+        held.push(format!("model \"{}\" is listed", facts.model));
+    }
+    if held.is_empty() {
+        Ok(format!(
+            "route \"{}\" matched: it has no conditions",
+            route.name
+        ))
+    } else {
+        Ok(format!(
+            "route \"{}\" matched: {}",
+            route.name,
+            held.join(", ")
+        ))
+    }
+}
+
+/// Picks the route and the ordered targets for a request.
+pub fn decide(cfg: &Config, facts: &RequestFacts) -> Result<Decision, Denial> {
+    if !cfg.is_known_model(&facts.model) {
+        return Err(Denial::UnknownModel {
+            model: facts.model.clone(),
+        });
+    }
+    let mut reasons = Vec::new();
+    for route in &cfg.routes {
+        match evaluate(route, facts) {
+            Err(why) => reasons.push(why),
+            Ok(why) => {
+                reasons.push(why);
+                let mut targets = Vec::new();
+                for t in route.targets() {
+                    if allowed(cfg, t, facts.privacy) {
+                        targets.push(t.to_string());
+                    } else {
+                        reasons.push(format!(
+                            "target \"{t}\" skipped: outside the trust boundary for {} requests",
+                            facts.privacy
+                        ));
+                    }
+                }
+                if targets.is_empty() {
+                    return Err(Denial::NoAllowedTarget {
+                        route: route.name.clone(),
+                        privacy: facts.privacy,
+                    });
+                }
+                return Ok(Decision {
+                    route: route.name.clone(),
+                    privacy: facts.privacy,
+                    targets,
+                    reasons,
+                });
+            }
+        }
+    }
+    Err(Denial::NoRoute {
+        model: facts.model.clone(),
+        privacy: facts.privacy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_config;
+
+    const POLICY: &str = "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  pool: { provider: openai-compatible, base_url: http://pool:8000, trusted: true }
+  gpt: { provider: openai, api_key_env: OPENAI_API_KEY }
+routes:
+  - name: home
+    when: { privacy: \">= confidential\" }
+    to: [pool]
+    fallback: [local, pool]
+  - name: rest
+    to: [gpt]
+    fallback: [local]
+";
+
+    #[test]
+    fn targets_are_deduplicated_in_order_and_reasons_name_each_route() {
+        let cfg = load_config(POLICY, "p.yaml").unwrap();
+        let d = decide(&cfg, &RequestFacts::new("auto", PrivacyLevel::Restricted)).unwrap();
+        assert_eq!(d.targets, vec!["pool", "local"]);
+        assert_eq!(
+            d.reasons,
+            vec!["route \"home\" matched: privacy restricted satisfies >= confidential"]
+        );
+        let d = decide(&cfg, &RequestFacts::new("gpt", PrivacyLevel::Public)).unwrap();
+        assert_eq!(d.route, "rest");
+        assert_eq!(
+            d.reasons,
+            vec![
+                "route \"home\": privacy public does not satisfy >= confidential",
+                "route \"rest\" matched: it has no conditions",
+            ]
+        );
+    }
+
+    #[test]
+    fn decide_filters_untrusted_targets_again_and_fails_closed() {
+        // Simulate a config that slipped past the load check (or a target whose trust
+        // was revoked): decide must still never hand out an untrusted target.
+        let mut cfg = load_config(POLICY, "p.yaml").unwrap();
+        if let Some(t) = cfg.models.get_mut("pool") {
+            t.trusted = false;
+        }
+        let d = decide(&cfg, &RequestFacts::new("auto", PrivacyLevel::Confidential)).unwrap();
+        assert_eq!(d.targets, vec!["local"]);
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r.contains("target \"pool\" skipped")));
+        cfg.routes[0].fallback.clear();
+        let err = decide(&cfg, &RequestFacts::new("auto", PrivacyLevel::Confidential)).unwrap_err();
+        assert_eq!(
+            err,
+            Denial::NoAllowedTarget {
+                route: "home".into(),
+                privacy: PrivacyLevel::Confidential
+            }
+        );
+        assert_eq!(err.kind(), DenialKind::PolicyDenied);
+        assert_eq!(
+            err.to_string(),
+            "route \"home\" has no target allowed at privacy confidential"
+        );
+    }
+
+    #[test]
+    fn allowed_checks_existence_and_trust() {
+        let cfg = load_config(POLICY, "p.yaml").unwrap();
+        assert!(allowed(&cfg, "gpt", PrivacyLevel::Internal));
+        assert!(!allowed(&cfg, "gpt", PrivacyLevel::Confidential));
+        assert!(allowed(&cfg, "pool", PrivacyLevel::Restricted));
+        assert!(allowed(&cfg, "local", PrivacyLevel::Restricted));
+        assert!(!allowed(&cfg, "nope", PrivacyLevel::Public));
+    }
+
+    #[test]
+    fn denial_kinds() {
+        let cfg = load_config(POLICY, "p.yaml").unwrap();
+        let err = decide(&cfg, &RequestFacts::new("gpt-6", PrivacyLevel::Public)).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.code()),
+            (DenialKind::NotFound, "unknown_model")
+        );
+        assert_eq!(err.to_string(), "unknown model \"gpt-6\"");
+    }
+}

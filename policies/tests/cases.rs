@@ -1,0 +1,121 @@
+//! Data-driven routing tests: each file in tests/cases/ holds a policy and a list of
+//! requests with the decision each one must get.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::Path;
+
+use serde::Deserialize;
+use watershed_policies::{decide, load_config, yaml, PrivacyLevel, RequestFacts};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    description: String,
+    policy: String,
+    requests: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    model: String,
+    #[serde(default)]
+    privacy: Option<String>,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    targets: Option<Vec<String>>,
+    #[serde(default)]
+    denial: Option<String>,
+}
+
+fn run_file(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = yaml::parse(&text).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    let file: CaseFile =
+        serde_json::from_value(doc.value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let cfg = load_config(&file.policy, &name)
+        .unwrap_or_else(|e| panic!("{name} ({}): policy must load:\n{e}", file.description));
+    for (i, case) in file.requests.iter().enumerate() {
+        let privacy = match &case.privacy {
+            Some(p) => p.parse::<PrivacyLevel>().unwrap(),
+            None => cfg.server.default_privacy,
+        };
+        let facts = RequestFacts::new(case.model.clone(), privacy);
+        let got = decide(&cfg, &facts);
+        let ctx = format!(
+            "{name} request {i} ({} at {privacy}): got {got:?}",
+            case.model
+        );
+        match (&case.expect.denial, got) {
+            (Some(code), Err(d)) => assert_eq!(d.code(), code, "{ctx}"),
+            (Some(_), Ok(_)) => panic!("{ctx}: expected a denial"),
+            (None, Err(_)) => panic!("{ctx}: expected a decision"),
+            (None, Ok(d)) => {
+                if let Some(r) = &case.expect.route {
+                    assert_eq!(&d.route, r, "{ctx}");
+                }
+                if let Some(t) = &case.expect.targets {
+                    assert_eq!(&d.targets, t, "{ctx}");
+                }
+                assert!(
+                    !d.reasons.is_empty(),
+                    "{ctx}: a decision carries its reasons"
+                );
+                for t in &d.targets {
+                    assert!(
+                        !privacy.requires_trusted() || cfg.target(t).unwrap().trusted,
+                        "{ctx}: untrusted target {t}"
+                    );
+                }
+            }
+        }
+    }
+    file.requests.len()
+}
+
+#[test]
+fn every_case_file_routes_as_expected() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "expected case files in {}", dir.display());
+    let total: usize = files.iter().map(|f| run_file(f)).sum();
+    assert!(total >= 20, "only {total} cases ran");
+}
+
+#[test]
+fn the_embedded_default_config_loads_and_keeps_confidential_traffic_local() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg = load_config(&text, "default.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.ledger.url, "sqlite://watershed.db");
+    assert!(cfg.target("local").unwrap().is_local());
+    for model in cfg.known_models() {
+        for level in [PrivacyLevel::Confidential, PrivacyLevel::Restricted] {
+            let d = decide(&cfg, &RequestFacts::new(model.clone(), level)).unwrap();
+            assert_eq!(d.targets, vec!["local".to_string()], "{model} at {level}");
+        }
+    }
+    let d = decide(
+        &cfg,
+        &RequestFacts::new("gpt-5.4-mini", PrivacyLevel::Internal),
+    )
+    .unwrap();
+    assert_eq!(d.targets, vec!["gpt-5.4-mini", "local"]);
+    let d = decide(&cfg, &RequestFacts::new("auto", PrivacyLevel::Public)).unwrap();
+    assert_eq!(d.targets[0], "local");
+    assert_eq!(d.targets.len(), 4);
+}

@@ -1,0 +1,283 @@
+//! Config error reporting: each error names file:line:col and the key path, and a file
+//! with several problems reports all of them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use watershed_policies::{load_config, ConfigError};
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match load_config(text, "policies.yaml") {
+        Ok(_) => panic!("config should have been refused:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+/// (line, col, path) of each error.
+fn where_(errs: &[ConfigError]) -> Vec<(usize, usize, &str)> {
+    errs.iter()
+        .map(|e| (e.line, e.col, e.path.as_str()))
+        .collect()
+}
+
+const GOOD: &str = "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  gpt-5.4-mini: { provider: openai, api_key_env: OPENAI_API_KEY }
+routes:
+  - name: home
+    when: { privacy: \">= confidential\" }
+    to: [local]
+  - name: rest
+    to: [local]
+    fallback: [gpt-5.4-mini]
+";
+
+#[test]
+fn the_reference_config_loads() {
+    let cfg = load_config(GOOD, "policies.yaml").unwrap();
+    assert_eq!(cfg.routes.len(), 2);
+    assert_eq!(
+        cfg.routes[1].reachable_levels.to_string(),
+        "public, internal"
+    );
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_problem() {
+    let errs = errors("version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf\nroutes: []\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].file, "policies.yaml");
+    assert!(errs[0].message.starts_with("invalid yaml:"), "{}", errs[0]);
+    assert_eq!(errs[0].line, 4, "{}", errs[0]);
+}
+
+#[test]
+fn unknown_field_points_at_the_key() {
+    let text = GOOD.replace("  - name: rest\n", "  - name: rest\n    fallbak: [local]\n");
+    let errs = errors(&text);
+    assert_eq!(
+        where_(&errs),
+        vec![(10, 5, "routes[1].fallbak")],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0]
+            .message
+            .starts_with("unknown field \"fallbak\", expected one of"),
+        "{}",
+        errs[0]
+    );
+    let text = GOOD.replace("version: 1\n", "version: 1\nrouting: {}\n");
+    let errs = errors(&text);
+    assert_eq!(where_(&errs), vec![(2, 1, "routing")]);
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let text = GOOD.replace("gguf: m.gguf }", "gguf: m.gguf, parallel: many }");
+    let errs = errors(&text);
+    assert_eq!(
+        where_(&errs),
+        vec![(3, 51, "models.local.parallel")],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0]
+            .message
+            .contains("invalid type: string \"many\", expected u32"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn unknown_target_in_route_is_named_with_its_route() {
+    let text = GOOD.replace(
+        "fallback: [gpt-5.4-mini]",
+        "fallback: [gpt-5.4-mini, gpt-6]",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        errs[0].to_string(),
+        "policies.yaml:11:30: routes[1].fallback[1]: unknown model \"gpt-6\" in route \"rest\""
+    );
+}
+
+#[test]
+fn duplicate_route_name() {
+    let text = GOOD.replace("name: rest", "name: home");
+    let errs = errors(&text);
+    assert_eq!(where_(&errs), vec![(9, 11, "routes[1].name")]);
+    assert_eq!(
+        errs[0].message,
+        "duplicate route name \"home\" (first used by routes[0])"
+    );
+}
+
+#[test]
+fn untrusted_target_reachable_by_confidential_traffic_is_refused_in_to() {
+    // Without the first route, the catch-all can see confidential requests.
+    let text = "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  gpt-5.4-mini: { provider: openai, api_key_env: OPENAI_API_KEY }
+routes:
+  - name: everything
+    to: [local, gpt-5.4-mini]
+";
+    let errs = errors(text);
+    assert_eq!(where_(&errs), vec![(7, 17, "routes[0].to[1]")], "{errs:?}");
+    assert!(
+        errs[0].message.starts_with(
+            "route \"everything\" can receive confidential, restricted requests but target \"gpt-5.4-mini\" is outside the trust boundary"
+        ),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn untrusted_target_reachable_by_confidential_traffic_is_refused_in_fallback() {
+    // The first route only takes restricted, so confidential still reaches "rest".
+    let text = GOOD.replace(">= confidential", "restricted");
+    let errs = errors(&text);
+    assert_eq!(
+        where_(&errs),
+        vec![(11, 16, "routes[1].fallback[0]")],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0]
+            .message
+            .contains("can receive confidential requests"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn a_model_condition_does_not_shield_later_routes() {
+    // The first route only takes confidential requests for one model name, so other
+    // confidential requests still fall through to the catch-all.
+    let text = GOOD.replace(
+        "when: { privacy: \">= confidential\" }",
+        "when: { privacy: \">= confidential\", model: auto }",
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        where_(&errs),
+        vec![(11, 16, "routes[1].fallback[0]")],
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn restricting_the_route_itself_is_accepted() {
+    let text = "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  gpt-5.4-mini: { provider: openai, api_key_env: OPENAI_API_KEY }
+routes:
+  - name: public-only
+    when: { privacy: \"< confidential\" }
+    to: [gpt-5.4-mini]
+  - name: rest
+    to: [local]
+";
+    assert!(load_config(text, "p.yaml").is_ok());
+}
+
+#[test]
+fn several_errors_are_all_reported_in_source_order() {
+    let text = "\
+version: 1
+listen: nowhere
+models:
+  local: { engine: local, gguf: m.gguf, base_url: http://x }
+  gpt-5.4-mini: { provider: openai }
+  broken: { provider: openai, api_key_env: K, timeout_ms: soon }
+  ds: { provider: openai-compatible, api_key_env: sk-abc123 }
+server: { default_privacy: secret }
+routes:
+  - name: a
+    when: { privacy: \">= topsecret\" }
+    to: [local]
+  - name: b
+    to: [gpt-6, broken]
+  - name: b
+    to: []
+";
+    let errs = errors(text);
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (2, 9, "listen"),
+            (4, 41, "models.local.base_url"),
+            (5, 3, "models.gpt-5.4-mini"),
+            (6, 59, "models.broken.timeout_ms"),
+            (7, 3, "models.ds"),
+            (7, 51, "models.ds.api_key_env"),
+            (8, 28, "server.default_privacy"),
+            (11, 22, "routes[0].when.privacy"),
+            (14, 10, "routes[1].to[0]"),
+            (15, 11, "routes[2].name"),
+            (16, 9, "routes[2].to"),
+        ],
+        "{shown:#?}"
+    );
+    assert!(shown[2].ends_with(
+        "missing field \"api_key_env\" for target \"gpt-5.4-mini\" (required for openai)"
+    ));
+    assert!(shown[4].ends_with(
+        "missing field \"base_url\" for target \"ds\" (required for openai-compatible)"
+    ));
+    assert!(shown[5].contains("must name an environment variable"));
+}
+
+#[test]
+fn version_is_required_and_checked_first() {
+    let errs = errors("models: {}\nroutes: []\n");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        errs[0].message,
+        "missing field \"version\" (this build reads version 1)"
+    );
+    let errs = errors("version: 2\nmodels: 7\n");
+    assert_eq!(where_(&errs), vec![(1, 10, "version")]);
+    assert_eq!(
+        errs[0].message,
+        "unsupported config version 2 (this build reads version 1)"
+    );
+}
+
+#[test]
+fn empty_and_non_mapping_documents() {
+    assert_eq!(
+        errors("")[0].message,
+        "empty config (expected a mapping starting with version: 1)"
+    );
+    assert_eq!(
+        errors("- a\n- b\n")[0].message,
+        "the config must be a mapping of keys to values"
+    );
+}
+
+#[test]
+fn duplicate_yaml_keys_are_refused() {
+    let text = GOOD.replace("version: 1\n", "version: 1\nversion: 1\n");
+    let errs = errors(&text);
+    assert_eq!(where_(&errs), vec![(2, 1, "version")]);
+    assert_eq!(errs[0].message, "duplicate key \"version\"");
+}
+
+#[test]
+fn local_target_cannot_be_declared_untrusted() {
+    let text = GOOD.replace("gguf: m.gguf }", "gguf: m.gguf, trusted: false }");
+    let errs = errors(&text);
+    assert_eq!(where_(&errs), vec![(3, 50, "models.local.trusted")]);
+}
