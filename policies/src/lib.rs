@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod level;
+pub mod privacy;
 pub mod route;
 pub mod yaml;
 
@@ -13,4 +14,5 @@ pub use config::{
     When,
 };
 pub use level::{CmpOp, LevelCondition, LevelSet, PrivacyLevel, UnknownLevel};
+pub use privacy::{detect, PiiKind, PiiSpan};
 pub use route::{allowed, decide, Decision, Denial, DenialKind, RequestFacts};

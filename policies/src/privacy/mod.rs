@@ -1,0 +1,148 @@
+//! Privacy detectors: find personal data and secrets in prompt text and report them as
+//! typed spans in character offsets (the `classify` contract), never with their values.
+//!
+//! Each detector is a small hand-written scanner with a validity check (Luhn, mod-97,
+//! SSN ranges, address parsing) so that look-alikes — version strings, dates, order
+//! numbers, ISBNs, prices — are not reported. No regex engine: the scanners are linear
+//! and allocation-light, which keeps classification far under a millisecond.
+
+mod numbers;
+mod secrets;
+
+use std::fmt;
+
+/// What kind of sensitive value a span holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PiiKind {
+    /// A cloud key, API token, private key block, JWT or password-like value.
+    Secret,
+    /// An e-mail address.
+    Email,
+    /// An IBAN with a valid mod-97 checksum.
+    Iban,
+    /// A Luhn-valid payment card number.
+    CreditCard,
+    /// A US social security number in the valid ranges.
+    Ssn,
+    /// A phone number (E.164 or a common national format).
+    Phone,
+    /// An IPv4 or IPv6 address.
+    Ip,
+}
+
+impl PiiKind {
+    /// Every kind, in priority order (earlier wins when spans overlap).
+    pub const ALL: [PiiKind; 7] = [
+        PiiKind::Secret,
+        PiiKind::Email,
+        PiiKind::Iban,
+        PiiKind::CreditCard,
+        PiiKind::Ssn,
+        PiiKind::Phone,
+        PiiKind::Ip,
+    ];
+
+    /// The detector name used in config and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiiKind::Secret => "secret",
+            PiiKind::Email => "email",
+            PiiKind::Iban => "iban",
+            PiiKind::CreditCard => "credit_card",
+            PiiKind::Ssn => "ssn",
+            PiiKind::Phone => "phone",
+            PiiKind::Ip => "ip",
+        }
+    }
+
+    /// Parses a detector name.
+    pub fn parse(s: &str) -> Option<PiiKind> {
+        PiiKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for PiiKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A detected value: its kind and where it is, in character (not byte) offsets,
+/// `start` inclusive, `end` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PiiSpan {
+    /// What was found.
+    pub kind: PiiKind,
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+}
+
+/// A candidate in byte offsets, before overlap resolution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hit {
+    pub kind: PiiKind,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Runs every detector over `text` and returns non-overlapping spans sorted by start.
+pub fn detect(text: &str) -> Vec<PiiSpan> {
+    detect_kinds(text, &PiiKind::ALL)
+}
+
+/// Runs the named detectors only.
+pub fn detect_kinds(text: &str, kinds: &[PiiKind]) -> Vec<PiiSpan> {
+    let b = text.as_bytes();
+    let mut hits = Vec::new();
+    for kind in kinds {
+        match kind {
+            PiiKind::Secret => secrets::find(text, &mut hits),
+            PiiKind::Email => numbers::emails(b, &mut hits),
+            PiiKind::Iban => numbers::ibans(b, &mut hits),
+            PiiKind::CreditCard => numbers::cards(b, &mut hits),
+            PiiKind::Ssn => numbers::ssns(b, &mut hits),
+            PiiKind::Phone => numbers::phones(b, &mut hits),
+            PiiKind::Ip => numbers::ips(text, &mut hits),
+        }
+    }
+    // Higher-priority kinds first, longer first; keep what does not overlap.
+    hits.sort_by_key(|h| (h.kind, std::cmp::Reverse(h.end - h.start), h.start));
+    let mut kept: Vec<Hit> = Vec::new();
+    for h in hits {
+        if kept.iter().all(|k| h.end <= k.start || h.start >= k.end) {
+            kept.push(h);
+        }
+    }
+    kept.sort_by_key(|h| h.start);
+    to_char_offsets(text, &kept)
+}
+
+fn to_char_offsets(text: &str, hits: &[Hit]) -> Vec<PiiSpan> {
+    if text.is_ascii() {
+        return hits
+            .iter()
+            .map(|h| PiiSpan {
+                kind: h.kind,
+                start: h.start,
+                end: h.end,
+            })
+            .collect();
+    }
+    let char_at = |byte: usize| text[..byte].chars().count();
+    hits.iter()
+        .map(|h| PiiSpan {
+            kind: h.kind,
+            start: char_at(h.start),
+            end: char_at(h.end),
+        })
+        .collect()
+}
+
+/// Whether the byte at `i` (if any) is an ASCII letter or digit: spans must not start or
+/// end inside a longer word or number.
+pub(crate) fn is_alnum_at(b: &[u8], i: Option<usize>) -> bool {
+    i.and_then(|i| b.get(i))
+        .is_some_and(u8::is_ascii_alphanumeric)
+}

@@ -1,0 +1,452 @@
+//! Detectors for structured identifiers: e-mail, IBAN, payment card, SSN, phone, IP.
+//! Each scanner finds candidates by shape, then keeps only those that pass the
+//! identifier's own validity rule (checksum, ranges, address syntax).
+
+use std::net::Ipv6Addr;
+
+use super::{is_alnum_at, Hit, PiiKind};
+
+fn before(i: usize) -> Option<usize> {
+    i.checked_sub(1)
+}
+
+/// Digit groups starting at `i`, joined by single separators from `seps`; all joins must
+/// use the same separator. Returns the end offset and each group's length.
+fn digit_chain(b: &[u8], i: usize, seps: &[u8]) -> (usize, Vec<usize>, Option<u8>) {
+    let mut groups = Vec::new();
+    let mut sep_used: Option<u8> = None;
+    let mut j = i;
+    loop {
+        let start = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        groups.push(j - start);
+        let next_is_digit = b.get(j + 1).is_some_and(u8::is_ascii_digit);
+        match b.get(j) {
+            Some(&s) if seps.contains(&s) && next_is_digit && sep_used.is_none_or(|u| u == s) => {
+                sep_used = Some(s);
+                j += 1;
+            }
+            _ => return (j, groups, sep_used),
+        }
+    }
+}
+
+/// Starts of digit runs that are not inside a longer word or number.
+fn number_starts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    (0..b.len()).filter(move |&i| {
+        b[i].is_ascii_digit()
+            && !is_alnum_at(b, before(i))
+            // "1.2.3.4.5" and "12-34" chains are judged from their first group only.
+            && !(i >= 2 && matches!(b[i - 1], b'.' | b'-') && b[i - 2].is_ascii_digit())
+    })
+}
+
+fn digits_of(b: &[u8], start: usize, end: usize) -> Vec<u8> {
+    b[start..end]
+        .iter()
+        .filter(|c| c.is_ascii_digit())
+        .map(|c| c - b'0')
+        .collect()
+}
+
+/// Luhn checksum over digit values.
+pub(crate) fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    matches!(sum % 10, 0)
+}
+
+/// Whether the number starts with an issuer prefix of a major card network.
+fn card_prefix(d: &[u8]) -> bool {
+    let n = |k: usize| d.iter().take(k).fold(0u32, |a, &x| a * 10 + u32::from(x));
+    let len = d.len();
+    match d.first() {
+        Some(4) => matches!(len, 13 | 16 | 19),                // Visa
+        Some(5) => (51..=55).contains(&n(2)) && len == 16,     // Mastercard
+        Some(2) => (2221..=2720).contains(&n(4)) && len == 16, // Mastercard
+        Some(3) => {
+            matches!(n(2), 34 | 37) && len == 15                       // Amex
+            || (3528..=3589).contains(&n(4)) && (16..=19).contains(&len)      // JCB
+            || matches!(n(2), 36 | 38 | 30) && (14..=19).contains(&len)
+        } // Diners
+        Some(6) => {
+            (n(4) == 6011 || n(2) == 65 || (644..=649).contains(&n(3))) && (16..=19).contains(&len)
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn cards(b: &[u8], out: &mut Vec<Hit>) {
+    for i in number_starts(b) {
+        let (end, groups, _) = digit_chain(b, i, b" -");
+        if is_alnum_at(b, Some(end)) {
+            continue;
+        }
+        let total: usize = groups.iter().sum();
+        if !(13..=19).contains(&total) {
+            continue;
+        }
+        let d = digits_of(b, i, end);
+        if card_prefix(&d) && luhn_valid(&d) {
+            out.push(Hit {
+                kind: PiiKind::CreditCard,
+                start: i,
+                end,
+            });
+        }
+    }
+}
+
+pub(crate) fn ssns(b: &[u8], out: &mut Vec<Hit>) {
+    for i in number_starts(b) {
+        let (end, groups, sep) = digit_chain(b, i, b"- ");
+        if groups != [3, 2, 4] || sep.is_none() || is_alnum_at(b, Some(end)) {
+            continue;
+        }
+        let d = digits_of(b, i, end);
+        let num = |r: std::ops::Range<usize>| d[r].iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
+        let (area, group, serial) = (num(0..3), num(3..5), num(5..9));
+        if area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 {
+            out.push(Hit {
+                kind: PiiKind::Ssn,
+                start: i,
+                end,
+            });
+        }
+    }
+}
+
+pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let starts = (c == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+            || (c == b'('
+                && b.get(i + 4) == Some(&b')')
+                && b[i + 1..i + 4].iter().all(u8::is_ascii_digit))
+            || c.is_ascii_digit();
+        let prev = before(i).map(|p| b[p]);
+        let prev_ok = !prev.is_some_and(|p| {
+            p.is_ascii_alphanumeric() || matches!(p, b'#' | b'$' | b'.' | b'-' | b'/' | b'+' | b'_')
+        });
+        if !starts || !prev_ok {
+            i += 1;
+            continue;
+        }
+        // Digits with short runs of separators between them.
+        let mut j = i + usize::from(c == b'+');
+        let mut groups: Vec<usize> = Vec::new();
+        let mut seps = 0;
+        let mut end = j;
+        while j < b.len() {
+            let run_start = j;
+            while j < b.len()
+                && matches!(b[j], b' ' | b'-' | b'.' | b'(' | b')')
+                && j - run_start < 2
+            {
+                j += 1;
+            }
+            if j > run_start {
+                seps += 1;
+            }
+            let g = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j == g {
+                break;
+            }
+            groups.push(j - g);
+            end = j;
+        }
+        let total: usize = groups.iter().sum();
+        let next_bad = is_alnum_at(b, Some(end))
+            || (matches!(b.get(end), Some(b'.' | b'-' | b'/' | b':'))
+                && b.get(end + 1).is_some_and(u8::is_ascii_digit));
+        let first = |k: usize| digits_of(b, i, end).get(k).copied().unwrap_or(0);
+        let ok = !next_bad
+            && if c == b'+' {
+                (8..=15).contains(&total) && groups.len() <= 6
+            } else {
+                let us = (groups == [3, 3, 4] || (groups == [1, 3, 3, 4] && first(0) == 1))
+                    && seps > 0
+                    && {
+                        let o = usize::from(groups.len() == 4);
+                        first(o) >= 2 && first(o + 3) >= 2
+                    };
+                let trunk = first(0) == 0
+                    && c != b'('
+                    && groups.len() >= 2
+                    && (2..=5).contains(&groups[0])
+                    && groups.iter().all(|&g| g >= 2)
+                    && (10..=11).contains(&total);
+                us || trunk
+            };
+        if ok {
+            out.push(Hit {
+                kind: PiiKind::Phone,
+                start: i,
+                end,
+            });
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn is_local_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+pub(crate) fn emails(b: &[u8], out: &mut Vec<Hit>) {
+    for at in (0..b.len()).filter(|&i| b[i] == b'@') {
+        let mut s = at;
+        while s > 0 && is_local_char(b[s - 1]) {
+            s -= 1;
+        }
+        while s < at && b[s] == b'.' {
+            s += 1;
+        }
+        let mut e = at + 1;
+        while e < b.len() && (b[e].is_ascii_alphanumeric() || matches!(b[e], b'.' | b'-')) {
+            e += 1;
+        }
+        while e > at + 1 && matches!(b[e - 1], b'.' | b'-') {
+            e -= 1;
+        }
+        if s == at || b[at - 1] == b'.' {
+            continue;
+        }
+        let domain = &b[at + 1..e];
+        let Some(dot) = domain.iter().rposition(|&c| c == b'.') else {
+            continue;
+        };
+        let tld = &domain[dot + 1..];
+        let labels_ok = domain.split(|&c| c == b'.').all(|l| !l.is_empty());
+        if labels_ok && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic) {
+            out.push(Hit {
+                kind: PiiKind::Email,
+                start: s,
+                end: e,
+            });
+        }
+    }
+}
+
+/// IBAN length per country.
+const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BR", 29),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"SA", 24),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VG", 24),
+    (b"XK", 20),
+];
+
+/// ISO 13616 check: move the first four characters to the end, letters to numbers,
+/// and the number mod 97 must be 1.
+pub(crate) fn iban_valid(chars: &[u8]) -> bool {
+    let mut rem: u32 = 0;
+    for &c in chars[4..].iter().chain(chars[..4].iter()) {
+        let v = match c {
+            b'0'..=b'9' => u32::from(c - b'0'),
+            b'A'..=b'Z' => u32::from(c - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+pub(crate) fn ibans(b: &[u8], out: &mut Vec<Hit>) {
+    for i in 0..b.len().saturating_sub(4) {
+        if !(b[i].is_ascii_uppercase() && b[i + 1].is_ascii_uppercase())
+            || is_alnum_at(b, before(i))
+        {
+            continue;
+        }
+        if !(b[i + 2].is_ascii_digit() && b[i + 3].is_ascii_digit()) {
+            continue;
+        }
+        let Some(&(_, len)) = IBAN_LENGTHS.iter().find(|(cc, _)| cc[..] == b[i..i + 2]) else {
+            continue;
+        };
+        let mut chars = Vec::with_capacity(len);
+        let mut j = i;
+        while j < b.len() && chars.len() < len {
+            let c = b[j];
+            if c.is_ascii_uppercase() || c.is_ascii_digit() {
+                chars.push(c);
+                j += 1;
+            } else if c == b' '
+                && chars.len() % 4 == 0
+                && b.get(j + 1).is_some_and(u8::is_ascii_alphanumeric)
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        if chars.len() == len && !is_alnum_at(b, Some(j)) && iban_valid(&chars) {
+            out.push(Hit {
+                kind: PiiKind::Iban,
+                start: i,
+                end: j,
+            });
+        }
+    }
+}
+
+/// Words that make a following dotted quad a version number rather than an address.
+const VERSION_WORDS: &[&str] = &["version", "ver", "release", "build", "firmware", "v"];
+
+pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
+    let b = text.as_bytes();
+    for i in number_starts(b) {
+        let (end, groups, sep) = digit_chain(b, i, b".");
+        if groups.len() != 4 || sep != Some(b'.') || is_alnum_at(b, Some(end)) {
+            continue;
+        }
+        let octets_ok = text[i..end].split('.').all(|o| {
+            o.len() <= 3
+                && !(o.len() > 1 && o.starts_with('0'))
+                && o.parse::<u16>().is_ok_and(|v| v <= 255)
+        });
+        let prev_word = text[..i]
+            .trim_end()
+            .rsplit(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let versioned = VERSION_WORDS.contains(&prev_word.as_str())
+            && text[..i].len() - text[..i].trim_end().len() <= 1;
+        if octets_ok && !versioned {
+            out.push(Hit {
+                kind: PiiKind::Ip,
+                start: i,
+                end,
+            });
+        }
+    }
+    // IPv6: maximal runs of hex digits, colons and dots, checked by the std parser.
+    let is6 = |c: u8| c.is_ascii_hexdigit() || c == b':' || c == b'.';
+    let mut i = 0;
+    while i < b.len() {
+        if !is6(b[i])
+            || (i > 0 && (is6(b[i - 1]) || b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+        {
+            i += 1;
+            continue;
+        }
+        let mut e = i;
+        while e < b.len() && is6(b[e]) {
+            e += 1;
+        }
+        let run_end = e;
+        while e > i && b[e - 1] == b'.' {
+            e -= 1;
+        }
+        let cand = &text[i..e];
+        let colons = cand.bytes().filter(|&c| c == b':').count();
+        let hex = cand.bytes().filter(u8::is_ascii_hexdigit).count();
+        if colons >= 2
+            && hex >= 4
+            && cand.bytes().any(|c| c.is_ascii_digit())
+            && !is_alnum_at(b, Some(run_end))
+            && b.get(run_end) != Some(&b'_')
+            && cand.parse::<Ipv6Addr>().is_ok()
+        {
+            out.push(Hit {
+                kind: PiiKind::Ip,
+                start: i,
+                end: e,
+            });
+        }
+        i = run_end.max(i + 1);
+    }
+}
