@@ -7,7 +7,10 @@
 //! and allocation-light, which keeps classification far under a millisecond.
 
 mod numbers;
+mod redact;
 mod secrets;
+
+pub use redact::{redact, RedactionMap, Restorer};
 
 use std::fmt;
 
