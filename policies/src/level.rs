@@ -242,6 +242,45 @@ impl FromStr for LevelCondition {
     }
 }
 
+/// A condition on a number, e.g. `"> 0.7"` for difficulty or `">= 2000"` for tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumCondition {
+    /// The comparison.
+    pub op: CmpOp,
+    /// The number compared against.
+    pub value: f64,
+}
+
+impl NumCondition {
+    /// Whether `x` satisfies the condition.
+    pub fn matches(&self, x: f64) -> bool {
+        self.op.holds(x, self.value)
+    }
+}
+
+impl fmt::Display for NumCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op.as_str(), self.value)
+    }
+}
+
+/// A numeric condition that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid condition \"{0}\" (expected an operator and a number, like \"> 0.7\")")]
+pub struct BadNumCondition(pub String);
+
+impl FromStr for NumCondition {
+    type Err = BadNumCondition;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (op, rest) = CmpOp::split(s);
+        match rest.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(NumCondition { op, value: v }),
+            _ => Err(BadNumCondition(s.trim().to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +311,9 @@ mod tests {
         let c: LevelCondition = "!= internal".parse().unwrap();
         assert_eq!(c.levels().to_string(), "public, confidential, restricted");
         assert!(">= secret".parse::<LevelCondition>().is_err());
+        let n: NumCondition = "> 0.7".parse().unwrap();
+        assert!(n.matches(0.71) && !n.matches(0.7));
+        assert!("> lots".parse::<NumCondition>().is_err());
         assert!(LevelSet::ALL
             .minus(
                 ">= confidential"

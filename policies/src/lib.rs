@@ -2,17 +2,22 @@
 //! Text and facts come in; a validated config, classifications and a decision with its
 //! reasons go out. The gateway owns reading files and the clock.
 
+pub mod budget;
 pub mod config;
 pub mod level;
 pub mod privacy;
 pub mod route;
 pub mod yaml;
 
+pub use budget::{
+    evaluate_budget, BudgetEval, BudgetLimits, BudgetState, BudgetWindow, OnExhausted,
+    SpendSnapshot,
+};
 pub use config::{
     load_config, Config, ConfigError, ConfigErrors, FleetSettings, GpuLayers, LedgerSettings,
     LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec,
     When,
 };
-pub use level::{CmpOp, LevelCondition, LevelSet, PrivacyLevel, UnknownLevel};
+pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
 pub use privacy::{detect, PiiKind, PiiSpan};
 pub use route::{allowed, decide, Decision, Denial, DenialKind, RequestFacts};

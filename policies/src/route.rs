@@ -2,6 +2,9 @@
 //! reasons out. First matching route wins; targets outside the trust boundary are
 //! filtered again for confidential traffic, and the decision fails closed.
 
+use std::collections::BTreeMap;
+
+use crate::budget::BudgetState;
 use crate::config::{Config, Route};
 use crate::level::PrivacyLevel;
 
@@ -12,6 +15,16 @@ pub struct RequestFacts {
     pub model: String,
     /// The request's privacy level after all hints and detectors.
     pub privacy: PrivacyLevel,
+    /// Difficulty score in [0,1] from the classifier, when it ran.
+    pub difficulty: Option<f64>,
+    /// Budget state of the request's team or key.
+    pub budget: BudgetState,
+    /// The team the virtual key belongs to.
+    pub team: Option<String>,
+    /// Estimated prompt tokens.
+    pub estimated_tokens: Option<u64>,
+    /// Request metadata tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl RequestFacts {
@@ -20,6 +33,7 @@ impl RequestFacts {
         RequestFacts {
             model: model.into(),
             privacy,
+            ..RequestFacts::default()
         }
     }
 }
@@ -122,6 +136,47 @@ fn evaluate(route: &Route, facts: &RequestFacts) -> Result<String, String> {
             ));
         }
         held.push(format!("model \"{}\" is listed", facts.model));
+    }
+    let w = &route.when;
+    let fail = |what: String| Err(format!("route \"{}\": {what}", route.name));
+    if let Some(cond) = &w.difficulty {
+        match facts.difficulty {
+            None => return fail(format!("difficulty unknown, needs {cond}")),
+            Some(d) if !cond.matches(d) => {
+                return fail(format!("difficulty {d:.3} does not satisfy {cond}"))
+            }
+            Some(d) => held.push(format!("difficulty {d:.3} satisfies {cond}")),
+        }
+    }
+    if let Some(b) = w.budget {
+        if facts.budget != b {
+            return fail(format!("budget is {}, not {b}", facts.budget));
+        }
+        held.push(format!("budget is {b}"));
+    }
+    if let Some(teams) = &w.team {
+        match &facts.team {
+            Some(t) if teams.contains(t) => held.push(format!("team \"{t}\" is listed")),
+            Some(t) => return fail(format!("team \"{t}\" is not one of [{}]", teams.join(", "))),
+            None => return fail("request has no team".to_string()),
+        }
+    }
+    if let Some(cond) = &w.estimated_tokens {
+        match facts.estimated_tokens {
+            Some(n) if cond.matches(n as f64) => {
+                held.push(format!("estimated tokens {n} satisfy {cond}"))
+            }
+            Some(n) => return fail(format!("estimated tokens {n} do not satisfy {cond}")),
+            None => return fail(format!("estimated tokens unknown, needs {cond}")),
+        }
+    }
+    if let Some(tags) = &w.metadata {
+        for (k, v) in tags {
+            if facts.tags.get(k) != Some(v) {
+                return fail(format!("metadata {k}={v} is not set"));
+            }
+        }
+        held.push("metadata tags match".to_string());
     }
     if held.is_empty() {
         Ok(format!(

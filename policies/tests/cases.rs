@@ -22,6 +22,16 @@ struct Case {
     model: String,
     #[serde(default)]
     privacy: Option<String>,
+    #[serde(default)]
+    difficulty: Option<f64>,
+    #[serde(default)]
+    budget: Option<String>,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    estimated_tokens: Option<u64>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
     expect: Expect,
 }
 
@@ -49,7 +59,14 @@ fn run_file(path: &Path) -> usize {
             Some(p) => p.parse::<PrivacyLevel>().unwrap(),
             None => cfg.server.default_privacy,
         };
-        let facts = RequestFacts::new(case.model.clone(), privacy);
+        let mut facts = RequestFacts::new(case.model.clone(), privacy);
+        facts.difficulty = case.difficulty;
+        if let Some(b) = &case.budget {
+            facts.budget = b.parse().unwrap();
+        }
+        facts.team = case.team.clone();
+        facts.estimated_tokens = case.estimated_tokens;
+        facts.tags = case.tags.clone();
         let got = decide(&cfg, &facts);
         let ctx = format!(
             "{name} request {i} ({} at {privacy}): got {got:?}",

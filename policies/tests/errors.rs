@@ -281,3 +281,45 @@ fn local_target_cannot_be_declared_untrusted() {
     let errs = errors(&text);
     assert_eq!(where_(&errs), vec![(3, 50, "models.local.trusted")]);
 }
+
+#[test]
+fn bad_route_conditions_are_reported_at_their_values() {
+    let text = GOOD.replace(
+        "  - name: rest\n",
+        "  - name: hard\n    when: { difficulty: \"> 1.5\", budget: broke, estimated_tokens: \"lots\" }\n    to: [local]\n  - name: rest\n",
+    );
+    let errs = errors(&text);
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        vec![
+            "policies.yaml:10:25: routes[1].when.difficulty: difficulty threshold 1.5 is outside 0..1",
+            "policies.yaml:10:42: routes[1].when.budget: unknown budget state \"broke\" (expected available, alerting or exhausted)",
+            "policies.yaml:10:67: routes[1].when.estimated_tokens: invalid condition \"lots\" (expected an operator and a number, like \"> 0.7\")",
+        ]
+    );
+}
+
+#[test]
+fn a_conditioned_privacy_route_does_not_shield_later_routes() {
+    // Difficulty, budget, team, tokens and metadata all make a route partial, so a
+    // later catch-all can still see confidential traffic.
+    for cond in [
+        "difficulty: \"> 0.5\"",
+        "budget: available",
+        "team: legal",
+        "estimated_tokens: \"> 10\"",
+        "metadata: { a: b }",
+    ] {
+        let text = GOOD.replace(
+            "when: { privacy: \">= confidential\" }",
+            &format!("when: {{ privacy: \">= confidential\", {cond} }}"),
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            where_(&errs),
+            vec![(11, 16, "routes[1].fallback[0]")],
+            "{cond}"
+        );
+    }
+}

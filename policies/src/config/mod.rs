@@ -9,6 +9,7 @@
 mod error;
 mod raw;
 mod validate;
+mod when;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +18,8 @@ use indexmap::IndexMap;
 
 pub use error::{ConfigError, ConfigErrors};
 
-use crate::level::{LevelCondition, LevelSet, PrivacyLevel};
+use crate::budget::BudgetState;
+use crate::level::{LevelCondition, LevelSet, NumCondition, PrivacyLevel};
 
 /// The config versions this build reads.
 pub const SUPPORTED_VERSIONS: &[u32] = &[1];
@@ -258,7 +260,7 @@ pub struct PriceEntry {
 }
 
 /// One routing rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Unique name, reported in `x-watershed-route` and the ledger.
     pub name: String,
@@ -286,13 +288,23 @@ impl Route {
     }
 }
 
-/// The conditions of a route.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The conditions of a route; all that are set must hold.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct When {
     /// Privacy level condition.
     pub privacy: Option<LevelCondition>,
     /// Requested model names, any of which matches.
     pub model: Option<Vec<String>>,
+    /// Difficulty score condition (a request without a score does not match).
+    pub difficulty: Option<NumCondition>,
+    /// Budget state the request's team or key must be in.
+    pub budget: Option<BudgetState>,
+    /// Teams, any of which matches.
+    pub team: Option<Vec<String>>,
+    /// Estimated prompt tokens condition.
+    pub estimated_tokens: Option<NumCondition>,
+    /// Metadata tags that must all be present with these values.
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl When {
@@ -300,6 +312,11 @@ impl When {
     /// requests at its privacy levels, so later routes can still see those levels.
     pub fn has_non_privacy_condition(&self) -> bool {
         self.model.is_some()
+            || self.difficulty.is_some()
+            || self.budget.is_some()
+            || self.team.is_some()
+            || self.estimated_tokens.is_some()
+            || self.metadata.is_some()
     }
 
     /// The privacy levels this route's privacy condition admits.

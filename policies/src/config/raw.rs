@@ -121,6 +121,11 @@ pub(crate) struct RawRoute {
 pub(crate) struct RawWhen {
     pub privacy: Option<String>,
     pub model: Option<OneOrMany>,
+    pub difficulty: Option<String>,
+    pub budget: Option<String>,
+    pub team: Option<OneOrMany>,
+    pub estimated_tokens: Option<String>,
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A string or a list of strings (`model: gpt-5.4` or `model: [a, b]`).

@@ -12,14 +12,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::raw::{
-    RawCounterfactual, RawFleet, RawLedger, RawPrice, RawRoute, RawServer, RawTarget, RawWhen,
+    RawCounterfactual, RawFleet, RawLedger, RawPrice, RawRoute, RawServer, RawTarget,
 };
 use super::{
     Config, ConfigError, ConfigErrors, FleetSettings, GpuLayers, LedgerSettings, LocalSpec,
-    PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec, When,
+    PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec,
     DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, SUPPORTED_VERSIONS,
 };
-use crate::level::{LevelCondition, LevelSet, PrivacyLevel};
+use crate::level::{LevelSet, PrivacyLevel};
 use crate::yaml::{self, join_index, join_key, Document};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -36,19 +36,19 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// Which end of a key/value pair an error points at.
 #[derive(Clone, Copy)]
-enum At {
+pub(super) enum At {
     Key,
     Value,
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     doc: &'a Document,
     source: &'a str,
     errors: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: &str, at: At, message: impl Into<String>) {
+    pub(super) fn err(&mut self, path: &str, at: At, message: impl Into<String>) {
         let span = self.doc.nearest_span(path);
         let pos = match at {
             At::Key => span.key,
@@ -667,7 +667,7 @@ fn routes(
         } else {
             names.insert(raw.name.clone(), i);
         }
-        let when = when(cx, &path, raw.when.unwrap_or_default());
+        let when = super::when::when(cx, &path, raw.when.unwrap_or_default());
         if raw.to.is_empty() {
             cx.err(
                 &join_key(&path, "to"),
@@ -727,46 +727,4 @@ fn routes(
         }
     }
     Some(out)
-}
-
-fn when(cx: &mut Ctx<'_>, route_path: &str, raw: RawWhen) -> Option<When> {
-    let path = join_key(route_path, "when");
-    let mut ok = true;
-    let privacy = match raw.privacy {
-        None => None,
-        Some(s) => match s.parse::<LevelCondition>() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                cx.err(
-                    &join_key(&path, "privacy"),
-                    At::Value,
-                    format!("{e} in condition \"{s}\""),
-                );
-                ok = false;
-                None
-            }
-        },
-    };
-    let model = match raw.model {
-        None => None,
-        Some(list) => {
-            let mp = join_key(&path, "model");
-            if list.0.is_empty() {
-                cx.err(&mp, At::Value, "model condition needs at least one name");
-                ok = false;
-            }
-            for (j, m) in list.0.iter().enumerate() {
-                if m.trim().is_empty() {
-                    cx.err(
-                        &join_index(&mp, j),
-                        At::Value,
-                        "model name must not be empty",
-                    );
-                    ok = false;
-                }
-            }
-            Some(list.0)
-        }
-    };
-    ok.then_some(When { privacy, model })
 }
