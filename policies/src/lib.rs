@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod explain;
 pub mod level;
 pub mod privacy;
 pub mod route;
@@ -18,6 +19,7 @@ pub use config::{
     LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec,
     When,
 };
+pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
 pub use privacy::{detect, PiiKind, PiiSpan};
 pub use route::{allowed, decide, Decision, Denial, DenialKind, RequestFacts};

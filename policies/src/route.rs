@@ -115,7 +115,7 @@ pub fn allowed(cfg: &Config, target: &str, level: PrivacyLevel) -> bool {
 }
 
 /// Why `route` does or does not match `facts`: `Ok(reason)` when it matches.
-fn evaluate(route: &Route, facts: &RequestFacts) -> Result<String, String> {
+pub(crate) fn evaluate(route: &Route, facts: &RequestFacts) -> Result<String, String> {
     let mut held = Vec::new();
     if let Some(cond) = &route.when.privacy {
         if !cond.matches(facts.privacy) {
