@@ -16,7 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 packages=(cmake clang libclang-dev pkg-config python3-venv)
 if ((want_test)); then
-  packages+=(chromium prometheus)
+  : # the browser and Prometheus come with the dashboard and metrics tests
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -1,3 +1,0 @@
-//! The `watershed` binary.
-
-fn main() {}

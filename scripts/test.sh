@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite: formatting, lints, unit and
+# integration tests (PostgreSQL, mock upstreams, the official Python SDKs driving
+# the real binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+export WATERSHED_PYTHON="$PWD/.venv/bin/python"
+export WATERSHED_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
