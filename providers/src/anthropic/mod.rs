@@ -1,0 +1,396 @@
+//! The Anthropic Messages API: [`AnthropicProvider`], the client for `anthropic`
+//! targets, and (in `inbound`) the gateway's own `/v1/messages` surface —
+//! validating Anthropic-shaped requests and answering in Anthropic's shapes.
+
+mod inbound;
+
+pub use inbound::{
+    error_json, messages_response_json, parse_messages_request, MessagesStreamEncoder,
+};
+
+use std::collections::VecDeque;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::remote::{self, build_client, f32_json, protocol, RemoteTarget, StreamTranslator};
+use crate::sse::SseEvent;
+use crate::{
+    Capabilities, ChatRequest, ChatResponse, ChatStream, Completion, FinishReason, Provider,
+    ProviderError, ResponseFormat, Role, StreamEvent, Usage,
+};
+
+/// The API version every request declares.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// What Anthropic requires as `max_tokens` when neither the request nor the
+/// target config gives one.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// A client for one Anthropic target.
+pub struct AnthropicProvider {
+    target: RemoteTarget,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("target", &self.target.target)
+            .field("base_url", &self.target.base_url)
+            .field("upstream_model", &self.target.upstream_model)
+            .finish()
+    }
+}
+
+impl AnthropicProvider {
+    pub fn new(target: RemoteTarget) -> Result<Self, ProviderError> {
+        let client = build_client(&target)?;
+        Ok(Self { target, client })
+    }
+
+    pub fn target(&self) -> &RemoteTarget {
+        &self.target
+    }
+
+    fn request(&self, body: &Value) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let key = self.target.key()?;
+        let mut req = self
+            .client
+            .post(self.target.url("v1/messages"))
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        Ok(req)
+    }
+}
+
+/// The Messages API body for a canonical request.
+///
+/// System messages become the top-level `system`; empty turns are dropped and
+/// consecutive turns of one role merged, because the API rejects both. The
+/// temperature is clamped to Anthropic's 0..=1: OpenAI clients may send up to 2,
+/// and refusing would fail a request another target in the route could serve.
+pub(crate) fn upstream_body(
+    t: &RemoteTarget,
+    req: &ChatRequest,
+    stream: bool,
+) -> Result<Value, ProviderError> {
+    if matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    ) {
+        return Err(ProviderError::bad_request(
+            format!(
+                "target \"{}\" (anthropic) does not support json response formats",
+                t.target
+            ),
+            Some("response_format"),
+        ));
+    }
+    let system: Vec<&str> = req
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System && !m.content.is_empty())
+        .map(|m| m.content.as_str())
+        .collect();
+    let mut turns: Vec<(Role, String)> = Vec::new();
+    for m in req
+        .messages
+        .iter()
+        .filter(|m| m.role != Role::System && !m.content.is_empty())
+    {
+        match turns.last_mut() {
+            Some((role, text)) if *role == m.role => {
+                text.push_str("\n\n");
+                text.push_str(&m.content);
+            }
+            _ => turns.push((m.role, m.content.clone())),
+        }
+    }
+    if turns.is_empty() {
+        return Err(ProviderError::bad_request(
+            "anthropic needs at least one non-empty user or assistant message",
+            Some("messages"),
+        ));
+    }
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, text)| json!({"role": role.as_str(), "content": text}))
+        .collect();
+    let max_tokens = req
+        .max_tokens
+        .or(t.max_tokens_default)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut body = json!({
+        "model": t.upstream_model,
+        "max_tokens": max_tokens,
+        "messages": messages,
+    });
+    if !system.is_empty() {
+        body["system"] = json!(system.join("\n\n"));
+    }
+    if !req.stop.is_empty() {
+        body["stop_sequences"] = json!(req.stop);
+    }
+    if let Some(v) = req.temperature {
+        body["temperature"] = f32_json(v.clamp(0.0, 1.0));
+    }
+    if let Some(v) = req.top_p {
+        body["top_p"] = f32_json(v);
+    }
+    if let Some(user) = &req.user {
+        body["metadata"] = json!({"user_id": user});
+    }
+    if stream {
+        body["stream"] = json!(true);
+    }
+    Ok(body)
+}
+
+/// An Anthropic `stop_reason`.
+pub(crate) fn parse_stop_reason(v: Option<&Value>) -> FinishReason {
+    match v.and_then(Value::as_str) {
+        Some("max_tokens" | "model_context_window_exceeded") => FinishReason::Length,
+        Some("refusal") => FinishReason::ContentFilter,
+        Some("tool_use") => FinishReason::ToolCalls,
+        // end_turn, stop_sequence, pause_turn
+        _ => FinishReason::Stop,
+    }
+}
+
+fn count(v: &Value, key: &str) -> Option<u32> {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Anthropic's `input_tokens` excludes cache reads and writes; the canonical
+/// `prompt_tokens` is the whole prompt.
+#[derive(Debug, Default, Clone, Copy)]
+struct WireUsage {
+    input: u32,
+    cache_read: u32,
+    cache_creation: u32,
+    output: u32,
+}
+
+impl WireUsage {
+    /// Overwrite the counts present in `u` (message_delta carries cumulative
+    /// counts, sometimes only `output_tokens`).
+    fn update(&mut self, u: &Value) {
+        if let Some(n) = count(u, "input_tokens") {
+            self.input = n;
+        }
+        if let Some(n) = count(u, "cache_read_input_tokens") {
+            self.cache_read = n;
+        }
+        if let Some(n) = count(u, "cache_creation_input_tokens") {
+            self.cache_creation = n;
+        }
+        if let Some(n) = count(u, "output_tokens") {
+            self.output = n;
+        }
+    }
+
+    fn canonical(self) -> Usage {
+        Usage {
+            prompt_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_creation),
+            completion_tokens: self.output,
+            cached_prompt_tokens: self.cache_read,
+        }
+    }
+}
+
+/// A Messages API answer as a canonical one: text blocks joined in order.
+pub(crate) fn parse_message(t: &RemoteTarget, v: &Value) -> Result<ChatResponse, ProviderError> {
+    let blocks = v
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| protocol(t, "message has no content array"))?;
+    let text: String = blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .collect();
+    let mut usage = WireUsage::default();
+    if let Some(u) = v.get("usage") {
+        usage.update(u);
+    }
+    Ok(ChatResponse {
+        text,
+        done: Completion {
+            model: v
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&t.upstream_model)
+                .to_owned(),
+            finish_reason: parse_stop_reason(v.get("stop_reason")),
+            usage: usage.canonical(),
+            engine_seconds: None,
+        },
+    })
+}
+
+/// An Anthropic error object (`{"type":"overloaded_error","message":..}`) that
+/// arrived inside a stream, with the status the same error has over HTTP.
+pub(crate) fn stream_error(t: &RemoteTarget, err: &Value) -> ProviderError {
+    let kind = err.get("type").and_then(Value::as_str).unwrap_or("");
+    let status = match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "overloaded_error" => 529,
+        _ => 500,
+    };
+    ProviderError::Upstream {
+        target: t.target.clone(),
+        status,
+        message: err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or(kind)
+            .to_owned(),
+    }
+}
+
+/// Reads the Messages streaming event sequence: message_start (input usage),
+/// content_block_delta text (deltas), message_delta (stop reason, output usage),
+/// message_stop (`Done`). An `error` event is an error item.
+pub(crate) struct EventReader {
+    t: RemoteTarget,
+    model: Option<String>,
+    usage: WireUsage,
+    finish: FinishReason,
+}
+
+impl EventReader {
+    pub(crate) fn new(t: RemoteTarget) -> Self {
+        Self {
+            t,
+            model: None,
+            usage: WireUsage::default(),
+            finish: FinishReason::Stop,
+        }
+    }
+}
+
+impl StreamTranslator for EventReader {
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<bool, ProviderError> {
+        let v: Value = serde_json::from_str(&ev.data)
+            .map_err(|e| protocol(&self.t, format!("stream event is not json: {e}")))?;
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or("");
+        match kind {
+            "message_start" => {
+                let msg = v.get("message");
+                self.model = msg
+                    .and_then(|m| m.get("model"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if let Some(u) = msg.and_then(|m| m.get("usage")) {
+                    self.usage.update(u);
+                }
+            }
+            "content_block_delta" => {
+                let delta = v.get("delta");
+                let is_text =
+                    delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta");
+                if let Some(text) = delta
+                    .filter(|_| is_text)
+                    .and_then(|d| d.get("text"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    out.push_back(StreamEvent::Delta(text.to_owned()));
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = v.pointer("/delta/stop_reason").filter(|r| !r.is_null()) {
+                    self.finish = parse_stop_reason(Some(r));
+                }
+                if let Some(u) = v.get("usage") {
+                    self.usage.update(u);
+                }
+            }
+            "message_stop" => {
+                out.push_back(StreamEvent::Done(Completion {
+                    model: self
+                        .model
+                        .take()
+                        .unwrap_or_else(|| self.t.upstream_model.clone()),
+                    finish_reason: self.finish,
+                    usage: self.usage.canonical(),
+                    engine_seconds: None,
+                }));
+                return Ok(true);
+            }
+            "error" => {
+                let err = v.get("error").unwrap_or(&Value::Null);
+                return Err(stream_error(&self.t, err));
+            }
+            // ping, content_block_start, content_block_stop, and event types
+            // added later carry nothing we need.
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn on_eof(&self) -> ProviderError {
+        ProviderError::Unreachable {
+            target: self.t.target.clone(),
+            message: "stream ended before message_stop".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: self.target.kind,
+            upstream_model: self.target.upstream_model.clone(),
+            streaming: true,
+            json_mode: false,
+            context_tokens: None,
+            details: Default::default(),
+        }
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let body = upstream_body(&self.target, req, false)?;
+        let answer = remote::send_json(&self.target, self.request(&body)?).await?;
+        if answer.get("type").and_then(Value::as_str) == Some("error") {
+            let err = answer.get("error").unwrap_or(&Value::Null);
+            return Err(stream_error(&self.target, err));
+        }
+        parse_message(&self.target, &answer)
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        let body = upstream_body(&self.target, req, true)?;
+        let events = remote::send_sse(&self.target, self.request(&body)?).await?;
+        Ok(remote::translate(
+            events,
+            EventReader::new(self.target.clone()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

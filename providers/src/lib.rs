@@ -1,0 +1,40 @@
+//! The canonical, OpenAI-shaped chat types every backend speaks, the object-safe
+//! [`Provider`] trait, and the adapters for remote APIs (OpenAI, OpenAI-compatible
+//! servers, Anthropic).
+//!
+//! Nothing here serves HTTP: adapters are HTTP clients only.
+
+pub mod anthropic;
+pub mod error;
+pub mod openai;
+pub mod remote;
+pub mod sse;
+pub mod types;
+mod validate;
+
+pub use error::{ErrorCode, ProviderError};
+pub use remote::RemoteTarget;
+pub use types::*;
+pub use validate::MAX_TOKENS_LIMIT;
+
+use async_trait::async_trait;
+
+/// A backend that can answer chat requests: a remote API or the in-process engine.
+///
+/// Implementations are stored as `Arc<dyn Provider>` in a registry built from the
+/// config. A provider instance serves exactly one configured target, so it knows
+/// the upstream model name and ignores `ChatRequest::model`.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// What the backend can do; used by `/v1/models` and by dispatch.
+    fn capabilities(&self) -> Capabilities;
+
+    /// One complete answer.
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+
+    /// A stream of deltas ending with exactly one [`StreamEvent::Done`].
+    ///
+    /// Errors that happen before the first byte of the answer are returned here so
+    /// dispatch can fall back to the next target; later errors arrive in the stream.
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError>;
+}

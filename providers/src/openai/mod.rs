@@ -1,0 +1,231 @@
+//! The OpenAI chat-completions wire format: validating what clients send
+//! ([`parse_chat_request`]), answering them in OpenAI's exact shapes
+//! ([`response_json`], [`ChunkBuilder`]), and [`OpenAiProvider`], the client for
+//! `openai` and `openai-compatible` targets (DeepSeek, vLLM, llama.cpp server,
+//! Ollama).
+
+mod request;
+mod response;
+
+pub use request::parse_chat_request;
+pub use response::{finish_reason_str, response_json, usage_json, ChunkBuilder};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::remote::{self, build_client, f32_json, RemoteTarget};
+use crate::{
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Provider, ProviderError,
+    ResponseFormat,
+};
+
+/// A client for one OpenAI or OpenAI-compatible target.
+pub struct OpenAiProvider {
+    target: RemoteTarget,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("OpenAiProvider")
+            .field("target", &self.target.target)
+            .field("base_url", &self.target.base_url)
+            .field("upstream_model", &self.target.upstream_model)
+            .finish()
+    }
+}
+
+impl OpenAiProvider {
+    pub fn new(target: RemoteTarget) -> Result<Self, ProviderError> {
+        let client = build_client(&target)?;
+        Ok(Self { target, client })
+    }
+
+    pub fn target(&self) -> &RemoteTarget {
+        &self.target
+    }
+
+    fn request(&self, body: &Value) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let key = self.target.key()?;
+        let mut req = self
+            .client
+            .post(self.target.url("chat/completions"))
+            .json(body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        Ok(req)
+    }
+}
+
+/// The body sent upstream. Official OpenAI gets `max_completion_tokens` (its
+/// reasoning models refuse `max_tokens`); compatible servers get `max_tokens`,
+/// the name they all know. Gateway metadata stays in the gateway.
+pub(crate) fn upstream_body(t: &RemoteTarget, req: &ChatRequest, stream: bool) -> Value {
+    let messages: Vec<Value> = req
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    let mut body = json!({"model": t.upstream_model, "messages": messages});
+    if let Some(n) = req.max_tokens.or(t.max_tokens_default) {
+        let key = match t.kind {
+            BackendKind::Openai => "max_completion_tokens",
+            _ => "max_tokens",
+        };
+        body[key] = json!(n);
+    }
+    if let Some(v) = req.temperature {
+        body["temperature"] = f32_json(v);
+    }
+    if let Some(v) = req.top_p {
+        body["top_p"] = f32_json(v);
+    }
+    if !req.stop.is_empty() {
+        body["stop"] = json!(req.stop);
+    }
+    if let Some(v) = req.seed {
+        body["seed"] = json!(v);
+    }
+    if let Some(v) = &req.user {
+        body["user"] = json!(v);
+    }
+    match &req.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => {
+            body["response_format"] = json!({"type": "json_object"})
+        }
+        Some(ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        }) => {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": strict}
+            });
+        }
+    }
+    if stream {
+        body["stream"] = json!(true);
+        // Always ask for usage so metering is exact, whatever the client wanted.
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: self.target.kind,
+            upstream_model: self.target.upstream_model.clone(),
+            streaming: true,
+            json_mode: true,
+            context_tokens: None,
+            details: Default::default(),
+        }
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let body = upstream_body(&self.target, req, false);
+        let answer = remote::send_json(&self.target, self.request(&body)?).await?;
+        if let Some(err) = answer.get("error").filter(|e| !e.is_null()) {
+            return Err(response::stream_error(&self.target, err));
+        }
+        response::parse_response(&self.target, &answer)
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        let body = upstream_body(&self.target, req, true);
+        let events = remote::send_sse(&self.target, self.request(&body)?).await?;
+        Ok(remote::translate(
+            events,
+            response::ChunkReader::new(self.target.clone()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, Role};
+
+    fn req() -> ChatRequest {
+        ChatRequest {
+            model: "alias".into(),
+            messages: vec![
+                Message::new(Role::System, "be brief"),
+                Message::new(Role::User, "hi"),
+            ],
+            max_tokens: Some(32),
+            temperature: Some(0.5),
+            stop: vec!["END".into()],
+            seed: Some(7),
+            user: Some("u1".into()),
+            response_format: Some(ResponseFormat::JsonObject),
+            metadata: [("team".to_string(), "legal".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn upstream_body_for_openai_and_compatible_targets() {
+        let openai = RemoteTarget::new("o", BackendKind::Openai, "http://x/v1", "gpt-5.4-mini");
+        let b = upstream_body(&openai, &req(), true);
+        assert_eq!(
+            b,
+            json!({
+                "model": "gpt-5.4-mini",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"}
+                ],
+                "max_completion_tokens": 32,
+                "temperature": 0.5,
+                "stop": ["END"],
+                "seed": 7,
+                "user": "u1",
+                "response_format": {"type": "json_object"},
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            })
+        );
+        let mut compat = RemoteTarget::new(
+            "d",
+            BackendKind::OpenaiCompatible,
+            "http://y/v1",
+            "deepseek-chat",
+        );
+        compat.max_tokens_default = Some(100);
+        let mut r = req();
+        r.max_tokens = None;
+        let b = upstream_body(&compat, &r, false);
+        assert_eq!(b["model"], "deepseek-chat");
+        assert_eq!(b["max_tokens"], 100);
+        assert!(b.get("max_completion_tokens").is_none());
+        assert!(b.get("stream").is_none() && b.get("metadata").is_none());
+    }
+
+    #[test]
+    fn parsed_client_body_becomes_the_upstream_body() {
+        let client: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/openai_request_full.json"
+        ))
+        .unwrap();
+        let parsed = parse_chat_request(&client).unwrap();
+        let t = RemoteTarget::new("o", BackendKind::Openai, "http://x/v1", "gpt-5.4-mini");
+        let up = upstream_body(&t, &parsed, parsed.stream);
+        assert_eq!(up["response_format"], client["response_format"]);
+        assert_eq!(up["stop"], client["stop"]);
+        assert_eq!(up["max_completion_tokens"], client["max_completion_tokens"]);
+        assert_eq!(up["temperature"], client["temperature"]);
+        assert_eq!(up["top_p"], client["top_p"]);
+        assert_eq!(up["messages"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            up["messages"][1],
+            json!({"role": "system", "content": "Answer in English."})
+        );
+    }
+}

@@ -1,0 +1,578 @@
+//! OpenAI answers in both directions: reading what an upstream sent (a
+//! `chat.completion` or its `chat.completion.chunk` stream) and writing the same
+//! shapes for the gateway's own clients, field for field as OpenAI sends them.
+
+use std::collections::VecDeque;
+
+use serde_json::{json, Value};
+
+use crate::remote::{protocol, RemoteTarget, StreamTranslator};
+use crate::sse::SseEvent;
+use crate::{ChatResponse, Completion, FinishReason, ProviderError, StreamEvent, Usage};
+
+/// The wire name of a finish reason. `Cancelled` never reaches a client (the
+/// gateway stops writing when the client is gone), so it reads as `stop`.
+pub fn finish_reason_str(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::ToolCalls => "tool_calls",
+    }
+}
+
+/// The `usage` object of a completion or of the final stream chunk.
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+/// A complete `chat.completion` object.
+pub fn response_json(id: &str, created: i64, model: &str, resp: &ChatResponse) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": resp.text,
+                "refusal": null,
+                "annotations": []
+            },
+            "logprobs": null,
+            "finish_reason": finish_reason_str(resp.done.finish_reason)
+        }],
+        "usage": usage_json(&resp.done.usage),
+        "system_fingerprint": null
+    })
+}
+
+/// Writes the `chat.completion.chunk` objects of one streamed answer. With
+/// `include_usage` every chunk carries `"usage": null` and a last chunk with
+/// empty `choices` carries the usage, as OpenAI does.
+#[derive(Debug, Clone)]
+pub struct ChunkBuilder {
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+}
+
+impl ChunkBuilder {
+    pub fn new(id: &str, created: i64, model: &str, include_usage: bool) -> Self {
+        Self {
+            id: id.to_owned(),
+            created,
+            model: model.to_owned(),
+            include_usage,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{
+                "index": 0,
+                "delta": delta,
+                "logprobs": null,
+                "finish_reason": finish_reason
+            }]
+        });
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    /// The first chunk: the role, with empty content.
+    pub fn role(&self) -> Value {
+        self.chunk(
+            json!({"role": "assistant", "content": "", "refusal": null}),
+            None,
+        )
+    }
+
+    /// A piece of generated text.
+    pub fn content(&self, text: &str) -> Value {
+        self.chunk(json!({"content": text}), None)
+    }
+
+    /// The chunk that ends the choice: empty delta, the finish reason.
+    pub fn finish(&self, reason: FinishReason) -> Value {
+        self.chunk(json!({}), Some(finish_reason_str(reason)))
+    }
+
+    /// The usage chunk (sent only when the client asked for it).
+    pub fn usage(&self, usage: &Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [],
+            "usage": usage_json(usage)
+        })
+    }
+
+    /// The chunks one canonical event becomes: a delta is one chunk; `Done` is the
+    /// finish chunk plus, when asked for, the usage chunk. The caller sends
+    /// [`ChunkBuilder::role`] first and `data: [DONE]` last.
+    pub fn on_event(&self, ev: &StreamEvent) -> Vec<Value> {
+        match ev {
+            StreamEvent::Delta(text) => vec![self.content(text)],
+            StreamEvent::Done(done) => {
+                let mut out = vec![self.finish(done.finish_reason)];
+                if self.include_usage {
+                    out.push(self.usage(&done.usage));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// An upstream `finish_reason`; `null` or unknown reads as `stop`.
+fn parse_finish_reason(v: Option<&Value>) -> FinishReason {
+    match v.and_then(Value::as_str) {
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn count(v: Option<&Value>) -> u32 {
+    v.and_then(Value::as_u64)
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// An upstream `usage` object. DeepSeek reports cache hits as
+/// `prompt_cache_hit_tokens` instead of `prompt_tokens_details.cached_tokens`.
+pub(crate) fn parse_usage(u: &Value) -> Usage {
+    let cached = u
+        .pointer("/prompt_tokens_details/cached_tokens")
+        .or_else(|| u.get("prompt_cache_hit_tokens"));
+    Usage {
+        prompt_tokens: count(u.get("prompt_tokens")),
+        completion_tokens: count(u.get("completion_tokens")),
+        cached_prompt_tokens: count(cached),
+    }
+}
+
+/// An upstream `chat.completion` as a canonical answer.
+pub(crate) fn parse_response(t: &RemoteTarget, v: &Value) -> Result<ChatResponse, ProviderError> {
+    let choice = v
+        .pointer("/choices/0")
+        .ok_or_else(|| protocol(t, "answer has no choices"))?;
+    let message = choice
+        .get("message")
+        .ok_or_else(|| protocol(t, "choice has no message"))?;
+    // A refusal comes instead of content; the client should still see why.
+    let text = match (message.get("content"), message.get("refusal")) {
+        (Some(Value::String(s)), _) => s.clone(),
+        (_, Some(Value::String(r))) => r.clone(),
+        (None | Some(Value::Null), _) => String::new(),
+        (Some(other), _) => return Err(protocol(t, format!("content is not a string: {other}"))),
+    };
+    let finish_reason = match message.get("refusal") {
+        Some(Value::String(_)) => FinishReason::ContentFilter,
+        _ => parse_finish_reason(choice.get("finish_reason")),
+    };
+    Ok(ChatResponse {
+        text,
+        done: Completion {
+            model: v
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&t.upstream_model)
+                .to_owned(),
+            finish_reason,
+            usage: v.get("usage").map(parse_usage).unwrap_or_default(),
+            engine_seconds: None,
+        },
+    })
+}
+
+/// An `error` object inside a 200 stream, with a status guessed from its type so
+/// the error code (rate limit, overload, bad request) survives.
+pub(crate) fn stream_error(t: &RemoteTarget, err: &Value) -> ProviderError {
+    let kind = err
+        .get("type")
+        .or_else(|| err.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let status = match kind {
+        "invalid_request_error" => 400,
+        "rate_limit_exceeded" | "rate_limit_error" | "requests" | "tokens" => 429,
+        "overloaded_error" | "overloaded" => 529,
+        _ => 500,
+    };
+    ProviderError::Upstream {
+        target: t.target.clone(),
+        status,
+        message: err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or(kind)
+            .to_owned(),
+    }
+}
+
+/// Reads an upstream chunk stream: content deltas as they come, the finish
+/// reason from the last choice chunk, usage from the usage chunk, and `Done`
+/// only at `data: [DONE]` so a cut connection is an error, not a short answer.
+pub(crate) struct ChunkReader {
+    t: RemoteTarget,
+    finish: Option<FinishReason>,
+    usage: Usage,
+    model: Option<String>,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(t: RemoteTarget) -> Self {
+        Self {
+            t,
+            finish: None,
+            usage: Usage::default(),
+            model: None,
+        }
+    }
+}
+
+impl StreamTranslator for ChunkReader {
+    fn on_event(
+        &mut self,
+        ev: SseEvent,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<bool, ProviderError> {
+        let data = ev.data.trim();
+        if data == "[DONE]" {
+            out.push_back(StreamEvent::Done(Completion {
+                model: self
+                    .model
+                    .take()
+                    .unwrap_or_else(|| self.t.upstream_model.clone()),
+                finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+                usage: self.usage,
+                engine_seconds: None,
+            }));
+            return Ok(true);
+        }
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| protocol(&self.t, format!("stream chunk is not json: {e}")))?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(stream_error(&self.t, err));
+        }
+        if self.model.is_none() {
+            self.model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = parse_usage(u);
+        }
+        if let Some(choice) = v.pointer("/choices/0") {
+            let delta = choice.get("delta");
+            let piece = delta
+                .and_then(|d| d.get("content"))
+                .and_then(Value::as_str)
+                .or_else(|| delta.and_then(|d| d.get("refusal")).and_then(Value::as_str));
+            if let Some(text) = piece.filter(|s| !s.is_empty()) {
+                out.push_back(StreamEvent::Delta(text.to_owned()));
+            }
+            if let Some(r) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+                self.finish = Some(parse_finish_reason(Some(r)));
+            }
+        }
+        Ok(false)
+    }
+
+    fn on_eof(&self) -> ProviderError {
+        ProviderError::Unreachable {
+            target: self.t.target.clone(),
+            message: "stream ended before data: [DONE]".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::SseDecoder;
+    use crate::BackendKind;
+
+    fn target() -> RemoteTarget {
+        RemoteTarget::new("gpt", BackendKind::Openai, "http://x/v1", "gpt-4o-mini")
+    }
+
+    fn fixture(name: &str) -> Value {
+        let text = match name {
+            "completion" => include_str!("../../tests/fixtures/openai_chat_completion.json"),
+            _ => panic!("unknown fixture {name}"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    const STREAM: &str = include_str!("../../tests/fixtures/openai_chat_stream.sse");
+
+    fn read_stream(raw: &str) -> (Vec<StreamEvent>, Option<ProviderError>) {
+        let mut dec = SseDecoder::new();
+        let mut events: Vec<SseEvent> = dec.feed(raw.as_bytes());
+        events.extend(dec.finish());
+        let mut reader = ChunkReader::new(target());
+        let mut out = VecDeque::new();
+        for ev in events {
+            match reader.on_event(ev, &mut out) {
+                Ok(true) => return (out.into(), None),
+                Ok(false) => {}
+                Err(e) => return (out.into(), Some(e)),
+            }
+        }
+        (out.into(), Some(reader.on_eof()))
+    }
+
+    #[test]
+    fn recorded_completion_reads_into_the_canonical_answer() {
+        let resp = parse_response(&target(), &fixture("completion")).unwrap();
+        assert_eq!(resp.text, "The sky is blue because of Rayleigh scattering.");
+        assert_eq!(resp.done.model, "gpt-4o-mini-2024-07-18");
+        assert_eq!(resp.done.finish_reason, FinishReason::Stop);
+        assert_eq!(
+            resp.done.usage,
+            Usage {
+                prompt_tokens: 25,
+                completion_tokens: 11,
+                cached_prompt_tokens: 12
+            }
+        );
+    }
+
+    #[test]
+    fn writing_then_reading_a_completion_round_trips() {
+        let original = ChatResponse {
+            text: "hello there".into(),
+            done: Completion {
+                model: "local-moe".into(),
+                finish_reason: FinishReason::Length,
+                usage: Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 2,
+                    cached_prompt_tokens: 4,
+                },
+                engine_seconds: None,
+            },
+        };
+        let wire = response_json("chatcmpl-1", 1_700_000_000, "local-moe", &original);
+        assert_eq!(wire["object"], "chat.completion");
+        assert_eq!(wire["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(wire["choices"][0]["finish_reason"], "length");
+        assert_eq!(wire["usage"]["total_tokens"], 11);
+        assert_eq!(wire["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        let back = parse_response(&target(), &wire).unwrap();
+        assert_eq!(back, original);
+    }
+
+    #[test]
+    fn written_completion_has_the_recorded_shape() {
+        // Every key OpenAI sends at the top level and in the choice is present.
+        let recorded = fixture("completion");
+        let ours = response_json(
+            "chatcmpl-x",
+            1,
+            "m",
+            &parse_response(&target(), &recorded).unwrap(),
+        );
+        for key in [
+            "id",
+            "object",
+            "created",
+            "model",
+            "choices",
+            "usage",
+            "system_fingerprint",
+        ] {
+            assert!(ours.get(key).is_some(), "missing {key}");
+        }
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&ours["choices"][0]), keys(&recorded["choices"][0]));
+        assert_eq!(keys(&ours["usage"]), keys(&recorded["usage"]));
+    }
+
+    #[test]
+    fn recorded_stream_with_usage_reads_into_deltas_and_one_done() {
+        let (events, err) = read_stream(STREAM);
+        assert!(err.is_none(), "{err:?}");
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Delta(t) => Some(t.as_str()),
+                StreamEvent::Done(_) => None,
+            })
+            .collect();
+        assert_eq!(text, "Hello! How can I help?");
+        let dones: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::Done(_)))
+            .collect();
+        assert_eq!(dones.len(), 1);
+        assert!(matches!(events.last(), Some(StreamEvent::Done(_))));
+        match events.last() {
+            Some(StreamEvent::Done(c)) => {
+                assert_eq!(c.finish_reason, FinishReason::Stop);
+                assert_eq!(
+                    c.usage,
+                    Usage {
+                        prompt_tokens: 19,
+                        completion_tokens: 7,
+                        cached_prompt_tokens: 0
+                    }
+                );
+                assert_eq!(c.model, "gpt-4o-mini-2024-07-18");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stream_cut_before_done_is_an_error() {
+        let cut = STREAM.split("data: [DONE]").next().unwrap();
+        let (_, err) = read_stream(cut);
+        assert!(
+            matches!(err, Some(ProviderError::Unreachable { .. })),
+            "{err:?}"
+        );
+        let first_two: String = STREAM
+            .split("\n\n")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let (events, err) = read_stream(&first_two);
+        assert!(events.iter().all(|e| matches!(e, StreamEvent::Delta(_))));
+        assert!(err.is_some());
+    }
+
+    #[test]
+    fn error_inside_a_stream_is_an_error_item() {
+        let raw = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+                   data: {\"error\":{\"message\":\"The server had an error while processing your request. Sorry about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+        let (events, err) = read_stream(raw);
+        assert_eq!(events, vec![StreamEvent::Delta("Hi".into())]);
+        match err {
+            Some(ProviderError::Upstream {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 500);
+                assert!(message.starts_with("The server had an error"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn written_chunks_read_back_to_the_same_events() {
+        let done = Completion {
+            model: "m".into(),
+            finish_reason: FinishReason::Length,
+            usage: Usage {
+                prompt_tokens: 5,
+                completion_tokens: 3,
+                cached_prompt_tokens: 0,
+            },
+            engine_seconds: None,
+        };
+        let events = vec![
+            StreamEvent::Delta("a".into()),
+            StreamEvent::Delta("b c".into()),
+            StreamEvent::Done(done.clone()),
+        ];
+        let b = ChunkBuilder::new("chatcmpl-9", 7, "m", true);
+        let mut raw = format!("data: {}\n\n", b.role());
+        for ev in &events {
+            for chunk in b.on_event(ev) {
+                raw.push_str(&format!("data: {chunk}\n\n"));
+            }
+        }
+        raw.push_str("data: [DONE]\n\n");
+        let (back, err) = read_stream(&raw);
+        assert!(err.is_none());
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn written_chunks_match_the_recorded_shapes() {
+        let recorded: Vec<Value> = STREAM
+            .split("\n\n")
+            .filter_map(|b| b.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let b = ChunkBuilder::new("chatcmpl-9", 7, "m", true);
+        let ours = [
+            b.role(),
+            b.content("Hello"),
+            b.finish(FinishReason::Stop),
+            b.usage(&Usage::default()),
+        ];
+        let theirs = [
+            &recorded[0],
+            &recorded[1],
+            &recorded[recorded.len() - 2],
+            &recorded[recorded.len() - 1],
+        ];
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        for (o, t) in ours.iter().zip(theirs) {
+            assert_eq!(keys(o), keys(t), "{o} vs {t}");
+            assert_eq!(o["object"], "chat.completion.chunk");
+            if let Some(c) = t["choices"].get(0) {
+                assert_eq!(o["choices"][0]["delta"], {
+                    let mut d = c["delta"].clone();
+                    if d.get("content").is_some_and(|c| c != "") {
+                        d["content"] = "Hello".into();
+                    }
+                    d
+                });
+                assert_eq!(o["choices"][0]["finish_reason"], c["finish_reason"]);
+            } else {
+                assert_eq!(o["choices"], Value::Array(vec![]));
+            }
+        }
+        assert!(ours[0]["usage"].is_null() && ours[0].get("usage").is_some());
+        let no_usage = ChunkBuilder::new("c", 1, "m", false);
+        assert!(no_usage.content("x").get("usage").is_none());
+        assert_eq!(
+            no_usage
+                .on_event(&StreamEvent::Done(Completion {
+                    model: "m".into(),
+                    finish_reason: FinishReason::Cancelled,
+                    usage: Usage::default(),
+                    engine_seconds: None,
+                }))
+                .len(),
+            1
+        );
+    }
+}
