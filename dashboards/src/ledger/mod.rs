@@ -1,0 +1,87 @@
+//! The spend ledger: one record per request that reached dispatch, stored behind
+//! one interface (`LedgerStore`) so SQLite and PostgreSQL are two
+//! implementations of the same contract, and written by a batched background
+//! writer so the request path never waits on the database.
+
+mod sqlite;
+mod writer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use crate::error::LedgerError;
+pub use sqlite::SqliteStore;
+pub use writer::{LedgerHandle, LedgerWriter, WriterConfig, WriterStats};
+
+/// What one request cost and how it went. Never holds prompt or response text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    pub request_id: String,
+    /// Unix milliseconds at request start.
+    pub ts_ms: i64,
+    pub team: String,
+    /// The virtual key's id; "anonymous" until keys exist.
+    pub key_id: String,
+    pub route: String,
+    /// The target id that answered (or was tried last).
+    pub backend: String,
+    /// local | openai | openai-compatible | anthropic
+    pub backend_kind: String,
+    /// The model that answered, as the backend names it.
+    pub model: String,
+    pub privacy: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_usd: f64,
+    pub counterfactual_usd: f64,
+    pub engine_seconds: f64,
+    pub ttft_ms: Option<f64>,
+    pub latency_ms: f64,
+    /// The HTTP status returned to the client.
+    pub status: i64,
+    pub error_code: Option<String>,
+    pub finish_reason: Option<String>,
+    pub stream: bool,
+    /// How many targets were tried.
+    pub attempts: i64,
+    pub difficulty: Option<f64>,
+}
+
+/// Where ledger records live. Object safe; stored as `Arc<dyn LedgerStore>`.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Applies the embedded migrations; safe to call on every start.
+    async fn migrate(&self) -> Result<(), LedgerError>;
+    /// Inserts `rows` in one transaction; a request id already stored is left
+    /// as it is (replay is a no-op).
+    async fn insert_batch(&self, rows: &[LedgerRecord]) -> Result<(), LedgerError>;
+    async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError>;
+    async fn count(&self) -> Result<i64, LedgerError>;
+    /// Records with `since_ms <= ts_ms < until_ms`, oldest first, at most `limit`.
+    async fn list(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRecord>, LedgerError>;
+}
+
+/// Opens (and migrates) the store a ledger URL names: `sqlite://PATH` (the file
+/// is created if missing, WAL mode) or `sqlite::memory:`.
+pub async fn open_store(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        return Ok(Arc::new(store));
+    }
+    Err(LedgerError::UnsupportedUrl(url.to_owned()))
+}
+
+/// The ledger's columns in the order every statement binds and reads them.
+pub(crate) const COLUMNS: &str = "request_id, ts_ms, team, key_id, route, backend, \
+    backend_kind, model, privacy, prompt_tokens, completion_tokens, cached_tokens, \
+    cost_usd, counterfactual_usd, engine_seconds, ttft_ms, latency_ms, status, \
+    error_code, finish_reason, stream, attempts, difficulty";
