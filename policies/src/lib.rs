@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod difficulty;
 pub mod explain;
 pub mod level;
 pub mod privacy;
