@@ -1,0 +1,445 @@
+//! [`LocalEngine`]: the async face of one loaded model. Callers render and
+//! tokenize their prompt here, check the limits, and hand a job to the model's
+//! own OS thread (see `scheduler`) over a bounded queue; tokens come back on a
+//! channel as [`StreamEvent`]s.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use serde::Serialize;
+use tokio::sync::{mpsc as tmpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use watershed_providers::{
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Provider, ProviderError,
+    StreamEvent,
+};
+
+use crate::{grammar, scheduler, EngineError, LocalModelConfig};
+
+/// Where loading stands; the engine thread publishes it.
+#[derive(Debug, Clone)]
+pub enum LoadState {
+    Loading,
+    Ready,
+    Failed(EngineError),
+}
+
+/// What the engine thread publishes once the model is loaded.
+pub(crate) struct Loaded {
+    pub model: Arc<LlamaModel>,
+    pub template: LlamaChatTemplate,
+    pub capabilities: Capabilities,
+}
+
+/// State shared between the async side and the engine thread.
+pub(crate) struct Shared {
+    pub loaded: OnceLock<Loaded>,
+    /// Jobs sent but not yet taken by the engine thread.
+    pub queued: AtomicUsize,
+    /// Jobs accepted and not yet finished, running or waiting; bounded by
+    /// `parallel + queue`.
+    pub in_flight: AtomicUsize,
+    pub stats: Mutex<EngineStats>,
+}
+
+/// One accepted job's claim on the engine's capacity, given back when the job
+/// is dropped — finished, cancelled or failed, wherever that happens.
+pub(crate) struct Permit(Arc<Shared>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request on its way to the engine thread.
+pub(crate) struct Job {
+    pub prompt: Vec<LlamaToken>,
+    pub max_tokens: u32,
+    pub stops: Vec<String>,
+    pub sampler: LlamaSampler,
+    pub tx: tmpsc::UnboundedSender<Result<StreamEvent, ProviderError>>,
+    pub enqueued: Instant,
+    pub _permit: Permit,
+}
+
+/// A snapshot of the engine's live state, for routing and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EngineStats {
+    pub ready: bool,
+    /// Requests waiting for a free sequence.
+    pub queued: usize,
+    /// Sequences prefilling or decoding.
+    pub active: usize,
+    /// Decode steps run so far and the tokens they carried.
+    pub steps: u64,
+    pub batched_tokens: u64,
+    pub slots: Vec<SlotStats>,
+}
+
+/// One sequence of the llama.cpp context.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SlotStats {
+    pub seq: i32,
+    /// `idle`, `prefill` or `decode`.
+    pub state: &'static str,
+    /// Tokens whose KV cells this sequence holds (reusable as a prefix cache).
+    pub cached_tokens: usize,
+    /// KV cells llama.cpp holds for this sequence (highest position + 1).
+    pub kv_cells: usize,
+}
+
+/// One GGUF model served in-process. Cheap to share: hold it in an `Arc`.
+pub struct LocalEngine {
+    cfg: LocalModelConfig,
+    shared: Arc<Shared>,
+    jobs: SyncSender<Job>,
+    state: watch::Receiver<LoadState>,
+    stem: String,
+}
+
+impl std::fmt::Debug for LocalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEngine")
+            .field("id", &self.cfg.id)
+            .field("gguf", &self.cfg.gguf)
+            .finish()
+    }
+}
+
+impl LocalEngine {
+    fn busy(&self) -> ProviderError {
+        ProviderError::Overloaded {
+            message: format!(
+                "local model \"{}\" is busy: {} requests are running and {} waiting",
+                self.cfg.id, self.cfg.parallel, self.cfg.queue
+            ),
+            retry_after_s: Some(1),
+        }
+    }
+
+    /// Starts the engine thread, which loads the model in the background; use
+    /// [`LocalEngine::wait_ready`] or [`LocalEngine::is_ready`] to follow it.
+    pub fn start(cfg: LocalModelConfig) -> Result<Arc<LocalEngine>, EngineError> {
+        let bad = |reason: &str| EngineError::Config {
+            id: cfg.id.clone(),
+            reason: reason.to_owned(),
+        };
+        if cfg.parallel == 0 || cfg.parallel > 256 {
+            return Err(bad("parallel must be between 1 and 256"));
+        }
+        if cfg.context_tokens < 16 {
+            return Err(bad("context_tokens must be at least 16"));
+        }
+        if cfg.context_tokens.checked_mul(cfg.parallel).is_none() {
+            return Err(bad("context_tokens × parallel is too large"));
+        }
+        if cfg.queue == 0 {
+            return Err(bad("queue must be at least 1"));
+        }
+        let shared = Arc::new(Shared {
+            loaded: OnceLock::new(),
+            queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            stats: Mutex::new(EngineStats::default()),
+        });
+        // The channel never fills before the in-flight bound does.
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel((cfg.queue + cfg.parallel) as usize);
+        let (state_tx, state_rx) = watch::channel(LoadState::Loading);
+        let thread_cfg = cfg.clone();
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name(format!("llama-{}", cfg.id))
+            .spawn(move || scheduler::run(thread_cfg, thread_shared, jobs_rx, state_tx))
+            .map_err(|e| EngineError::Context {
+                id: cfg.id.clone(),
+                reason: format!("cannot start the engine thread: {e}"),
+            })?;
+        let stem = file_stem(&cfg.gguf);
+        Ok(Arc::new(LocalEngine {
+            cfg,
+            shared,
+            jobs: jobs_tx,
+            state: state_rx,
+            stem,
+        }))
+    }
+
+    pub fn config(&self) -> &LocalModelConfig {
+        &self.cfg
+    }
+
+    /// Loading, ready, or failed with the reason.
+    pub fn load_state(&self) -> LoadState {
+        self.state.borrow().clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.state.borrow(), LoadState::Ready)
+    }
+
+    /// Waits until the model is loaded, or returns why it could not be.
+    pub async fn wait_ready(&self) -> Result<(), EngineError> {
+        let mut rx = self.state.clone();
+        loop {
+            let now = rx.borrow_and_update().clone();
+            match now {
+                LoadState::Ready => return Ok(()),
+                LoadState::Failed(e) => return Err(e),
+                LoadState::Loading => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(EngineError::Stopped {
+                    id: self.cfg.id.clone(),
+                });
+            }
+        }
+    }
+
+    /// The engine's live state.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = match self.shared.stats.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        s.queued = self.shared.queued.load(Ordering::Relaxed);
+        s
+    }
+
+    /// The templated prompt for `messages`, exactly as it will be tokenized.
+    pub fn render_prompt(&self, req: &ChatRequest) -> Result<String, ProviderError> {
+        let loaded = self.loaded()?;
+        render(&loaded.model, &loaded.template, req)
+    }
+
+    /// Tokenizes `text` the way prompts are tokenized (special tokens parsed,
+    /// BOS added where the model wants it).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<i32>, ProviderError> {
+        let loaded = self.loaded()?;
+        Ok(tokenize(&loaded.model, text)
+            .into_iter()
+            .map(|t| t.0)
+            .collect())
+    }
+
+    fn loaded(&self) -> Result<&Loaded, ProviderError> {
+        if let Some(l) = self.shared.loaded.get() {
+            if self.is_ready() {
+                return Ok(l);
+            }
+        }
+        match &*self.state.borrow() {
+            LoadState::Failed(e) => Err(ProviderError::Unreachable {
+                target: self.cfg.id.clone(),
+                message: e.to_string(),
+            }),
+            _ => Err(ProviderError::Overloaded {
+                message: format!("local model \"{}\" is still loading", self.cfg.id),
+                retry_after_s: Some(1),
+            }),
+        }
+    }
+
+    fn submit(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        let loaded = self.loaded()?;
+        let prompt_text = render(&loaded.model, &loaded.template, req)?;
+        let prompt = tokenize(&loaded.model, &prompt_text);
+        let ctx = self.cfg.context_tokens;
+        let n_prompt = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        if n_prompt == 0 {
+            return Err(ProviderError::bad_request(
+                "the prompt is empty",
+                Some("messages"),
+            ));
+        }
+        let max_tokens = match req.max_tokens {
+            Some(0) => {
+                return Err(ProviderError::bad_request(
+                    "max_tokens must be at least 1",
+                    Some("max_tokens"),
+                ))
+            }
+            Some(m) => {
+                if u64::from(n_prompt) + u64::from(m) > u64::from(ctx) {
+                    return Err(ProviderError::bad_request(
+                        format!(
+                            "prompt has {n_prompt} tokens and max_tokens is {m}, but the context holds {ctx}"
+                        ),
+                        Some("max_tokens"),
+                    ));
+                }
+                m
+            }
+            None => {
+                if n_prompt >= ctx {
+                    return Err(ProviderError::bad_request(
+                        format!("prompt has {n_prompt} tokens, but the context holds {ctx}"),
+                        Some("messages"),
+                    ));
+                }
+                ctx - n_prompt
+            }
+        };
+        let grammar = grammar::for_format(req.response_format.as_ref())?;
+        let sampler = build_sampler(&loaded.model, req, grammar.as_deref())?;
+        let capacity = (self.cfg.parallel + self.cfg.queue) as usize;
+        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) >= capacity {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.busy());
+        }
+        let permit = Permit(Arc::clone(&self.shared));
+        let (tx, rx) = tmpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            max_tokens,
+            stops: req.stop.clone(),
+            sampler,
+            tx,
+            enqueued: Instant::now(),
+            _permit: permit,
+        };
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(Box::pin(UnboundedReceiverStream::new(rx))),
+            Err(TrySendError::Full(_)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(self.busy())
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(ProviderError::Internal(format!(
+                    "the engine thread for \"{}\" stopped",
+                    self.cfg.id
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LocalEngine {
+    fn capabilities(&self) -> Capabilities {
+        if let Some(l) = self.shared.loaded.get() {
+            return l.capabilities.clone();
+        }
+        Capabilities {
+            kind: BackendKind::Local,
+            upstream_model: self.stem.clone(),
+            streaming: true,
+            json_mode: true,
+            context_tokens: Some(self.cfg.context_tokens),
+            details: BTreeMap::new(),
+        }
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let mut stream = self.submit(req)?;
+        let mut text = String::new();
+        while let Some(item) = stream.next().await {
+            match item? {
+                StreamEvent::Delta(d) => text.push_str(&d),
+                StreamEvent::Done(done) => return Ok(ChatResponse { text, done }),
+            }
+        }
+        Err(ProviderError::Internal(format!(
+            "the engine for \"{}\" ended the answer without finishing it",
+            self.cfg.id
+        )))
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        self.submit(req)
+    }
+}
+
+pub(crate) fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn render(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    req: &ChatRequest,
+) -> Result<String, ProviderError> {
+    if req.messages.is_empty() {
+        return Err(ProviderError::bad_request(
+            "messages must not be empty",
+            Some("messages"),
+        ));
+    }
+    let mut chat = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.iter().enumerate() {
+        let msg =
+            LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()).map_err(|_| {
+                ProviderError::bad_request(
+                    format!("messages[{i}].content contains a NUL character"),
+                    Some("messages"),
+                )
+            })?;
+        chat.push(msg);
+    }
+    model
+        .apply_chat_template(template, &chat, true)
+        .map_err(|e| ProviderError::Internal(format!("cannot apply the chat template: {e}")))
+}
+
+fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+    model.vocab().tokenize(text.as_bytes(), true, true)
+}
+
+fn build_sampler(
+    model: &LlamaModel,
+    req: &ChatRequest,
+    grammar: Option<&str>,
+) -> Result<LlamaSampler, ProviderError> {
+    let temperature = req.temperature.unwrap_or(1.0);
+    if !temperature.is_finite() || temperature < 0.0 {
+        return Err(ProviderError::bad_request(
+            format!("temperature must be 0 or more, got {temperature}"),
+            Some("temperature"),
+        ));
+    }
+    let top_p = req.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ProviderError::bad_request(
+            format!("top_p must be in (0, 1], got {top_p}"),
+            Some("top_p"),
+        ));
+    }
+    let mut chain = Vec::new();
+    if let Some(g) = grammar {
+        let s = LlamaSampler::grammar(model, g, "root").map_err(|e| {
+            ProviderError::bad_request(
+                format!("response_format gives a grammar llama.cpp rejects: {e}"),
+                Some("response_format"),
+            )
+        })?;
+        chain.push(s);
+    }
+    if temperature == 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(top_p, 1));
+        }
+        chain.push(LlamaSampler::temp(temperature));
+        // llama.cpp picks a random seed for u32::MAX (LLAMA_DEFAULT_SEED).
+        let seed = req
+            .seed
+            .map(|s| ((s ^ (s >> 32)) as u32).min(u32::MAX - 1))
+            .unwrap_or(u32::MAX);
+        chain.push(LlamaSampler::dist(seed));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}

@@ -1,0 +1,23 @@
+//! `response_format` to a llama.cpp GBNF grammar. JSON schemas go through
+//! llama.cpp's own converter (the one `llama-server` uses); `json_object` is the
+//! schema `{"type":"object"}`, as in `llama-server`.
+
+use watershed_providers::{ProviderError, ResponseFormat};
+
+/// The grammar for a response format, or `None` when output is free text.
+pub fn for_format(format: Option<&ResponseFormat>) -> Result<Option<String>, ProviderError> {
+    let schema = match format {
+        None | Some(ResponseFormat::Text) => return Ok(None),
+        Some(ResponseFormat::JsonObject) => serde_json::json!({"type": "object"}),
+        Some(ResponseFormat::JsonSchema { schema, .. }) => schema.clone(),
+    };
+    let text = schema.to_string();
+    llama_cpp_2::json_schema_to_grammar(&text)
+        .map(Some)
+        .map_err(|e| {
+            ProviderError::bad_request(
+                format!("response_format.json_schema cannot be turned into a grammar: {e}"),
+                Some("response_format"),
+            )
+        })
+}

@@ -1,0 +1,715 @@
+//! The engine thread: it owns the llama.cpp model and context (a context is not
+//! `Send`, and decoding must not run on the async runtime) and serves up to
+//! `parallel` sequences at once with continuous batching. Every step builds one
+//! batch holding the next token of each decoding sequence plus prompt chunks of
+//! sequences still prefilling, decodes it, and samples each sequence's next
+//! token. New requests join between steps; finished ones leave. A finished
+//! sequence keeps its KV cells as a prefix cache for the next request that
+//! shares its prompt prefix; a cancelled one frees them.
+
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{DecodeError, LogOptions};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+use watershed_providers::{
+    BackendKind, Capabilities, Completion, FinishReason, ProviderError, StreamEvent, Usage,
+};
+
+use crate::engine::{file_stem, EngineStats, Job, LoadState, Loaded, Shared, SlotStats};
+use crate::text::OutputFilter;
+use crate::{gguf, EngineError, LocalModelConfig};
+
+/// Tokens per decode call. A prompt longer than what is left of this after the
+/// decoding sequences' tokens is prefilled over several steps, so a long prompt
+/// delays the others by at most one such chunk per step.
+const BATCH: usize = 512;
+
+/// llama.cpp's backend may be initialised once per process.
+fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Entry point of the engine thread.
+pub(crate) fn run(
+    cfg: LocalModelConfig,
+    shared: Arc<Shared>,
+    jobs: Receiver<Job>,
+    state: watch::Sender<LoadState>,
+) {
+    let started = Instant::now();
+    let (file, model, backend) = match load_model(&cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            error!(model = %cfg.id, error = %e, "local model failed to load");
+            state.send_replace(LoadState::Failed(e));
+            return;
+        }
+    };
+    let ctx = match new_context(&cfg, &model, backend) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(model = %cfg.id, error = %e, "local model failed to load");
+            state.send_replace(LoadState::Failed(e));
+            return;
+        }
+    };
+    let loaded = match describe(&cfg, &file, &model) {
+        Ok(l) => l,
+        Err(e) => {
+            state.send_replace(LoadState::Failed(e));
+            return;
+        }
+    };
+    let upstream = loaded.capabilities.upstream_model.clone();
+    // `start` created this lock empty and only this thread sets it.
+    let _ = shared.loaded.set(loaded);
+    info!(
+        model = %cfg.id,
+        upstream = %upstream,
+        seconds = started.elapsed().as_secs_f64(),
+        context_tokens = cfg.context_tokens,
+        parallel = cfg.parallel,
+        "local model ready"
+    );
+    let mut sched = Scheduler::new(&cfg, &model, ctx, &shared, upstream);
+    sched.publish();
+    state.send_replace(LoadState::Ready);
+    sched.serve(&jobs);
+    info!(model = %cfg.id, "engine thread stopped");
+}
+
+type LoadedModel = (gguf::GgufFile, Arc<LlamaModel>, &'static LlamaBackend);
+
+fn load_model(cfg: &LocalModelConfig) -> Result<LoadedModel, EngineError> {
+    let path = &cfg.gguf;
+    let file = gguf::read(path).map_err(|p| EngineError::ModelFile {
+        path: path.clone(),
+        reason: p.0,
+    })?;
+    let backend = backend().map_err(|reason| EngineError::Load {
+        path: path.clone(),
+        reason: format!("llama.cpp backend: {reason}"),
+    })?;
+    info!(
+        model = %cfg.id,
+        path = %path.display(),
+        architecture = file.architecture().unwrap_or("unknown"),
+        bytes = file.file_len,
+        "loading local model"
+    );
+    let id = cfg.id.clone();
+    let mut last_tenth = -1i32;
+    let mut params = LlamaModelParams::default()
+        .with_n_gpu_layers(cfg.gpu_layers.unwrap_or(u32::MAX).min(i32::MAX as u32))
+        .with_main_gpu(i32::try_from(cfg.main_gpu).unwrap_or(0))
+        .with_progress_callback(move |p| {
+            let tenth = (p * 10.0).floor() as i32;
+            if tenth > last_tenth {
+                last_tenth = tenth;
+                info!(model = %id, percent = tenth * 10, "loading local model");
+            }
+            true
+        });
+    if cfg.main_gpu > 0 {
+        // llama.cpp only honours main_gpu when the model is not split across GPUs.
+        params = params.with_split_mode(LlamaSplitMode::None);
+    }
+    let mut params = pin!(params);
+    if cfg.moe_experts_on_cpu {
+        params.as_mut().add_cpu_moe_override();
+    }
+    let model =
+        LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
+            path: path.clone(),
+            reason: format!(
+                "{e} (the header is valid; the architecture may be unsupported by this llama.cpp \
+             or a tensor may be missing or malformed; the llama.cpp log above has details)"
+            ),
+        })?;
+    Ok((file, Arc::new(model), backend))
+}
+
+fn threads(cfg: &LocalModelConfig) -> i32 {
+    let n = cfg.threads.map(|t| t as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(4)
+    });
+    i32::try_from(n.max(1)).unwrap_or(4)
+}
+
+fn new_context<'m>(
+    cfg: &LocalModelConfig,
+    model: &'m LlamaModel,
+    backend: &LlamaBackend,
+) -> Result<LlamaContext<'m>, EngineError> {
+    let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(cells))
+        .with_n_batch(BATCH as u32)
+        .with_n_ubatch(BATCH as u32)
+        .with_n_seq_max(cfg.parallel)
+        // One KV buffer shared by all sequences: a mixed batch (prefill chunks
+        // and single decode tokens) is one ubatch, and prefixes can be shared
+        // between sequences by copying cell metadata only.
+        .with_kv_unified(true)
+        .with_n_threads(threads(cfg))
+        .with_n_threads_batch(threads(cfg));
+    if model.n_ctx_train() > 0 && cfg.context_tokens > model.n_ctx_train() {
+        warn!(
+            model = %cfg.id,
+            context_tokens = cfg.context_tokens,
+            trained = model.n_ctx_train(),
+            "context_tokens is larger than the model was trained for"
+        );
+    }
+    model
+        .new_context(backend, params)
+        .map_err(|e| EngineError::Context {
+            id: cfg.id.clone(),
+            reason: format!("{e} ({cells} KV cells for {} sequences)", cfg.parallel),
+        })
+}
+
+fn describe(
+    cfg: &LocalModelConfig,
+    file: &gguf::GgufFile,
+    model: &Arc<LlamaModel>,
+) -> Result<Loaded, EngineError> {
+    let template = match model.chat_template(None) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(model = %cfg.id, error = %e, "model has no chat template; using chatml");
+            LlamaChatTemplate::new("chatml").map_err(|e| EngineError::Load {
+                path: cfg.gguf.clone(),
+                reason: e.to_string(),
+            })?
+        }
+    };
+    // The file name, not `general.name`: it is what the operator configured and
+    // it names the quantization, which `general.name` often does not.
+    let upstream = file_stem(&cfg.gguf);
+    let mut details = file.details();
+    details.insert(
+        "n_params_llama".to_owned(),
+        serde_json::json!(model.n_params()),
+    );
+    Ok(Loaded {
+        model: Arc::clone(model),
+        template,
+        capabilities: Capabilities {
+            kind: BackendKind::Local,
+            upstream_model: upstream,
+            streaming: true,
+            json_mode: true,
+            context_tokens: Some(cfg.context_tokens),
+            details,
+        },
+    })
+}
+
+/// A request being served in one sequence.
+struct Active {
+    job: Job,
+    filter: OutputFilter,
+    /// Next prompt position to prefill; equals the prompt length once prefilled.
+    prefilled: usize,
+    cached_prompt: usize,
+    /// Sampled but not yet decoded.
+    next: Option<LlamaToken>,
+    generated: u32,
+    engine_seconds: f64,
+    /// Admission order, for fair prefill.
+    order: u64,
+}
+
+/// One llama.cpp sequence id and what its KV cells hold.
+struct Slot {
+    seq: i32,
+    /// Tokens whose KV cells this sequence holds, positions 0..len.
+    cached: Vec<LlamaToken>,
+    last_used: u64,
+    active: Option<Active>,
+}
+
+struct Scheduler<'m> {
+    id: String,
+    upstream: String,
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    shared: &'m Shared,
+    slots: Vec<Slot>,
+    batch: LlamaBatch<'static>,
+    clock: u64,
+    steps: u64,
+    batched_tokens: u64,
+    closed: bool,
+}
+
+/// What one sequence put into the current batch.
+struct Entry {
+    slot: usize,
+    start: usize,
+    n: usize,
+    /// Batch index of the token whose logits are sampled, if any.
+    logits: Option<i32>,
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl<'m> Scheduler<'m> {
+    fn new(
+        cfg: &LocalModelConfig,
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        shared: &'m Shared,
+        upstream: String,
+    ) -> Self {
+        let slots = (0..cfg.parallel as i32)
+            .map(|seq| Slot {
+                seq,
+                cached: Vec::new(),
+                last_used: 0,
+                active: None,
+            })
+            .collect();
+        Self {
+            id: cfg.id.clone(),
+            upstream,
+            model,
+            ctx,
+            shared,
+            slots,
+            batch: LlamaBatch::new(BATCH, 1),
+            clock: 0,
+            steps: 0,
+            batched_tokens: 0,
+            closed: false,
+        }
+    }
+
+    fn n_active(&self) -> usize {
+        self.slots.iter().filter(|s| s.active.is_some()).count()
+    }
+
+    fn serve(&mut self, jobs: &Receiver<Job>) {
+        loop {
+            if !self.admit(jobs) {
+                return;
+            }
+            self.drop_cancelled();
+            if self.n_active() > 0 {
+                self.step();
+            }
+            self.publish();
+        }
+    }
+
+    /// Takes queued jobs while a sequence is free. Blocks when nothing runs.
+    /// Returns false when the engine is dropped and all work is done.
+    fn admit(&mut self, jobs: &Receiver<Job>) -> bool {
+        while self.slots.iter().any(|s| s.active.is_none()) {
+            let job = if self.n_active() > 0 || self.closed {
+                match jobs.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.closed = true;
+                        break;
+                    }
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(j) => j,
+                    Err(_) => {
+                        self.closed = true;
+                        break;
+                    }
+                }
+            };
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if job.tx.is_closed() {
+                continue;
+            }
+            self.start(job);
+        }
+        !(self.closed && self.n_active() == 0)
+    }
+
+    /// Places a job in the free sequence that already holds most of its
+    /// prompt, reusing cached KV cells; cells from another sequence with a
+    /// longer common prefix are shared by copying (metadata only).
+    fn start(&mut self, job: Job) {
+        let prompt = &job.prompt;
+        // At least one prompt token is decoded so there are logits to sample from.
+        let limit = prompt.len().saturating_sub(1);
+        let Some(target) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .max_by_key(|(_, s)| {
+                (
+                    common_prefix(&s.cached, prompt).min(limit),
+                    std::cmp::Reverse(s.last_used),
+                )
+            })
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        let own = common_prefix(&self.slots[target].cached, prompt).min(limit);
+        let (source, shared) = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, common_prefix(&s.cached, prompt).min(limit)))
+            .max_by_key(|&(i, n)| (n, i == target))
+            .unwrap_or((target, own));
+        let seq = self.slots[target].seq;
+        let mut reuse = own;
+        if source != target && shared > own {
+            let src_seq = self.slots[source].seq;
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            match self
+                .ctx
+                .copy_kv_cache_seq(src_seq, seq, Some(0), Some(shared as u32))
+            {
+                Ok(()) => reuse = shared,
+                Err(_) => reuse = 0,
+            }
+        } else {
+            let removed = self
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(own as u32), None)
+                .unwrap_or(false);
+            if !removed {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                reuse = 0;
+            }
+        }
+        let slot = &mut self.slots[target];
+        slot.cached.clear();
+        slot.cached.extend_from_slice(&prompt[..reuse]);
+        self.clock += 1;
+        debug!(
+            model = %self.id,
+            seq,
+            prompt_tokens = prompt.len(),
+            cached = reuse,
+            waited_ms = job.enqueued.elapsed().as_millis() as u64,
+            "sequence starts"
+        );
+        let filter = OutputFilter::new(&job.stops);
+        slot.active = Some(Active {
+            job,
+            filter,
+            prefilled: reuse,
+            cached_prompt: reuse,
+            next: None,
+            generated: 0,
+            engine_seconds: 0.0,
+            order: self.clock,
+        });
+    }
+
+    /// Sequences whose caller went away stop here and free their KV cells.
+    fn drop_cancelled(&mut self) {
+        for i in 0..self.slots.len() {
+            let gone = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.tx.is_closed());
+            if gone {
+                self.cancel(i);
+            }
+        }
+    }
+
+    fn cancel(&mut self, i: usize) {
+        let seq = self.slots[i].seq;
+        if let Some(a) = self.slots[i].active.take() {
+            debug!(model = %self.id, seq, generated = a.generated, "sequence cancelled");
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.slots[i].cached.clear();
+        self.clock += 1;
+        self.slots[i].last_used = self.clock;
+    }
+
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut entries: Vec<Entry> = Vec::new();
+        // Decoding sequences first: one token each.
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(a) = &slot.active else { continue };
+            let Some(tok) = a.next else { continue };
+            let pos = slot.cached.len();
+            if self.batch.add(tok, pos as i32, &[slot.seq], true).is_err() {
+                break;
+            }
+            entries.push(Entry {
+                slot: i,
+                start: pos,
+                n: 1,
+                logits: Some(self.batch.n_tokens() - 1),
+            });
+        }
+        // Then prompt chunks, oldest request first, in what room is left.
+        let mut prefilling: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.active
+                    .as_ref()
+                    .filter(|a| a.prefilled < a.job.prompt.len())
+                    .map(|a| (a.order, i))
+            })
+            .collect();
+        prefilling.sort_unstable();
+        for (_, i) in prefilling {
+            let room = BATCH.saturating_sub(self.batch.n_tokens() as usize);
+            if room == 0 {
+                break;
+            }
+            let slot = &self.slots[i];
+            let Some(a) = &slot.active else { continue };
+            let len = a.job.prompt.len();
+            let take = room.min(len - a.prefilled);
+            let mut logits = None;
+            for pos in a.prefilled..a.prefilled + take {
+                let last = pos + 1 == len;
+                if self
+                    .batch
+                    .add(a.job.prompt[pos], pos as i32, &[slot.seq], last)
+                    .is_err()
+                {
+                    break;
+                }
+                if last {
+                    logits = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            entries.push(Entry {
+                slot: i,
+                start: a.prefilled,
+                n: take,
+                logits,
+            });
+        }
+        let total = self.batch.n_tokens() as usize;
+        if total == 0 {
+            return;
+        }
+        let t0 = Instant::now();
+        let result = self.ctx.decode(&mut self.batch);
+        let wall = t0.elapsed().as_secs_f64();
+        if let Err(e) = result {
+            self.decode_failed(&entries, e);
+            return;
+        }
+        self.steps += 1;
+        self.batched_tokens += total as u64;
+        // Commit what was decoded and charge each sequence its share of the step.
+        for e in &entries {
+            let slot = &mut self.slots[e.slot];
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            if let Some(tok) = a.next.take() {
+                slot.cached.push(tok);
+            } else {
+                slot.cached
+                    .extend_from_slice(&a.job.prompt[e.start..e.start + e.n]);
+                a.prefilled = e.start + e.n;
+            }
+            a.engine_seconds += wall * e.n as f64 / total as f64;
+        }
+        for e in &entries {
+            if let Some(idx) = e.logits {
+                self.sample(e.slot, idx);
+            }
+        }
+    }
+
+    /// Samples the next token of the sequence in slot `i` from batch row `idx`.
+    fn sample(&mut self, i: usize, idx: i32) {
+        let t0 = Instant::now();
+        let model = self.model;
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        let token = a.job.sampler.sample(&self.ctx, idx);
+        let vocab = model.vocab();
+        let mut finish = None;
+        let mut out = String::new();
+        if vocab.is_eog(token) {
+            out.push_str(&a.filter.finish());
+            finish = Some(FinishReason::Stop);
+        } else {
+            a.generated += 1;
+            let piece = vocab.token_to_piece(token, false, None);
+            let step = a.filter.push(&piece);
+            out.push_str(&step.emit);
+            if step.stopped {
+                finish = Some(FinishReason::Stop);
+            } else if a.generated >= a.job.max_tokens {
+                out.push_str(&a.filter.finish());
+                finish = Some(FinishReason::Length);
+            } else {
+                a.next = Some(token);
+            }
+        }
+        a.engine_seconds += t0.elapsed().as_secs_f64();
+        if !out.is_empty() && a.job.tx.send(Ok(StreamEvent::Delta(out))).is_err() {
+            self.cancel(i);
+            return;
+        }
+        if let Some(reason) = finish {
+            self.finish(i, reason);
+        }
+    }
+
+    fn finish(&mut self, i: usize, reason: FinishReason) {
+        self.clock += 1;
+        let slot = &mut self.slots[i];
+        slot.last_used = self.clock;
+        let Some(a) = slot.active.take() else { return };
+        let done = Completion {
+            model: self.upstream.clone(),
+            finish_reason: reason,
+            usage: Usage {
+                prompt_tokens: a.job.prompt.len() as u32,
+                completion_tokens: a.generated,
+                cached_prompt_tokens: a.cached_prompt as u32,
+            },
+            engine_seconds: Some(a.engine_seconds),
+        };
+        debug!(
+            model = %self.id,
+            seq = slot.seq,
+            finish = reason.as_str(),
+            prompt_tokens = done.usage.prompt_tokens,
+            completion_tokens = done.usage.completion_tokens,
+            engine_seconds = a.engine_seconds,
+            "sequence finished"
+        );
+        // The cells stay as this sequence's prefix cache; the caller may be gone.
+        let _ = a.job.tx.send(Ok(StreamEvent::Done(done)));
+    }
+
+    /// Undoes the batch's cells and decides who cannot go on.
+    fn decode_failed(&mut self, entries: &[Entry], err: DecodeError) {
+        for e in entries {
+            let seq = self.slots[e.slot].seq;
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(e.start as u32), None);
+        }
+        match err {
+            DecodeError::NoKvCacheSlot => {
+                // First give up prefix caches of idle sequences, then the newest request.
+                let mut freed = false;
+                for i in 0..self.slots.len() {
+                    if self.slots[i].active.is_none() && !self.slots[i].cached.is_empty() {
+                        let seq = self.slots[i].seq;
+                        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        self.slots[i].cached.clear();
+                        freed = true;
+                    }
+                }
+                if freed {
+                    warn!(model = %self.id, "KV cache full: dropped idle prefix caches");
+                    return;
+                }
+                let newest = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.active.as_ref().map(|a| (a.order, i)))
+                    .max();
+                if let Some((_, i)) = newest {
+                    warn!(model = %self.id, seq = self.slots[i].seq, "KV cache full: rejecting the newest request");
+                    self.fail(
+                        i,
+                        ProviderError::Overloaded {
+                            message: format!(
+                                "local model \"{}\" ran out of KV cache; retry later",
+                                self.id
+                            ),
+                            retry_after_s: Some(1),
+                        },
+                    );
+                }
+            }
+            other => {
+                error!(model = %self.id, error = %other, "llama.cpp decode failed");
+                for e in entries {
+                    self.fail(
+                        e.slot,
+                        ProviderError::Internal(format!("llama.cpp decode failed: {other}")),
+                    );
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, i: usize, err: ProviderError) {
+        if let Some(a) = self.slots[i].active.as_ref() {
+            let _ = a.job.tx.send(Err(err));
+        }
+        self.cancel(i);
+    }
+
+    fn publish(&self) {
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| SlotStats {
+                seq: s.seq,
+                state: match &s.active {
+                    None => "idle",
+                    Some(a) if a.prefilled < a.job.prompt.len() => "prefill",
+                    Some(_) => "decode",
+                },
+                cached_tokens: s.cached.len(),
+                kv_cells: usize::try_from(self.ctx.kv_cache_seq_pos_max(s.seq) + 1).unwrap_or(0),
+            })
+            .collect();
+        let stats = EngineStats {
+            ready: true,
+            queued: 0,
+            active: self.n_active(),
+            steps: self.steps,
+            batched_tokens: self.batched_tokens,
+            slots,
+        };
+        match self.shared.stats.lock() {
+            Ok(mut s) => *s = stats,
+            Err(p) => *p.into_inner() = stats,
+        }
+    }
+}
