@@ -9,4 +9,6 @@ export WATERSHED_PYTHON="$PWD/.venv/bin/python"
 export WATERSHED_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The gateway's own tests need its binary, so this also builds the `watershed`
+# binary that the end-to-end tests in tests/ start.
 cargo test --locked --workspace

@@ -1,0 +1,145 @@
+//! The one place where error codes become HTTP statuses and OpenAI-shaped bodies.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use watershed_providers::{ErrorCode, ProviderError};
+
+/// An error answered to a client as `{"error":{"message","type","code","param"}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            param: None,
+            retry_after_s: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            param: param.map(str::to_owned),
+            ..Self::new(ErrorCode::BadRequest, message)
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code)
+    }
+}
+
+/// HTTP status for each error code. Nothing else in the workspace decides this.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BudgetExceeded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Overloaded | ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+        ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        // The client is gone; nginx's "client closed request" is what logs expect.
+        ErrorCode::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// OpenAI's `error.type` for a status class.
+fn error_type(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::NotFound | ErrorCode::PayloadTooLarge => {
+            "invalid_request_error"
+        }
+        ErrorCode::Unauthorized => "authentication_error",
+        ErrorCode::PolicyDenied => "permission_error",
+        ErrorCode::BudgetExceeded | ErrorCode::RateLimited => "rate_limit_error",
+        _ => "server_error",
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        let code = e.code();
+        let (param, retry_after_s) = match &e {
+            ProviderError::BadRequest { param, .. } => (param.clone(), None),
+            ProviderError::Overloaded { retry_after_s, .. } => (None, *retry_after_s),
+            _ => (None, None),
+        };
+        // Internal errors keep their cause in the log, not in the body.
+        let message = match &e {
+            ProviderError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        Self {
+            code,
+            message,
+            param,
+            retry_after_s,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "message": self.message,
+                "type": error_type(self.code),
+                "code": self.code.as_str(),
+                "param": self.param,
+            }
+        });
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_interface_contract() {
+        let cases = [
+            (ErrorCode::BadRequest, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::PolicyDenied, 403),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::BudgetExceeded, 429),
+            (ErrorCode::UpstreamError, 502),
+            (ErrorCode::UpstreamUnavailable, 503),
+            (ErrorCode::UpstreamTimeout, 504),
+            (ErrorCode::Internal, 500),
+        ];
+        for (code, status) in cases {
+            assert_eq!(status_of(code).as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn missing_key_is_503_naming_the_variable() {
+        let e: ApiError = ProviderError::MissingKey {
+            target: "gpt-5.4-mini".into(),
+            env: "OPENAI_API_KEY".into(),
+        }
+        .into();
+        assert_eq!(e.status().as_u16(), 503);
+        assert!(e.message.contains("OPENAI_API_KEY"), "{}", e.message);
+    }
+}

@@ -1,0 +1,83 @@
+//! The HTTP surface. Only this crate serves HTTP; every route and status lives here.
+
+pub mod chat;
+mod models;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use watershed_providers::ErrorCode;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The application with all routes, for `serve` and for in-process tests.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = usize::try_from(state.runtime().config.server.max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/messages", post(chat::messages))
+        .route("/v1/models", get(models::list))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once every local model has finished loading. A model that failed to load
+/// is reported but does not hold the gateway back: remote targets still serve.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let rt = state.runtime();
+    let mut loading = false;
+    let mut models = serde_json::Map::new();
+    for (id, t) in &rt.targets {
+        let status = match &t.engine {
+            None => match &t.missing_key {
+                Some(var) => format!("unavailable: {var} is not set"),
+                None => "ready".to_owned(),
+            },
+            Some(engine) => match engine.load_state() {
+                watershed_local_engine::LoadState::Loading => {
+                    loading = true;
+                    "loading".to_owned()
+                }
+                watershed_local_engine::LoadState::Ready => "ready".to_owned(),
+                watershed_local_engine::LoadState::Failed(e) => format!("failed: {e}"),
+            },
+        };
+        models.insert(id.clone(), json!(status));
+    }
+    let status = if loading {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({"ready": !loading, "models": models});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
+}

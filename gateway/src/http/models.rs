@@ -1,0 +1,51 @@
+//! `GET /v1/models`: every model name a client may ask for, with what is known of
+//! the backend behind it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::state::AppState;
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let rt = state.runtime();
+    let created = 0;
+    let mut data = Vec::new();
+    let mut ids: Vec<&String> = rt.config.models.keys().collect();
+    ids.sort();
+    for id in ids {
+        let Some(t) = rt.target(id) else { continue };
+        let caps = t.provider.capabilities();
+        data.push(json!({
+            "id": id,
+            "object": "model",
+            "created": created,
+            "owned_by": "watershed",
+            "watershed": {
+                "backend": caps.kind.otel_name(),
+                "upstream_model": caps.upstream_model,
+                "trusted": t.trusted,
+                "context_tokens": caps.context_tokens,
+                "details": caps.details,
+                "unavailable": t.missing_key.as_ref().map(|v| format!("{v} is not set")),
+            }
+        }));
+    }
+    // Aliases that routes answer to but that are not target ids.
+    let mut aliases: Vec<&String> = rt
+        .config
+        .routes
+        .iter()
+        .filter_map(|r| r.when.model.as_ref())
+        .flatten()
+        .filter(|m| !rt.config.models.contains_key(*m))
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    for alias in aliases.into_iter().map(String::as_str).chain(["auto"]) {
+        data.push(json!({"id": alias, "object": "model", "created": created, "owned_by": "watershed", "watershed": {"alias": true}}));
+    }
+    Json(json!({"object": "list", "data": data}))
+}

@@ -1,0 +1,14 @@
+//! Watershed's composition root: configuration loading, the backends built from
+//! it, the HTTP surface, metering and the CLI commands.
+
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod meter;
+pub mod metrics;
+pub mod reload;
+pub mod serve;
+pub mod state;

@@ -1,0 +1,264 @@
+//! Metering of one dispatched request: timing, tokens and cost, ending in exactly
+//! one ledger record — also when the client goes away mid-answer, because the
+//! record is written when the meter is dropped if nothing else wrote it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use watershed_dashboards::ledger::{LedgerHandle, LedgerRecord};
+use watershed_dashboards::pricing::PriceTable;
+use watershed_providers::{BackendKind, Completion, ErrorCode, Usage};
+
+use crate::error::status_of;
+use crate::metrics::{self, Metrics};
+use crate::state::TargetHandle;
+
+/// What is known about a request before any backend is tried.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub request_id: String,
+    pub ts_ms: i64,
+    pub team: String,
+    pub key_id: String,
+    pub route: String,
+    pub privacy: String,
+    pub stream: bool,
+    pub difficulty: Option<f64>,
+    /// Rough prompt size, used for the record of a request that never got usage.
+    pub estimated_prompt_tokens: u32,
+    pub counterfactual_model: Option<String>,
+    /// The model name the client asked for.
+    pub requested_model: String,
+}
+
+#[derive(Debug)]
+pub struct Meter {
+    info: RequestInfo,
+    ledger: LedgerHandle,
+    prices: Arc<PriceTable>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    first_token_ms: Option<f64>,
+    deltas: u32,
+    backend: Option<Arc<TargetHandle>>,
+    attempts: u32,
+    written: bool,
+}
+
+/// What a finished request cost, for the response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Charged {
+    pub cost_usd: f64,
+}
+
+impl Meter {
+    pub fn start(
+        info: RequestInfo,
+        ledger: LedgerHandle,
+        prices: Arc<PriceTable>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            info,
+            ledger,
+            prices,
+            metrics,
+            started: Instant::now(),
+            first_token_ms: None,
+            deltas: 0,
+            backend: None,
+            attempts: 0,
+            written: false,
+        }
+    }
+
+    /// Records which target is being tried; the last one tried is the record's backend.
+    pub fn attempt(&mut self, target: &Arc<TargetHandle>) {
+        self.attempts += 1;
+        self.backend = Some(target.clone());
+    }
+
+    /// Called for every streamed piece of text.
+    pub fn delta(&mut self) {
+        if self.first_token_ms.is_none() {
+            self.first_token_ms = Some(self.elapsed_ms());
+        }
+        self.deltas += 1;
+    }
+
+    pub fn estimated_prompt_tokens(&self) -> u32 {
+        self.info.estimated_prompt_tokens
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// The answer completed.
+    pub fn success(mut self, done: &Completion) -> Charged {
+        let cost_usd = self.cost(&done.model, done.usage);
+        let counterfactual_usd = self.counterfactual(done.usage);
+        let mut rec = self.base_record();
+        rec.model = done.model.clone();
+        rec.prompt_tokens = i64::from(done.usage.prompt_tokens);
+        rec.completion_tokens = i64::from(done.usage.completion_tokens);
+        rec.cached_tokens = i64::from(done.usage.cached_prompt_tokens);
+        rec.cost_usd = cost_usd;
+        rec.counterfactual_usd = counterfactual_usd;
+        rec.engine_seconds = done.engine_seconds.unwrap_or(0.0);
+        rec.status = 200;
+        rec.finish_reason = Some(done.finish_reason.as_str().to_owned());
+        self.write(rec);
+        Charged { cost_usd }
+    }
+
+    /// The request failed with `code` after reaching dispatch.
+    pub fn failure(mut self, code: ErrorCode) {
+        let mut rec = self.base_record();
+        rec.status = i64::from(status_of(code).as_u16());
+        rec.error_code = Some(code.as_str().to_owned());
+        self.write(rec);
+    }
+
+    fn base_record(&self) -> LedgerRecord {
+        let backend = self.backend.as_ref();
+        LedgerRecord {
+            request_id: self.info.request_id.clone(),
+            ts_ms: self.info.ts_ms,
+            team: self.info.team.clone(),
+            key_id: self.info.key_id.clone(),
+            route: self.info.route.clone(),
+            backend: backend.map(|b| b.id.clone()).unwrap_or_default(),
+            backend_kind: backend
+                .map(|b| b.kind.otel_name().to_owned())
+                .unwrap_or_default(),
+            model: backend.map(|b| b.model_name.clone()).unwrap_or_default(),
+            privacy: self.info.privacy.clone(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_usd: 0.0,
+            counterfactual_usd: 0.0,
+            engine_seconds: 0.0,
+            ttft_ms: self.first_token_ms,
+            latency_ms: self.elapsed_ms(),
+            status: 0,
+            error_code: None,
+            finish_reason: None,
+            stream: self.info.stream,
+            attempts: i64::from(self.attempts),
+            difficulty: self.info.difficulty,
+        }
+    }
+
+    fn cost(&self, model: &str, usage: Usage) -> f64 {
+        match &self.backend {
+            Some(b) if b.kind == BackendKind::Local => 0.0,
+            Some(b) => self
+                .prices
+                .cost_for(&[b.id.as_str(), b.model_name.as_str(), model], usage),
+            None => 0.0,
+        }
+    }
+
+    fn counterfactual(&self, usage: Usage) -> f64 {
+        match &self.info.counterfactual_model {
+            Some(m) => self.prices.cost_for(&[m.as_str()], usage),
+            None => 0.0,
+        }
+    }
+
+    fn write(&mut self, rec: LedgerRecord) {
+        self.written = true;
+        self.observe(&rec);
+        self.ledger.record(rec);
+    }
+
+    /// Metrics under the GenAI names: `client` metrics for remote backends, `server`
+    /// metrics for the in-process engine.
+    fn observe(&self, rec: &LedgerRecord) {
+        let local = rec.backend_kind == BackendKind::Local.otel_name();
+        let base = || {
+            vec![
+                ("gen_ai_operation_name", "chat".to_owned()),
+                ("gen_ai_provider_name", rec.backend_kind.clone()),
+                ("gen_ai_request_model", self.info.requested_model.clone()),
+                ("gen_ai_response_model", rec.model.clone()),
+            ]
+        };
+        let m = &self.metrics;
+        m.add(
+            metrics::REQUESTS,
+            vec![
+                ("route", rec.route.clone()),
+                ("backend", rec.backend.clone()),
+                ("status", rec.status.to_string()),
+            ],
+            1.0,
+        );
+        let team = || vec![("team", rec.team.clone()), ("backend", rec.backend.clone())];
+        m.add(metrics::COST, team(), rec.cost_usd);
+        m.add(metrics::COUNTERFACTUAL, team(), rec.counterfactual_usd);
+        if rec.status == 200 {
+            for (kind, n) in [
+                ("input", rec.prompt_tokens),
+                ("output", rec.completion_tokens),
+            ] {
+                let mut l = base();
+                l.push(("gen_ai_token_type", kind.to_owned()));
+                m.observe(metrics::TOKEN_USAGE, l, n as f64);
+            }
+        }
+        let mut l = base();
+        if let Some(code) = &rec.error_code {
+            l.push(("error_type", code.clone()));
+        }
+        let secs = rec.latency_ms / 1000.0;
+        if local {
+            m.observe(metrics::SERVER_DURATION, l, secs);
+            if let Some(ttft) = rec.ttft_ms {
+                m.observe(metrics::SERVER_TTFT, base(), ttft / 1000.0);
+                if rec.completion_tokens > 1 {
+                    let tpot =
+                        (rec.latency_ms - ttft) / 1000.0 / (rec.completion_tokens - 1) as f64;
+                    m.observe(metrics::SERVER_TPOT, base(), tpot);
+                }
+            }
+        } else {
+            m.observe(metrics::CLIENT_DURATION, l, secs);
+            if let Some(ttft) = rec.ttft_ms {
+                m.observe(metrics::CLIENT_TTFC, base(), ttft / 1000.0);
+            }
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if self.written {
+            return;
+        }
+        // The client went away (or the handler was dropped) before the answer
+        // finished: record what was generated so far as cancelled.
+        let usage = Usage {
+            prompt_tokens: self.info.estimated_prompt_tokens,
+            completion_tokens: self.deltas,
+            cached_prompt_tokens: 0,
+        };
+        let model = self
+            .backend
+            .as_ref()
+            .map(|b| b.model_name.clone())
+            .unwrap_or_default();
+        let cost = self.cost(&model, usage);
+        let mut rec = self.base_record();
+        rec.prompt_tokens = i64::from(usage.prompt_tokens);
+        rec.completion_tokens = i64::from(usage.completion_tokens);
+        rec.cost_usd = cost;
+        rec.counterfactual_usd = self.counterfactual(usage);
+        rec.status = i64::from(status_of(ErrorCode::Cancelled).as_u16());
+        rec.error_code = Some(ErrorCode::Cancelled.as_str().to_owned());
+        rec.finish_reason = Some("cancelled".to_owned());
+        self.write(rec);
+    }
+}

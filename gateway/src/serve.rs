@@ -1,0 +1,104 @@
+//! `watershed serve`: builds the state from the configuration, serves HTTP, and
+//! shuts down in order — drain requests, then flush the ledger.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use watershed_dashboards::ledger::{open_store, LedgerWriter};
+
+use crate::config;
+use crate::http::app;
+use crate::reload;
+use crate::state::{build_runtime, AppState};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
+    let loaded = config::load(config_path.as_deref())?;
+    let cfg = Arc::new(loaded.config);
+    let listen = listen
+        .or_else(|| cfg.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("invalid listen address {listen:?}"))?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let store = open_store(&cfg.ledger.url)
+        .await
+        .with_context(|| format!("cannot open ledger {}", cfg.ledger.url))?;
+    store.migrate().await.context("ledger migration failed")?;
+    // The ledger writer stops only after every request has drained, so the records
+    // of requests that finish during shutdown are written too.
+    let ledger_stop = CancellationToken::new();
+    let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
+
+    let runtime = build_runtime(cfg.clone(), &loaded.base_dir, None)?;
+    for t in runtime.targets.values() {
+        if let Some(var) = &t.missing_key {
+            warn!(target_id = %t.id, env = %var, "API key variable is not set; this target answers 503 until it is");
+        }
+    }
+    let state = Arc::new(AppState::new(runtime, ledger));
+    reload::watch(
+        state.clone(),
+        loaded.path.clone(),
+        loaded.base_dir.clone(),
+        &tracker,
+        shutdown.clone(),
+    );
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    info!(addr = %local, "watershed listening");
+
+    let token = shutdown.clone();
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            info!("shutting down: draining requests");
+            token.cancel();
+        })
+        .await?;
+
+    // Requests have drained; now let the ledger writer flush and stop.
+    shutdown.cancel();
+    ledger_stop.cancel();
+    drop(state);
+    tracker.close();
+    tracker.wait().await;
+    info!("ledger flushed; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

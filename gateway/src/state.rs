@@ -1,0 +1,209 @@
+//! Shared state of a running gateway: the active configuration with its backends,
+//! the ledger handle and the price table.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use watershed_dashboards::ledger::LedgerHandle;
+use watershed_dashboards::pricing::{PriceOverride, PriceTable};
+use watershed_local_engine::{LocalEngine, LocalModelConfig};
+use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
+use watershed_providers::anthropic::AnthropicProvider;
+use watershed_providers::openai::OpenAiProvider;
+use watershed_providers::remote::RemoteTarget;
+use watershed_providers::{BackendKind, Provider};
+
+/// One configured target and the backend that serves it.
+pub struct TargetHandle {
+    pub id: String,
+    pub kind: BackendKind,
+    pub trusted: bool,
+    pub provider: Arc<dyn Provider>,
+    /// Set for local targets so readiness can be reported.
+    pub engine: Option<Arc<LocalEngine>>,
+    /// The name the model answers under (upstream model or GGUF name).
+    pub model_name: String,
+    /// A remote target whose API key variable is unset (reported at start-up).
+    pub missing_key: Option<String>,
+}
+
+impl std::fmt::Debug for TargetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetHandle")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated configuration together with the backends built from it. Replaced
+/// as a whole on reload, so a request sees one consistent version.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub targets: HashMap<String, Arc<TargetHandle>>,
+    /// Built-in prices with the config's overrides.
+    pub prices: Arc<PriceTable>,
+}
+
+impl Runtime {
+    pub fn target(&self, id: &str) -> Option<&Arc<TargetHandle>> {
+        self.targets.get(id)
+    }
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    runtime: RwLock<Arc<Runtime>>,
+    pub ledger: LedgerHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(runtime: Runtime, ledger: LedgerHandle) -> Self {
+        Self {
+            runtime: RwLock::new(Arc::new(runtime)),
+            ledger,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The configuration in force now; hold the `Arc` for the whole request.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        match self.runtime.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new configuration atomically for new requests.
+    pub fn replace_runtime(&self, rt: Runtime) {
+        let rt = Arc::new(rt);
+        match self.runtime.write() {
+            Ok(mut guard) => *guard = rt,
+            Err(poisoned) => *poisoned.into_inner() = rt,
+        }
+    }
+}
+
+/// Builds a backend for every target of `config`. Local engines start loading in
+/// the background; `existing` engines with an identical configuration are reused
+/// so a policy reload does not reload models. Paths are relative to `base_dir`.
+pub fn build_runtime(
+    config: Arc<Config>,
+    base_dir: &Path,
+    existing: Option<&Runtime>,
+) -> anyhow::Result<Runtime> {
+    let mut targets = HashMap::new();
+    for (id, target) in &config.models {
+        let handle = match &target.spec {
+            TargetSpec::Local(spec) => {
+                let gguf = resolve(base_dir, &spec.gguf);
+                let cfg = LocalModelConfig {
+                    id: id.clone(),
+                    gguf,
+                    context_tokens: spec.context_tokens,
+                    parallel: spec.parallel,
+                    threads: spec.threads,
+                    gpu_layers: match spec.gpu_layers {
+                        GpuLayers::All => None,
+                        GpuLayers::N(n) => Some(n),
+                    },
+                    main_gpu: spec.main_gpu,
+                    moe_experts_on_cpu: spec.moe_experts_on_cpu,
+                    queue: spec.queue,
+                };
+                let reused = existing
+                    .and_then(|rt| rt.target(id))
+                    .and_then(|h| h.engine.clone())
+                    .filter(|e| e.config() == &cfg);
+                let engine = match reused {
+                    Some(e) => e,
+                    None => LocalEngine::start(cfg)?,
+                };
+                let model_name = engine.capabilities().upstream_model;
+                TargetHandle {
+                    id: id.clone(),
+                    kind: BackendKind::Local,
+                    trusted: true,
+                    provider: engine.clone(),
+                    engine: Some(engine),
+                    model_name,
+                    missing_key: None,
+                }
+            }
+            TargetSpec::Remote(spec) => {
+                let api_key = spec
+                    .api_key_env
+                    .as_ref()
+                    .and_then(|var| std::env::var(var).ok())
+                    .filter(|k| !k.is_empty());
+                let missing_key = match (&spec.api_key_env, &api_key) {
+                    (Some(var), None) => Some(var.clone()),
+                    _ => None,
+                };
+                let kind = match spec.provider {
+                    ProviderKind::Openai => BackendKind::Openai,
+                    ProviderKind::OpenaiCompatible => BackendKind::OpenaiCompatible,
+                    ProviderKind::Anthropic => BackendKind::Anthropic,
+                };
+                let remote = RemoteTarget {
+                    target: id.clone(),
+                    kind,
+                    base_url: spec.base_url.clone(),
+                    upstream_model: spec.model.clone(),
+                    api_key,
+                    api_key_env: spec.api_key_env.clone(),
+                    connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
+                    request_timeout: Duration::from_millis(spec.timeout_ms),
+                    max_tokens_default: spec.max_tokens_default,
+                };
+                let provider: Arc<dyn Provider> = match spec.provider {
+                    ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
+                    ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                        Arc::new(OpenAiProvider::new(remote)?)
+                    }
+                };
+                TargetHandle {
+                    id: id.clone(),
+                    kind,
+                    trusted: target.trusted,
+                    provider,
+                    engine: None,
+                    model_name: spec.model.clone(),
+                    missing_key,
+                }
+            }
+        };
+        targets.insert(id.clone(), Arc::new(handle));
+    }
+    let overrides = config.pricing.iter().map(|(model, p)| {
+        let o = PriceOverride {
+            input: p.input,
+            output: p.output,
+            cached_input: p.cached_input,
+            effective_from: None,
+            long_context: None,
+        };
+        (model.clone(), o)
+    });
+    let prices = Arc::new(PriceTable::with_overrides(overrides)?);
+    Ok(Runtime {
+        config,
+        targets,
+        prices,
+    })
+}
+
+fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() {
+        p
+    } else {
+        base_dir.join(p)
+    }
+}

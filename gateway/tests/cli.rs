@@ -1,0 +1,71 @@
+//! The `watershed` command line as an operator runs it: `policy check` accepts the
+//! embedded default policy and refuses a leaky one with file:line:col.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn watershed() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_watershed"))
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn policy_check_accepts_the_default_policy() {
+    let file = repo_root().join("config/default.yaml");
+    let out = watershed()
+        .args(["policy", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok (4 models, 5 routes)"), "{stdout}");
+}
+
+#[test]
+fn policy_check_refuses_a_leaky_policy_with_its_position() {
+    let dir = std::env::temp_dir().join(format!("watershed-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("leaky.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\n\
+         models:\n  \
+           local: { engine: local, gguf: m.gguf }\n  \
+           gpt: { provider: openai, model: gpt-5.4-mini, api_key_env: OPENAI_API_KEY }\n\
+         routes:\n  \
+           - name: all\n    \
+             to: [gpt]\n    \
+             fallback: [local]\n",
+    )
+    .unwrap();
+    let out = watershed()
+        .args(["policy", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // `gpt` in the route's `to` list is on line 7, column 10.
+    let pos = format!("{}:7:10", file.display());
+    assert!(stderr.contains(&pos), "expected {pos} in:\n{stderr}");
+    assert!(stderr.contains("confidential"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_subcommand_is_refused() {
+    let out = watershed().arg("frobnicate").output().unwrap();
+    assert!(!out.status.success());
+}

@@ -1,0 +1,215 @@
+//! Starts the real `watershed` binary on port 0 with a given configuration, for
+//! end-to-end tests, and stops it with SIGTERM so the ledger gets flushed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+/// A running gateway process.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    pub base_url: String,
+    pub dir: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The `watershed` binary built by `cargo build -p watershed` in this target dir.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("WATERSHED_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/watershed
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?;
+    let bin = profile_dir.join("watershed");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo build -p watershed` first (scripts/test.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The default model, fetched by scripts/setup.sh.
+pub fn test_model() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var("WATERSHED_TEST_MODEL") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    if !path.exists() {
+        bail!(
+            "model {} is missing: run scripts/setup.sh first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The Python interpreter of the project's virtual environment.
+pub fn python() -> PathBuf {
+    std::env::var("WATERSHED_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".venv/bin/python"))
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> anyhow::Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("watershed-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+impl Gateway {
+    /// Writes `config_yaml` to a scratch dir and starts `watershed serve` on it.
+    /// `{dir}` in the YAML is replaced by the scratch dir's path.
+    pub fn start(tag: &str, config_yaml: &str, envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let dir = scratch_dir(tag)?;
+        let cfg_path = dir.join("watershed.yaml");
+        std::fs::write(
+            &cfg_path,
+            config_yaml.replace("{dir}", &dir.display().to_string()),
+        )?;
+        let mut cmd = Command::new(binary()?);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("WATERSHED_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("cannot start watershed")?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .contains("watershed listening")
+                    .then(|| line.split("addr=").nth(1))
+                    .flatten()
+                {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                if let Ok(mut l) = log2.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                bail!("watershed did not start listening:\n{lines}");
+            }
+        };
+        Ok(Self {
+            child,
+            base_url: format!("http://{addr}"),
+            dir,
+            log,
+        })
+    }
+
+    /// Waits until `/readyz` answers 200 (local models loaded).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest_like_get;
+        loop {
+            if client(&format!("{}/readyz", self.base_url))
+                .await
+                .unwrap_or(0)
+                == 200
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("gateway not ready after {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (requests drained, ledger flushed).
+    pub fn stop(mut self) -> anyhow::Result<String> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Give the log reader a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                if !status.success() {
+                    bail!("watershed exited with {status}:\n{}", self.log_text());
+                }
+                return Ok(self.log_text());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("watershed did not stop within 30 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP GET over a raw TCP socket, returning the status code, so the
+/// harness needs no HTTP client dependency.
+async fn reqwest_like_get(url: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http urls"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let head = String::from_utf8_lossy(&buf);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad response"))?;
+    Ok(code)
+}

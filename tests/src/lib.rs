@@ -1,0 +1,6 @@
+//! Test infrastructure shared by the integration and end-to-end tests: mock
+//! OpenAI and Anthropic upstreams that speak the exact wire formats, and a
+//! harness that runs the real `watershed` binary.
+
+pub mod harness;
+pub mod mock;

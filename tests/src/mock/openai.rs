@@ -1,0 +1,144 @@
+//! The OpenAI chat-completions side of the mock: answers, chunk streams and
+//! error bodies shaped exactly as api.openai.com sends them.
+
+use serde_json::{json, Value};
+
+use super::{content_text, last_user_text, pieces, reply, words, Answer, End};
+
+const CREATED: i64 = 1_732_871_021;
+
+pub(crate) fn models() -> Value {
+    json!({"object": "list", "data": [
+        {"id": "mock-gpt", "object": "model", "created": CREATED, "owned_by": "mock"}
+    ]})
+}
+
+pub(crate) fn error_body(status: u16, message: Option<&str>) -> Value {
+    let (default_message, kind, code) = match status {
+        400 => ("Invalid value for 'temperature': expected a number between 0 and 2, but got 3 instead.", "invalid_request_error", json!("invalid_value")),
+        401 => ("Incorrect API key provided: sk-mock****1234. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", json!("invalid_api_key")),
+        403 => ("You are not allowed to sample from this model", "invalid_request_error", Value::Null),
+        404 => ("The model `mock-gpt` does not exist or you do not have access to it.", "invalid_request_error", json!("model_not_found")),
+        429 => ("Rate limit reached for mock-gpt in organization org-mock on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s.", "requests", json!("rate_limit_exceeded")),
+        503 => ("The engine is currently overloaded, please try again later.", "server_error", Value::Null),
+        _ => ("The server had an error while processing your request. Sorry about that!", "server_error", Value::Null),
+    };
+    json!({"error": {
+        "message": message.unwrap_or(default_message),
+        "type": kind,
+        "param": null,
+        "code": code
+    }})
+}
+
+fn stops(body: &Value) -> Vec<String> {
+    match body.get("stop") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn usage(prompt: u32, completion: u32, cached: u32) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached.min(prompt), "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, String> {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("you must provide a model parameter")?;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("'messages' is a required property")?;
+    let max = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64);
+    let (text, end) = reply(&last_user_text(messages), max, &stops(body));
+    let finish = if end == End::Length { "length" } else { "stop" };
+    let prompt_tokens: u32 = messages
+        .iter()
+        .map(|m| words(&content_text(m.get("content"))))
+        .sum();
+    let usage = usage(prompt_tokens, words(&text), cached);
+    let id = format!("chatcmpl-mock{id}");
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        return Ok(Answer::Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+                "logprobs": null,
+                "finish_reason": finish
+            }],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": "fp_mock"
+        })));
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    )];
+    for piece in pieces(&text) {
+        chunks.push(chunk(json!({"content": piece}), None));
+    }
+    chunks.push(chunk(json!({}), Some(finish)));
+    if include_usage {
+        chunks.push(json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [],
+            "usage": usage
+        }));
+    }
+    let mut events: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    events.push("data: [DONE]\n\n".to_owned());
+    Ok(Answer::Sse {
+        events,
+        cut_after: 2,
+    })
+}

@@ -1,0 +1,368 @@
+//! The real binary against mock upstreams on port 0: privacy fail-closed, config
+//! refusal, missing keys, fallback, upstream errors, bad input, client disconnects,
+//! and the ledger rows each of them leaves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sqlx::Row;
+use watershed_tests::harness::{binary, scratch_dir, Gateway};
+use watershed_tests::mock::{Failure, MockUpstream};
+
+fn config(openai: &str, anthropic: &str, extra: &str) -> String {
+    format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+server: {{ max_body_bytes: 65536 }}
+models:
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+  gpt-5.4-mini:
+    provider: openai
+    base_url: "{openai}"
+    api_key_env: E2E_OPENAI_KEY
+    timeout_ms: 1500
+  claude-sonnet-4.6:
+    provider: anthropic
+    base_url: "{anthropic}"
+    api_key_env: E2E_ANTHROPIC_KEY
+    timeout_ms: 1500
+  gpt-5.4:
+    provider: openai
+    base_url: "{openai}"
+    api_key_env: E2E_UNSET_KEY
+routes:
+  - name: confidential-stays-home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: unset-key
+    when: {{ model: gpt-5.4 }}
+    to: [gpt-5.4]
+  - name: with-fallback
+    when: {{ model: gpt-5.4-mini }}
+    to: [gpt-5.4-mini]
+    fallback: [claude-sonnet-4.6]
+  - name: anthropic-only
+    when: {{ model: claude-sonnet-4.6 }}
+    to: [claude-sonnet-4.6]
+{extra}"#
+    )
+}
+
+struct Env {
+    openai: MockUpstream,
+    anthropic: MockUpstream,
+    gw: Gateway,
+    http: reqwest::Client,
+}
+
+async fn start() -> Env {
+    let openai = MockUpstream::openai().await;
+    let anthropic = MockUpstream::anthropic().await;
+    let gw = Gateway::start(
+        "e2e-gw",
+        &config(&openai.base_url, &anthropic.base_url, ""),
+        &[
+            ("E2E_OPENAI_KEY", "sk-openai"),
+            ("E2E_ANTHROPIC_KEY", "sk-ant"),
+        ],
+    )
+    .unwrap();
+    // The local model fails to load (bad path); the gateway still becomes ready.
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    Env {
+        openai,
+        anthropic,
+        gw,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Env {
+    async fn post(
+        &self,
+        body: &Value,
+        privacy: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.gw.base_url))
+            .json(body);
+        if let Some(p) = privacy {
+            req = req.header("x-watershed-privacy", p);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.gw.base_url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    async fn ledger(self) -> Vec<sqlx::sqlite::SqliteRow> {
+        let dir = self.gw.dir.clone();
+        self.gw.stop().unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+            .await
+            .unwrap();
+        sqlx::query("SELECT * FROM ledger ORDER BY ts_ms")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+}
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16})
+}
+
+fn error_shape(body: &Value) -> (&str, &str) {
+    let e = &body["error"];
+    assert!(e["message"].is_string(), "no error.message in {body}");
+    assert!(e["type"].is_string(), "no error.type in {body}");
+    (
+        e["code"].as_str().unwrap_or(""),
+        e["message"].as_str().unwrap_or(""),
+    )
+}
+
+fn row_for<'a>(rows: &'a [sqlx::sqlite::SqliteRow], id: &str) -> &'a sqlx::sqlite::SqliteRow {
+    rows.iter()
+        .find(|r| r.get::<String, _>("request_id") == id)
+        .unwrap_or_else(|| panic!("no ledger row for {id}"))
+}
+
+fn request_id(h: &reqwest::header::HeaderMap) -> String {
+    h.get("x-request-id").unwrap().to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confidential_requests_fail_closed_and_never_leave() {
+    let env = start().await;
+    // Asked by name for a closed model, but confidential: only `local` may serve,
+    // and it failed to load, so the request fails closed.
+    let (status, h, body) = env
+        .post(
+            &chat("gpt-5.4-mini", "my card is 4111 1111 1111 1111"),
+            Some("confidential"),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    error_shape(&body);
+    assert_eq!(
+        h.get("x-watershed-route").map(|v| v.to_str().unwrap()),
+        None
+    );
+    let (status, _, _) = env
+        .post(&chat("claude-sonnet-4.6", "secret"), Some("restricted"))
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        env.openai.request_count(),
+        0,
+        "confidential data reached OpenAI"
+    );
+    assert_eq!(
+        env.anthropic.request_count(),
+        0,
+        "restricted data reached Anthropic"
+    );
+    // An invalid privacy header is a clear 400.
+    let (status, _, body) = env
+        .post(&chat("gpt-5.4-mini", "x"), Some("top-secret"))
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_shape(&body).1.contains("top-secret"), "{body}");
+    let id = request_id(&h);
+    let rows = env.ledger().await;
+    let row = row_for(&rows, &id);
+    assert_eq!(row.get::<i64, _>("status"), 503);
+    assert_eq!(row.get::<String, _>("backend"), "local");
+    assert_eq!(row.get::<String, _>("privacy"), "confidential");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_could_leak_confidential_data_is_refused_at_start() {
+    let dir = scratch_dir("refuse").unwrap();
+    let cfg = dir.join("leaky.yaml");
+    std::fs::write(
+        &cfg,
+        "version: 1\nmodels:\n  gpt-5.4-mini:\n    provider: openai\n    api_key_env: K\nroutes:\n  - name: all-out\n    to: [gpt-5.4-mini]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary().unwrap())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a leaky config was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leaky.yaml:8:"), "no file:line:col in: {err}");
+    assert!(err.contains("gpt-5.4-mini"), "{err}");
+    // `policy check` reports the same and exits non-zero.
+    let out = std::process::Command::new(binary().unwrap())
+        .args(["policy", "check"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_fallback_and_upstream_errors() {
+    let env = start().await;
+    // A target whose key variable is unset answers 503 naming the variable.
+    let (status, _, body) = env.post(&chat("gpt-5.4", "hi"), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(error_shape(&body).1.contains("E2E_UNSET_KEY"), "{body}");
+    assert_eq!(env.openai.request_count(), 0);
+
+    // OpenAI fails with 500: the fallback (Anthropic) answers, in OpenAI's format.
+    env.openai.fail_next(1, Failure::Status(500));
+    let (status, h, body) = env.post(&chat("gpt-5.4-mini", "hello there"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["x-watershed-backend"], "claude-sonnet-4.6");
+    assert_eq!(h["x-watershed-route"], "with-fallback");
+    assert_eq!(body["object"], "chat.completion");
+    let fallback_id = request_id(&h);
+    let sent = env.anthropic.last_request().unwrap();
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant"));
+
+    // The only target fails: upstream statuses map to 502 / 429 / 504.
+    env.anthropic.fail_next(1, Failure::Status(500));
+    let (status, _, body) = env.post(&chat("claude-sonnet-4.6", "x"), None).await;
+    assert_eq!(status, 502, "{body}");
+    error_shape(&body);
+    env.anthropic.fail_next(1, Failure::Status(429));
+    let (status, _, _) = env.post(&chat("claude-sonnet-4.6", "x"), None).await;
+    assert_eq!(status, 429);
+    env.openai.fail_next(1, Failure::Hang);
+    env.anthropic.fail_next(1, Failure::Hang);
+    let started = std::time::Instant::now();
+    let (status, _, body) = env.post(&chat("gpt-5.4-mini", "x"), None).await;
+    assert!(status == 504, "{status} {body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let rows = env.ledger().await;
+    let row = row_for(&rows, &fallback_id);
+    assert_eq!(row.get::<i64, _>("attempts"), 2);
+    assert_eq!(row.get::<String, _>("backend"), "claude-sonnet-4.6");
+    assert!(row.get::<f64, _>("cost_usd") > 0.0);
+    // The missing-key request reached dispatch and is in the ledger as a 503.
+    assert!(rows.iter().any(|r| r.get::<i64, _>("status") == 503));
+    assert!(rows.iter().any(|r| r.get::<i64, _>("status") == 504));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_openai_shaped_errors() {
+    let env = start().await;
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{\"model\": \"gpt-5.4-mini\", ".to_vec(), 400, "malformed"),
+        (b"[1,2]".to_vec(), 400, "object"),
+        (br#"{"model":"gpt-5.4-mini","messages":[]}"#.to_vec(), 400, "messages"),
+        (br#"{"model":"gpt-5.4-mini","messages":"hi"}"#.to_vec(), 400, "messages"),
+        (br#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#.to_vec(), 400, "model"),
+        (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"max_tokens":-3}"#.to_vec(), 400, "max_tokens"),
+        (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"max_tokens":999999999999}"#.to_vec(), 400, "max_tokens"),
+        (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#.to_vec(), 400, "tools"),
+        (br#"{"model":"gpt-6","messages":[{"role":"user","content":"x"}]}"#.to_vec(), 404, "gpt-6"),
+        (vec![b' '; 70_000], 413, "limit"),
+    ];
+    for (body, want, mention) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+        let (status, resp) = env.post_raw(body).await;
+        assert_eq!(status, want, "{shown} → {resp}");
+        let (_, message) = error_shape(&resp);
+        assert!(
+            message.contains(mention) || resp["error"]["param"].as_str() == Some(mention),
+            "{shown}: message {message:?} does not mention {mention:?}"
+        );
+    }
+    // Harmless unknown fields are ignored.
+    let mut ok = chat("gpt-5.4-mini", "hi");
+    ok["some_future_field"] = json!({"x": 1});
+    let (status, _, body) = env.post(&ok, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        env.openai.request_count(),
+        1,
+        "bad requests never reached the upstream"
+    );
+    // Nothing before dispatch is in the ledger; the one good request is.
+    let rows = env.ledger().await;
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_pass_through_and_a_vanishing_client_is_recorded_as_cancelled() {
+    let env = start().await;
+    // A complete stream through the Anthropic adapter, in OpenAI's SSE format.
+    let mut body = chat("claude-sonnet-4.6", "one two three four");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.gw.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    let datas: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(datas.last(), Some(&"[DONE]"), "{text}");
+    let usage_chunk: Value = serde_json::from_str(datas[datas.len() - 2]).unwrap();
+    assert!(
+        usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{usage_chunk}"
+    );
+    assert_eq!(usage_chunk["choices"], json!([]));
+
+    // A client that goes away mid-stream: slow chunks, read one, hang up.
+    env.openai.set_chunk_delay(Duration::from_millis(300));
+    let mut body = chat("gpt-5.4-mini", "a b c d e f g h i j k l");
+    body["stream"] = json!(true);
+    let resp = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.gw.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(resp.headers());
+    let mut chunks = resp.bytes_stream();
+    let first = chunks.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(chunks);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let rows = env.ledger().await;
+    let row = row_for(&rows, &id);
+    assert_eq!(row.get::<i64, _>("status"), 499);
+    assert_eq!(
+        row.get::<Option<String>, _>("error_code").as_deref(),
+        Some("cancelled")
+    );
+}
