@@ -160,6 +160,23 @@ impl Gateway {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// The configuration file the gateway was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("watershed.yaml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, …) to the gateway process.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} failed");
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for a clean exit (requests drained, ledger flushed).
     pub fn stop(mut self) -> anyhow::Result<String> {
         let pid = self.child.id().to_string();

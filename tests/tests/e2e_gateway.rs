@@ -366,3 +366,87 @@ async fn streams_pass_through_and_a_vanishing_client_is_recorded_as_cancelled() 
         Some("cancelled")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reloads_on_sighup_and_an_invalid_one_is_refused() {
+    let env = start().await;
+    let backend = |h: &reqwest::header::HeaderMap| {
+        h.get("x-watershed-backend")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (status, h, _) = env.post(&chat("gpt-5.4-mini", "hi"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(backend(&h).as_deref(), Some("gpt-5.4-mini"));
+
+    // The platform team points the route at Anthropic and sends SIGHUP.
+    let path = env.gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let edited = original.replace(
+        "    to: [gpt-5.4-mini]\n    fallback: [claude-sonnet-4.6]",
+        "    to: [claude-sonnet-4.6]",
+    );
+    assert_ne!(edited, original);
+    std::fs::write(&path, &edited).unwrap();
+    env.gw.signal("HUP").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, h, body) = env.post(&chat("gpt-5.4-mini", "hi"), None).await;
+        assert_eq!(status, 200, "{body}");
+        if backend(&h).as_deref() == Some("claude-sonnet-4.6") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A config that would send confidential traffic to OpenAI is refused with its
+    // position, and the last good one stays in force.
+    let leaky = edited.replace(
+        "  - name: confidential-stays-home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n",
+        "",
+    );
+    assert_ne!(leaky, edited);
+    std::fs::write(&path, &leaky).unwrap();
+    env.gw.signal("HUP").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !env.gw.log_text().contains("configuration refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            env.gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = env.gw.log_text();
+    assert!(log.contains("watershed.yaml:"), "{log}");
+    assert!(log.contains("trust boundary"), "{log}");
+    let (status, h, _) = env.post(&chat("gpt-5.4-mini", "hi"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(backend(&h).as_deref(), Some("claude-sonnet-4.6"));
+    let (status, _, _) = env
+        .post(&chat("gpt-5.4-mini", "secret"), Some("confidential"))
+        .await;
+    assert_eq!(status, 503, "confidential traffic must still stay home");
+    assert_eq!(
+        env.openai.request_count(),
+        1,
+        "only the first request reached OpenAI"
+    );
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("watershed_config_reloads_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("watershed_config_reloads_total{result=\"applied\"}"),
+        "{metrics}"
+    );
+}
