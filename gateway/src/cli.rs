@@ -89,10 +89,14 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
+    // llama.cpp's own log (model metadata dumps and the like) arrives under the
+    // target "llama-cpp-2"; only its warnings are worth an operator's attention.
     let filter = EnvFilter::try_from_env("WATERSHED_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,llama_cpp_2=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -73,9 +73,17 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // Requests have drained; now let the ledger writer flush and stop.
     shutdown.cancel();
     ledger_stop.cancel();
+    let engines: Vec<_> = state
+        .runtime()
+        .targets
+        .values()
+        .filter_map(|t| t.engine.clone())
+        .collect();
     drop(state);
     tracker.close();
     tracker.wait().await;
+    // Free the local models before the process exits (see LocalEngine::shutdown).
+    let _ = tokio::task::spawn_blocking(move || engines.iter().for_each(|e| e.shutdown())).await;
     info!("ledger flushed; bye");
     Ok(())
 }

@@ -102,7 +102,9 @@ pub struct SlotStats {
 pub struct LocalEngine {
     cfg: LocalModelConfig,
     shared: Arc<Shared>,
-    jobs: SyncSender<Job>,
+    /// `None` once the engine is shut down.
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     state: watch::Receiver<LoadState>,
     stem: String,
 }
@@ -157,7 +159,7 @@ impl LocalEngine {
         let (state_tx, state_rx) = watch::channel(LoadState::Loading);
         let thread_cfg = cfg.clone();
         let thread_shared = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("llama-{}", cfg.id))
             .spawn(move || scheduler::run(thread_cfg, thread_shared, jobs_rx, state_tx))
             .map_err(|e| EngineError::Context {
@@ -168,10 +170,24 @@ impl LocalEngine {
         Ok(Arc::new(LocalEngine {
             cfg,
             shared,
-            jobs: jobs_tx,
+            jobs: Mutex::new(Some(jobs_tx)),
+            thread: Mutex::new(Some(thread)),
             state: state_rx,
             stem,
         }))
+    }
+
+    /// Stops taking requests, lets the running ones finish, frees the model and
+    /// its context, and waits for the engine thread to end. Call it before the
+    /// process exits: GPU drivers tear down at exit, and a context freed after
+    /// that aborts the process.
+    pub fn shutdown(&self) {
+        let sender = self.jobs.lock().map(|mut j| j.take()).unwrap_or(None);
+        drop(sender);
+        let handle = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     pub fn config(&self) -> &LocalModelConfig {
@@ -308,7 +324,14 @@ impl LocalEngine {
             _permit: permit,
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match self.jobs.try_send(job) {
+        let sent = match self.jobs.lock() {
+            Ok(jobs) => match jobs.as_ref() {
+                Some(tx) => tx.try_send(job),
+                None => Err(TrySendError::Disconnected(job)),
+            },
+            Err(_) => Err(TrySendError::Disconnected(job)),
+        };
+        match sent {
             Ok(()) => Ok(Box::pin(UnboundedReceiverStream::new(rx))),
             Err(TrySendError::Full(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
