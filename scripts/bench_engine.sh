@@ -53,7 +53,7 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 
-echo "## Watershed over HTTP (same prompt for every request, greedy, max_tokens 96)"
+echo "## Watershed over HTTP (a different prompt per concurrent request, greedy, max_tokens 96)"
 python3 scripts/bench_serving.py --url "http://127.0.0.1:$PORT" --model local \
   --concurrency 1,8 --rounds 4 --max-tokens 96 --label watershed --json bench-out/watershed.json
 echo

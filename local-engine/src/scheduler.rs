@@ -169,10 +169,12 @@ fn new_context<'m>(
         .with_n_batch(BATCH as u32)
         .with_n_ubatch(BATCH as u32)
         .with_n_seq_max(cfg.parallel)
-        // One KV buffer shared by all sequences: a mixed batch (prefill chunks
-        // and single decode tokens) is one ubatch, and prefixes can be shared
-        // between sequences by copying cell metadata only.
-        .with_kv_unified(true)
+        // One KV stream per sequence: attention then reads only the sequence's
+        // own cells, so a sequence decoded among others gives bit for bit the
+        // logits it gives alone (with one shared buffer, the other sequences'
+        // masked cells change the float reductions, and sampled answers drift).
+        // The price: a shared prefix is copied as KV data, not as metadata.
+        .with_kv_unified(false)
         .with_n_threads(threads(cfg))
         .with_n_threads_batch(threads(cfg));
     if model.n_ctx_train() > 0 && cfg.context_tokens > model.n_ctx_train() {
@@ -360,7 +362,7 @@ impl<'m> Scheduler<'m> {
 
     /// Places a job in the free sequence that already holds most of its
     /// prompt, reusing cached KV cells; cells from another sequence with a
-    /// longer common prefix are shared by copying (metadata only).
+    /// longer common prefix are copied over (the whole stream, then its tail dropped).
     fn start(&mut self, job: Job) {
         let prompt = &job.prompt;
         // At least one prompt token is decoded so there are logits to sample from.
@@ -393,12 +395,18 @@ impl<'m> Scheduler<'m> {
         if source != target && shared > own {
             let src_seq = self.slots[source].seq;
             let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-            match self
-                .ctx
-                .copy_kv_cache_seq(src_seq, seq, Some(0), Some(shared as u32))
-            {
-                Ok(()) => reuse = shared,
-                Err(_) => reuse = 0,
+            // Each sequence has its own KV stream, and llama.cpp copies between
+            // streams only whole: copy it all, then drop what is not shared.
+            let copied = self.ctx.copy_kv_cache_seq(src_seq, seq, None, None).is_ok()
+                && self
+                    .ctx
+                    .clear_kv_cache_seq(Some(seq as u32), Some(shared as u32), None)
+                    .unwrap_or(false);
+            if copied {
+                reuse = shared;
+            } else {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                reuse = 0;
             }
         } else {
             let removed = self

@@ -29,26 +29,25 @@ const PROMPTS: [&str; 8] = [
 ];
 
 #[tokio::test]
-async fn eight_concurrent_requests_are_deterministic_and_keep_to_their_own_prompt() {
-    let fresh = || {
-        engine_with(|c| {
-            c.parallel = 8;
-            c.context_tokens = 512;
-        })
-    };
-    let e = fresh().await;
-    // Greedy decoding. llama.cpp's CPU kernels do not give bit-identical logits
-    // for a sequence decoded alone and the same sequence decoded among seven
-    // others (the batch and KV layout change the float reductions), and on this
-    // small model a near-tie can turn on those bits a few tokens in. So a batched
-    // answer must (1) begin as its solo answer does — a sequence reading another
-    // one's KV cells or logits row would not — and (2) be reproducible: the same
-    // requests in the same order on a fresh engine give the same texts.
+async fn eight_concurrent_requests_match_their_solo_answers() {
+    let e = engine_with(|c| {
+        c.parallel = 8;
+        c.context_tokens = 512;
+    })
+    .await;
     let reqs: Vec<_> = PROMPTS
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let mut r = req(p);
             r.max_tokens = Some(32);
+            if i % 2 == 1 {
+                // Seeded sampling too: each sequence has its own sampler state,
+                // and a draw from the flat tail of the distribution would show
+                // any difference in the logits' last bits.
+                r.temperature = Some(0.8);
+                r.seed = Some(1000 + i as u64);
+            }
             r
         })
         .collect();
@@ -59,27 +58,18 @@ async fn eight_concurrent_requests_are_deterministic_and_keep_to_their_own_promp
     let t0 = Instant::now();
     let batched = join_all(reqs.iter().map(|r| run(&e, r))).await;
     let wall = t0.elapsed().as_secs_f64();
-    let first_words = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    let mut exact = 0;
+    let mut mismatches = Vec::new();
     for (i, ((st, sd), (bt, bd))) in solo.iter().zip(&batched).enumerate() {
         assert_eq!(sd.usage.prompt_tokens, bd.usage.prompt_tokens);
-        assert_eq!(
-            first_words(st),
-            first_words(bt),
-            "#{i}: solo {st:?}\n    batched {bt:?}"
-        );
-        exact += usize::from(st == bt);
+        if st != bt {
+            mismatches.push(format!("#{i}: solo {st:?}\n    batched {bt:?}"));
+        }
     }
-    println!("{exact} of 8 batched answers equal their solo answer token for token");
-    // The same history (solo runs, then the batch) on a fresh engine.
-    let again = fresh().await;
-    for r in &reqs {
-        run(&again, r).await;
-    }
-    let batched_again = join_all(reqs.iter().map(|r| run(&again, r))).await;
-    for (i, ((a, _), (b, _))) in batched.iter().zip(&batched_again).enumerate() {
-        assert_eq!(a, b, "#{i}: the same batch gave two answers");
-    }
+    assert!(
+        mismatches.is_empty(),
+        "batched answers differ:\n{}",
+        mismatches.join("\n")
+    );
     // Engine time is shared out, not counted once per sequence.
     let engine: f64 = batched.iter().map(|(_, d)| d.engine_seconds.unwrap()).sum();
     assert!(
