@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
+use watershed_local_engine::LoadState;
 
 use crate::state::AppState;
 
@@ -18,6 +19,15 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     for id in ids {
         let Some(t) = rt.target(id) else { continue };
         let caps = t.provider.capabilities();
+        let unavailable = match (&t.missing_key, &t.engine) {
+            (Some(var), _) => Some(format!("{var} is not set")),
+            (None, Some(engine)) => match engine.load_state() {
+                LoadState::Failed(e) => Some(e.to_string()),
+                LoadState::Loading => Some("still loading".to_owned()),
+                LoadState::Ready => None,
+            },
+            (None, None) => None,
+        };
         data.push(json!({
             "id": id,
             "object": "model",
@@ -29,7 +39,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "trusted": t.trusted,
                 "context_tokens": caps.context_tokens,
                 "details": caps.details,
-                "unavailable": t.missing_key.as_ref().map(|v| format!("{v} is not set")),
+                "unavailable": unavailable,
             }
         }));
     }
