@@ -110,9 +110,10 @@ pub fn build_runtime(
                     parallel: spec.parallel,
                     threads: spec.threads,
                     gpu_layers: match spec.gpu_layers {
-                        GpuLayers::All => None,
+                        GpuLayers::All | GpuLayers::Fit => None,
                         GpuLayers::N(n) => Some(n),
                     },
+                    fit_to_memory: spec.gpu_layers == GpuLayers::Fit,
                     main_gpu: spec.main_gpu,
                     moe_experts_on_cpu: spec.moe_experts_on_cpu,
                     queue: spec.queue,

@@ -29,6 +29,9 @@ pub struct LocalModelConfig {
     pub threads: Option<u32>,
     /// Layers offloaded to the GPU; `None` offloads all of them.
     pub gpu_layers: Option<u32>,
+    /// Ignore `gpu_layers` and let llama.cpp fit the layers (and, for a MoE
+    /// model, the expert tensors) to the free memory of each GPU.
+    pub fit_to_memory: bool,
     pub main_gpu: u32,
     /// Keep MoE expert tensors in system RAM (llama.cpp's CPU-MoE override).
     pub moe_experts_on_cpu: bool,
@@ -46,6 +49,7 @@ impl LocalModelConfig {
             parallel: 4,
             threads: None,
             gpu_layers: None,
+            fit_to_memory: false,
             main_gpu: 0,
             moe_experts_on_cpu: false,
             queue: 64,

@@ -7,11 +7,12 @@
 //! sequence keeps its KV cells as a prefix cache for the next request that
 //! shares its prompt prefix; a cancelled one frees them.
 
+use std::ffi::CString;
 use std::num::NonZeroU32;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -119,8 +120,11 @@ fn load_model(cfg: &LocalModelConfig) -> Result<LoadedModel, EngineError> {
     );
     let id = cfg.id.clone();
     let mut last_tenth = -1i32;
-    let mut params = LlamaModelParams::default()
-        .with_n_gpu_layers(cfg.gpu_layers.unwrap_or(u32::MAX).min(i32::MAX as u32))
+    let mut params = LlamaModelParams::default();
+    if !cfg.fit_to_memory {
+        params = params.with_n_gpu_layers(cfg.gpu_layers.unwrap_or(u32::MAX).min(i32::MAX as u32));
+    }
+    let mut params = params
         .with_main_gpu(i32::try_from(cfg.main_gpu).unwrap_or(0))
         .with_progress_callback(move |p| {
             let tenth = (p * 10.0).floor() as i32;
@@ -135,7 +139,9 @@ fn load_model(cfg: &LocalModelConfig) -> Result<LoadedModel, EngineError> {
         params = params.with_split_mode(LlamaSplitMode::None);
     }
     let mut params = pin!(params);
-    if cfg.moe_experts_on_cpu {
+    if cfg.fit_to_memory {
+        fit(cfg, params.as_mut())?;
+    } else if cfg.moe_experts_on_cpu {
         params.as_mut().add_cpu_moe_override();
     }
     let model =
@@ -147,6 +153,53 @@ fn load_model(cfg: &LocalModelConfig) -> Result<LoadedModel, EngineError> {
             ),
         })?;
     Ok((file, Arc::new(model), backend))
+}
+
+/// GPU memory left free for compute buffers and other processes when fitting.
+const FIT_MARGIN_BYTES: usize = 1 << 30;
+
+/// Lets llama.cpp choose the GPU layers and tensor placement that fit free GPU
+/// memory for this model at the configured context (which it may not shrink).
+fn fit(cfg: &LocalModelConfig, params: Pin<&mut LlamaModelParams>) -> Result<(), EngineError> {
+    // llama.cpp's fitting swaps the global logger: one model at a time.
+    static FITTING: Mutex<()> = Mutex::new(());
+    let _guard = FITTING.lock().unwrap_or_else(|p| p.into_inner());
+    let path = CString::new(cfg.gguf.as_os_str().as_encoded_bytes()).map_err(|_| {
+        EngineError::ModelFile {
+            path: cfg.gguf.clone(),
+            reason: "the path contains a NUL byte".to_owned(),
+        }
+    })?;
+    let mut cparams = context_params(cfg);
+    let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
+    let mut margins = vec![FIT_MARGIN_BYTES; llama_cpp_2::max_devices()];
+    const LOG_INFO: u32 = 2;
+    match params.fit_params(&path, &mut cparams, &mut margins, cells, LOG_INFO) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(EngineError::Load {
+            path: cfg.gguf.clone(),
+            reason: format!(
+                "gpu_layers: fit found no placement for {cells} KV cells in free GPU memory: {e}"
+            ),
+        }),
+    }
+}
+
+fn context_params(cfg: &LocalModelConfig) -> LlamaContextParams {
+    let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(cells))
+        .with_n_batch(BATCH as u32)
+        .with_n_ubatch(BATCH as u32)
+        .with_n_seq_max(cfg.parallel)
+        // One KV stream per sequence: attention then reads only the sequence's
+        // own cells, so a sequence decoded among others gives bit for bit the
+        // logits it gives alone (with one shared buffer, the other sequences'
+        // masked cells change the float reductions, and sampled answers drift).
+        // The price: a shared prefix is copied as KV data, not as metadata.
+        .with_kv_unified(false)
+        .with_n_threads(threads(cfg))
+        .with_n_threads_batch(threads(cfg))
 }
 
 fn threads(cfg: &LocalModelConfig) -> i32 {
@@ -164,19 +217,7 @@ fn new_context<'m>(
     backend: &LlamaBackend,
 ) -> Result<LlamaContext<'m>, EngineError> {
     let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(cells))
-        .with_n_batch(BATCH as u32)
-        .with_n_ubatch(BATCH as u32)
-        .with_n_seq_max(cfg.parallel)
-        // One KV stream per sequence: attention then reads only the sequence's
-        // own cells, so a sequence decoded among others gives bit for bit the
-        // logits it gives alone (with one shared buffer, the other sequences'
-        // masked cells change the float reductions, and sampled answers drift).
-        // The price: a shared prefix is copied as KV data, not as metadata.
-        .with_kv_unified(false)
-        .with_n_threads(threads(cfg))
-        .with_n_threads_batch(threads(cfg));
+    let params = context_params(cfg);
     if model.n_ctx_train() > 0 && cfg.context_tokens > model.n_ctx_train() {
         warn!(
             model = %cfg.id,

@@ -255,6 +255,17 @@ async fn missing_and_corrupt_files_are_named() {
     assert!(!run(&good, &req("Say hi.")).await.0.is_empty());
 }
 
+/// `gpu_layers: fit` runs llama.cpp's parameter fitting before loading. Without a
+/// GPU (this machine) there is nothing to place, and the model loads and answers
+/// exactly as with the default placement.
+#[tokio::test]
+async fn fitting_to_memory_loads_and_answers_the_same() {
+    let fitted = engine_with(|c| c.fit_to_memory = true).await;
+    let plain = engine_with(|_| {}).await;
+    let r = req("Name a fruit.");
+    assert_eq!(run(&fitted, &r).await.0, run(&plain, &r).await.0);
+}
+
 #[tokio::test]
 async fn capabilities_come_from_the_gguf_file() {
     let e = engine_with(|c| c.context_tokens = 2048).await;

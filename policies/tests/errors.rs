@@ -323,3 +323,37 @@ fn a_conditioned_privacy_route_does_not_shield_later_routes() {
         );
     }
 }
+
+#[test]
+fn gpu_layers_takes_all_fit_or_a_count() {
+    use watershed_policies::{GpuLayers, TargetSpec};
+    let layers = |v: &str| {
+        let text = GOOD.replace(
+            "gguf: m.gguf }",
+            &format!("gguf: m.gguf, gpu_layers: {v} }}"),
+        );
+        match load_config(&text, "policies.yaml").unwrap().models["local"].spec {
+            TargetSpec::Local(ref l) => l.gpu_layers,
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(layers("all"), GpuLayers::All);
+    assert_eq!(layers("fit"), GpuLayers::Fit);
+    assert_eq!(layers("12"), GpuLayers::N(12));
+    let errs = errors(&GOOD.replace("gguf: m.gguf }", "gguf: m.gguf, gpu_layers: most }"));
+    assert_eq!(
+        where_(&errs),
+        vec![(3, 53, "models.local.gpu_layers")],
+        "{errs:?}"
+    );
+    // Fitting places the experts itself, so forcing them to host memory too is refused.
+    let errs = errors(&GOOD.replace(
+        "gguf: m.gguf }",
+        "gguf: m.gguf, gpu_layers: fit, moe_experts_on_cpu: true }",
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![(3, 78, "models.local.moe_experts_on_cpu")],
+        "{errs:?}"
+    );
+}

@@ -158,6 +158,9 @@ pub enum TargetSpec {
 pub enum GpuLayers {
     /// Every layer (`gpu_layers: all`).
     All,
+    /// As many as fit in free GPU memory, with MoE experts moved to host memory
+    /// first (`gpu_layers: fit`, llama.cpp's parameter fitting).
+    Fit,
     /// This many layers.
     N(u32),
 }

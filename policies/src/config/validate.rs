@@ -451,6 +451,7 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
     let gpu_layers = match &raw.gpu_layers {
         None => GpuLayers::All,
         Some(Value::String(s)) if s == "all" => GpuLayers::All,
+        Some(Value::String(s)) if s == "fit" => GpuLayers::Fit,
         Some(Value::Number(n)) if n.as_u64().and_then(|n| u32::try_from(n).ok()).is_some() => {
             GpuLayers::N(n.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
         }
@@ -458,11 +459,20 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
             cx.err(
                 &join_key(path, "gpu_layers"),
                 At::Value,
-                format!("gpu_layers must be \"all\" or a number of layers, not {other}"),
+                format!("gpu_layers must be \"all\", \"fit\" or a number of layers, not {other}"),
             );
             GpuLayers::All
         }
     };
+    if gpu_layers == GpuLayers::Fit && raw.moe_experts_on_cpu == Some(true) {
+        cx.err(
+            &join_key(path, "moe_experts_on_cpu"),
+            At::Value,
+            "moe_experts_on_cpu cannot be combined with gpu_layers: fit, which places the \
+             experts itself (in host memory first when the GPU is short)"
+                .to_owned(),
+        );
+    }
     let spec = LocalSpec {
         gguf,
         context_tokens: cx.positive(raw.context_tokens, &join_key(path, "context_tokens"), 4096),
