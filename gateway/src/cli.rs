@@ -1,4 +1,4 @@
-//! The command line: `serve`, `policy check`, and the commands that print. This is
+//! The command line: `serve`, `classify`, `policy check`, and the commands that print. This is
 //! the one module allowed to write to stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -31,6 +31,14 @@ enum Command {
         /// Address to listen on (default: the config's `listen`, else 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
+    },
+    /// Score JSON Lines from stdin (`prompt` or `messages`): one JSON object per
+    /// line with `difficulty`, `privacy` and `pii` spans.
+    Classify {
+        /// Configuration whose `server.default_privacy` is the lowest level
+        /// (default: the embedded config).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Routing policy tools.
     Policy {
@@ -68,6 +76,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Classify { config } => classify(config),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => match config::load(Some(&file)) {
@@ -85,6 +94,36 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn classify(config: Option<PathBuf>) -> ExitCode {
+    let loaded = match config::load(config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let model = match watershed_policies::difficulty::DifficultyModel::builtin() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: the difficulty model does not load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    match crate::classify::run(stdin, stdout, model, loaded.config.server.default_privacy) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!("{n} lines could not be classified (their output lines hold an error)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

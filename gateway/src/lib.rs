@@ -1,6 +1,7 @@
 //! Watershed's composition root: configuration loading, the backends built from
 //! it, the HTTP surface, metering and the CLI commands.
 
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

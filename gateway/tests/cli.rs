@@ -69,3 +69,46 @@ fn an_unknown_subcommand_is_refused() {
     let out = watershed().arg("frobnicate").output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn classify_reads_json_lines_and_answers_one_object_per_line() {
+    use std::io::Write;
+    let mut child = watershed()
+        .arg("classify")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"{\"prompt\":\"What is 2+2?\"}\n\
+              {\"messages\":[{\"role\":\"user\",\"content\":\"Card 4111 1111 1111 1111, thanks\"}]}\n\
+              {\"prompt\":\"Prove that there are infinitely many primes, then generalise the argument to primes of the form 4k+3 and discuss Dirichlet's theorem.\"}\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines[0]["privacy"], "internal",
+        "the default config's floor"
+    );
+    assert_eq!(lines[0]["pii"], serde_json::json!([]));
+    assert_eq!(lines[1]["privacy"], "confidential");
+    assert_eq!(
+        lines[1]["pii"],
+        serde_json::json!([{"type": "credit_card", "start": 5, "end": 24}])
+    );
+    for l in &lines {
+        let d = l["difficulty"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&d), "{l}");
+    }
+}

@@ -22,5 +22,5 @@ pub use config::{
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
-pub use privacy::{detect, PiiKind, PiiSpan};
+pub use privacy::{detect, level_of, PiiKind, PiiSpan};
 pub use route::{allowed, decide, Decision, Denial, DenialKind, RequestFacts};

@@ -14,6 +14,8 @@ pub use redact::{redact, RedactionMap, Restorer};
 
 use std::fmt;
 
+use crate::level::PrivacyLevel;
+
 /// What kind of sensitive value a span holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PiiKind {
@@ -62,6 +64,30 @@ impl PiiKind {
     pub fn parse(s: &str) -> Option<PiiKind> {
         PiiKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// The privacy level a request holding this kind of value has at least:
+    /// credentials are restricted; values that identify a person or an account
+    /// are confidential; network addresses are internal.
+    pub fn default_level(self) -> PrivacyLevel {
+        match self {
+            PiiKind::Secret => PrivacyLevel::Restricted,
+            PiiKind::Email
+            | PiiKind::Iban
+            | PiiKind::CreditCard
+            | PiiKind::Ssn
+            | PiiKind::Phone => PrivacyLevel::Confidential,
+            PiiKind::Ip => PrivacyLevel::Internal,
+        }
+    }
+}
+
+/// The level a text's detections imply, at least `floor`: the highest of the
+/// floor and every detected kind's level.
+pub fn level_of(spans: &[PiiSpan], floor: PrivacyLevel) -> PrivacyLevel {
+    spans
+        .iter()
+        .map(|s| s.kind.default_level())
+        .fold(floor, PrivacyLevel::max)
 }
 
 impl fmt::Display for PiiKind {

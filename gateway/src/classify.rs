@@ -1,0 +1,147 @@
+//! `watershed classify`: JSON Lines in (`prompt` or OpenAI `messages`), one JSON
+//! object out per line, in order, with the prompt's difficulty, privacy level and
+//! the detected sensitive values as character spans. A line that cannot be read
+//! gets an `error` object in its place, so outputs stay aligned with inputs.
+
+use std::io::{BufRead, Write};
+
+use serde_json::{json, Value};
+use watershed_policies::difficulty::DifficultyModel;
+use watershed_policies::{detect, level_of, PrivacyLevel};
+
+/// The text a line stands for: `prompt`, or the `messages`' contents (strings or
+/// arrays of text parts) joined by newlines, in order. Spans index into it.
+fn prompt_text(v: &Value) -> Result<String, String> {
+    if let Some(p) = v.get("prompt") {
+        return p
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "\"prompt\" must be a string".to_owned());
+    }
+    let messages = v.get("messages").and_then(Value::as_array).ok_or_else(|| {
+        "each line needs \"prompt\" (a string) or \"messages\" (an array)".to_owned()
+    })?;
+    let mut parts = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        match m.get("content") {
+            Some(Value::String(s)) => parts.push(s.clone()),
+            Some(Value::Array(items)) => {
+                let text: Vec<&str> = items
+                    .iter()
+                    .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect();
+                parts.push(text.join("\n"));
+            }
+            Some(Value::Null) | None => {}
+            Some(_) => {
+                return Err(format!(
+                    "messages[{i}].content must be a string or an array"
+                ))
+            }
+        }
+    }
+    Ok(parts.join("\n"))
+}
+
+/// Classifies one input line.
+pub fn classify_line(line: &str, model: &DifficultyModel, floor: PrivacyLevel) -> Value {
+    let text = match serde_json::from_str::<Value>(line)
+        .map_err(|e| format!("not JSON: {e}"))
+        .and_then(|v| prompt_text(&v))
+    {
+        Ok(t) => t,
+        Err(e) => return json!({ "error": e }),
+    };
+    let spans = detect(&text);
+    let pii: Vec<Value> = spans
+        .iter()
+        .map(|s| json!({"type": s.kind.as_str(), "start": s.start, "end": s.end}))
+        .collect();
+    json!({
+        "difficulty": model.score(&text),
+        "privacy": level_of(&spans, floor).as_str(),
+        "pii": pii,
+    })
+}
+
+/// Streams `input` to `output`; returns how many lines could not be classified.
+pub fn run(
+    input: impl BufRead,
+    mut output: impl Write,
+    model: &DifficultyModel,
+    floor: PrivacyLevel,
+) -> std::io::Result<usize> {
+    let mut failed = 0;
+    for line in input.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let out = classify_line(&line, model, floor);
+        failed += usize::from(out.get("error").is_some());
+        serde_json::to_writer(&mut output, &out)?;
+        output.write_all(b"\n")?;
+    }
+    output.flush()?;
+    Ok(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> &'static DifficultyModel {
+        DifficultyModel::builtin().unwrap()
+    }
+
+    #[test]
+    fn prompt_and_messages_give_scores_levels_and_character_spans() {
+        let out = classify_line(
+            r#"{"prompt":"Zoë: mail zoe@example.com please"}"#,
+            model(),
+            PrivacyLevel::Internal,
+        );
+        assert_eq!(out["privacy"], "confidential");
+        // Character offsets, not bytes: "ë" is one character.
+        assert_eq!(
+            out["pii"],
+            json!([{"type": "email", "start": 10, "end": 25}])
+        );
+        let d = out["difficulty"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&d));
+        let out = classify_line(
+            r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"key AKIAIOSFODNN7EXAMPLE"}]}]}"#,
+            model(),
+            PrivacyLevel::Public,
+        );
+        assert_eq!(out["privacy"], "restricted", "{out}");
+        assert_eq!(out["pii"][0]["type"], "secret");
+        assert_eq!(out["pii"][0]["start"], 14);
+        let out = classify_line(
+            r#"{"prompt":"Version 2.4.1, released 2024-03-01"}"#,
+            model(),
+            PrivacyLevel::Public,
+        );
+        assert_eq!(out["privacy"], "public");
+        assert_eq!(out["pii"], json!([]));
+    }
+
+    #[test]
+    fn bad_lines_keep_their_place() {
+        let input = "{\"prompt\":\"a\"}\nnot json\n{\"prompt\":3}\n\n{\"messages\":[]}\n";
+        let mut out = Vec::new();
+        let failed = run(input.as_bytes(), &mut out, model(), PrivacyLevel::Internal).unwrap();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(failed, 2);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].get("difficulty").is_some());
+        assert!(lines[1]["error"].as_str().unwrap().starts_with("not JSON"));
+        assert_eq!(lines[2]["error"], "\"prompt\" must be a string");
+        assert_eq!(lines[3]["privacy"], "internal");
+    }
+}
