@@ -1,3 +1,6 @@
+//! Classification of a request before routing — its privacy level (the declared
+//! or default level, raised by every detected sensitive value) and its
+//! difficulty — for the HTTP path, `watershed policy explain`, and
 //! `watershed classify`: JSON Lines in (`prompt` or OpenAI `messages`), one JSON
 //! object out per line, in order, with the prompt's difficulty, privacy level and
 //! the detected sensitive values as character spans. A line that cannot be read
@@ -7,7 +10,26 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use watershed_policies::difficulty::DifficultyModel;
-use watershed_policies::{detect, level_of, PrivacyLevel};
+use watershed_policies::{detect, level_of, Config, PiiSpan, PrivacyLevel, RequestFacts};
+use watershed_providers::ChatRequest;
+
+/// The facts routing decides on, and the detections behind the privacy level.
+/// `declared` is the level the client sent, if any; the config's default applies
+/// otherwise; detected values can only raise it.
+pub fn request_facts(
+    cfg: &Config,
+    req: &ChatRequest,
+    declared: Option<PrivacyLevel>,
+) -> (RequestFacts, Vec<PiiSpan>) {
+    let text = req.text();
+    let spans = detect(&text);
+    let floor = declared.unwrap_or(cfg.server.default_privacy);
+    let mut facts = RequestFacts::new(req.model.clone(), level_of(&spans, floor));
+    facts.difficulty = DifficultyModel::builtin().ok().map(|m| m.score(&text));
+    facts.tags = req.metadata.clone();
+    facts.estimated_tokens = Some(text.chars().count().div_ceil(4) as u64);
+    (facts, spans)
+}
 
 /// The text a line stands for: `prompt`, or the `messages`' contents (strings or
 /// arrays of text parts) joined by newlines, in order. Spans index into it.

@@ -51,6 +51,18 @@ enum Command {
 enum PolicyCommand {
     /// Validate a configuration file and print every error with file:line:col.
     Check { file: PathBuf },
+    /// Show how a request would be classified and routed, and why: detections
+    /// (kinds and spans, never values), difficulty, budget state, each rule
+    /// checked up to the one that matched, and the targets.
+    Explain {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A chat request body as JSON, or {"headers": {...}, "body": {...}} to
+        /// give headers such as x-watershed-privacy too.
+        #[arg(long)]
+        request: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -78,6 +90,18 @@ pub fn main() -> ExitCode {
         }
         Command::Classify { config } => classify(config),
         Command::Policy {
+            command: PolicyCommand::Explain { config, request },
+        } => match explain(&config, &request) {
+            Ok(v) => {
+                println!("{v:#}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Policy {
             command: PolicyCommand::Check { file },
         } => match config::load(Some(&file)) {
             Ok(loaded) => {
@@ -95,6 +119,68 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn explain(
+    config_path: &std::path::Path,
+    request: &std::path::Path,
+) -> Result<serde_json::Value, String> {
+    use serde_json::{json, Value};
+    let loaded = config::load(Some(config_path)).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(request)
+        .map_err(|e| format!("{}: cannot read it: {e}", request.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", request.display()))?;
+    let (headers, body) = match v.get("body") {
+        Some(body) => (
+            v.get("headers").cloned().unwrap_or(Value::Null),
+            body.clone(),
+        ),
+        None => (Value::Null, v),
+    };
+    let req = watershed_providers::openai::parse_chat_request(&body)
+        .map_err(|e| format!("{}: {e}", request.display()))?;
+    let header = crate::http::chat::PRIVACY_HEADER;
+    let declared = match headers.get(header).and_then(Value::as_str) {
+        None => None,
+        Some(s) => Some(
+            s.trim()
+                .parse::<watershed_policies::PrivacyLevel>()
+                .map_err(|_| format!("{}: invalid {header} {s:?}", request.display()))?,
+        ),
+    };
+    let cfg = &loaded.config;
+    let (facts, evidence) = crate::classify::request_facts(cfg, &req, declared);
+    let e = watershed_policies::explain(cfg, &facts, &evidence);
+    let outcome = match &e.outcome {
+        Ok(targets) => json!({
+            "route": e.rules.iter().find(|r| r.matched).map(|r| r.route.clone()),
+            "targets": targets,
+        }),
+        Err(d) => json!({"denied": {"code": d.code(), "message": d.to_string()}}),
+    };
+    Ok(json!({
+        "model": e.model,
+        "privacy": {
+            "level": e.privacy.as_str(),
+            "declared": declared.map(|l| l.as_str()),
+            "default": cfg.server.default_privacy.as_str(),
+            "evidence": e.evidence.iter().map(|s| json!({
+                "type": s.kind.as_str(),
+                "start": s.start,
+                "end": s.end,
+                "level": s.kind.default_level().as_str(),
+            })).collect::<Vec<_>>(),
+        },
+        "difficulty": e.difficulty,
+        "budget": e.budget.as_str(),
+        "rules": e.rules.iter().map(|r| json!({
+            "route": r.route,
+            "matched": r.matched,
+            "reason": r.reason,
+        })).collect::<Vec<_>>(),
+        "outcome": outcome,
+    }))
 }
 
 fn classify(config: Option<PathBuf>) -> ExitCode {

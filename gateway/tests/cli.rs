@@ -112,3 +112,78 @@ fn classify_reads_json_lines_and_answers_one_object_per_line() {
         assert!((0.0..=1.0).contains(&d), "{l}");
     }
 }
+
+#[test]
+fn policy_explain_shows_evidence_rules_and_outcome_without_the_values() {
+    let dir = std::env::temp_dir().join(format!("watershed-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("policy.yaml");
+    std::fs::write(
+        &cfg,
+        "version: 1\n\
+         models:\n  \
+           local: { engine: local, gguf: m.gguf }\n  \
+           gpt: { provider: openai, model: gpt-5.4, api_key_env: OPENAI_API_KEY }\n\
+         routes:\n  \
+           - name: confidential-stays-home\n    \
+             when: { privacy: \">= confidential\" }\n    \
+             to: [local]\n  \
+           - name: everything-else\n    \
+             to: [gpt]\n    \
+             fallback: [local]\n",
+    )
+    .unwrap();
+    let explain = |request: &str| {
+        let file = dir.join("request.json");
+        std::fs::write(&file, request).unwrap();
+        let out = watershed()
+            .args(["policy", "explain", "--config"])
+            .arg(&cfg)
+            .arg("--request")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            stdout.clone(),
+            serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        )
+    };
+
+    // Declared public, but the prompt holds a card number.
+    let (text, e) = explain(
+        r#"{"headers":{"x-watershed-privacy":"public"},
+            "body":{"model":"auto","messages":[{"role":"user","content":"My card is 4111 1111 1111 1111"}]}}"#,
+    );
+    assert!(
+        !text.contains("4111"),
+        "the value itself must not be shown:\n{text}"
+    );
+    assert_eq!(e["privacy"]["declared"], "public");
+    assert_eq!(e["privacy"]["level"], "confidential");
+    assert_eq!(
+        e["privacy"]["evidence"],
+        serde_json::json!([{"type": "credit_card", "start": 11, "end": 30, "level": "confidential"}])
+    );
+    assert_eq!(e["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(e["rules"][0]["matched"], true);
+    assert_eq!(e["outcome"]["route"], "confidential-stays-home");
+    assert_eq!(e["outcome"]["targets"], serde_json::json!(["local"]));
+    let d = e["difficulty"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&d));
+
+    // A bare body with nothing sensitive: the default level, the first rule
+    // explained as not matching, the second taken.
+    let (_, e) = explain(r#"{"model":"auto","messages":[{"role":"user","content":"Hello"}]}"#);
+    assert_eq!(e["privacy"]["level"], "internal");
+    assert_eq!(e["privacy"]["declared"], serde_json::Value::Null);
+    assert_eq!(e["rules"][0]["matched"], false);
+    assert!(!e["rules"][0]["reason"].as_str().unwrap().is_empty());
+    assert_eq!(e["rules"][1]["route"], "everything-else");
+    assert_eq!(e["outcome"]["targets"], serde_json::json!(["gpt", "local"]));
+}

@@ -450,3 +450,52 @@ async fn policy_reloads_on_sighup_and_an_invalid_one_is_refused() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detected_personal_data_raises_the_level_and_stays_home() {
+    let env = start().await;
+    // No header (the default is internal), but the prompt holds an e-mail
+    // address and a cloud key: the request is restricted and may only go to
+    // the local model, which cannot answer in this setup.
+    let (status, h, body) = env
+        .post(
+            &chat(
+                "gpt-5.4-mini",
+                "mail jane.doe@example.com the key AKIAIOSFODNN7EXAMPLE",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        env.openai.request_count(),
+        0,
+        "personal data reached OpenAI"
+    );
+    assert_eq!(
+        env.anthropic.request_count(),
+        0,
+        "personal data reached Anthropic"
+    );
+    // The same model without personal data goes to OpenAI.
+    let (status, h2, _) = env.post(&chat("gpt-5.4-mini", "hello there"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(env.openai.request_count(), 1);
+    let first = request_id(&h);
+    let second = request_id(&h2);
+    let rows = env.ledger().await;
+    assert_eq!(
+        row_for(&rows, &first).get::<String, _>("privacy"),
+        "restricted"
+    );
+    assert_eq!(
+        row_for(&rows, &first).get::<String, _>("route"),
+        "confidential-stays-home"
+    );
+    assert_eq!(
+        row_for(&rows, &second).get::<String, _>("privacy"),
+        "internal"
+    );
+    let d: Option<f64> = row_for(&rows, &second).get("difficulty");
+    assert!(d.is_some_and(|d| (0.0..=1.0).contains(&d)), "{d:?}");
+}

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt};
 use tracing::warn;
-use watershed_policies::{decide, Denial, PrivacyLevel, RequestFacts};
+use watershed_policies::{decide, Denial, PrivacyLevel};
 use watershed_providers::{anthropic, openai, ChatRequest, ErrorCode, StreamEvent};
 
 use crate::dispatch;
@@ -29,6 +29,7 @@ struct Prepared {
     route: String,
     privacy: PrivacyLevel,
     targets: Vec<String>,
+    difficulty: Option<f64>,
 }
 
 /// The wire format a client spoke; answers and errors go back in the same one.
@@ -104,7 +105,7 @@ async fn handle(
         route: prepared.route.clone(),
         privacy: prepared.privacy.as_str().to_owned(),
         stream: prepared.req.stream,
-        difficulty: None,
+        difficulty: prepared.difficulty,
         estimated_prompt_tokens: estimate_tokens(&prepared.req),
         counterfactual_model: rt.config.counterfactual.clone(),
         requested_model: prepared.req.model.clone(),
@@ -162,9 +163,9 @@ fn prepare(
     request_id: &str,
 ) -> Result<Prepared, ApiError> {
     let cfg = &rt.config;
-    let privacy = match headers.get(PRIVACY_HEADER) {
-        None => cfg.server.default_privacy,
-        Some(v) => v
+    let declared = match headers.get(PRIVACY_HEADER) {
+        None => None,
+        Some(v) => Some(v
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<PrivacyLevel>().ok())
@@ -176,7 +177,7 @@ fn prepare(
                     ),
                     Some(PRIVACY_HEADER),
                 )
-            })?,
+            })?),
     };
     if let Some(max) = req.max_tokens {
         if max > cfg.server.max_tokens_limit {
@@ -189,8 +190,7 @@ fn prepare(
             ));
         }
     }
-    let mut facts = RequestFacts::new(req.model.clone(), privacy);
-    facts.tags = req.metadata.clone();
+    let (facts, _evidence) = crate::classify::request_facts(cfg, &req, declared);
     let decision = decide(cfg, &facts).map_err(denial_error)?;
     Ok(Prepared {
         request_id: request_id.to_owned(),
@@ -198,6 +198,7 @@ fn prepare(
         route: decision.route,
         privacy: decision.privacy,
         targets: decision.targets,
+        difficulty: facts.difficulty,
     })
 }
 
