@@ -16,7 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 packages=(cmake clang libclang-dev pkg-config python3-venv)
 if ((want_test)); then
-  : # the browser and Prometheus come with the dashboard and metrics tests
+  packages+=(prometheus) # the metrics test scrapes with it and checks with promtool
 fi
 missing=()
 for p in "${packages[@]}"; do
