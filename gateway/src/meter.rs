@@ -27,6 +27,9 @@ pub struct RequestInfo {
     /// Rough prompt size, used for the record of a request that never got usage.
     pub estimated_prompt_tokens: u32,
     pub counterfactual_model: Option<String>,
+    /// What the owned GPU fleet costs per second of engine time (`fleet:` in
+    /// the config: gpus × gpu_hour_usd / 3600), 0 without a fleet.
+    pub fleet_usd_per_engine_second: f64,
     /// The model name the client asked for.
     pub requested_model: String,
 }
@@ -96,7 +99,14 @@ impl Meter {
 
     /// The answer completed.
     pub fn success(mut self, done: &Completion) -> Charged {
-        let cost_usd = self.cost(&done.model, done.usage);
+        let cost_usd = match &self.backend {
+            // A local answer costs its share of the fleet's time: the engine
+            // splits each step's wall time among the sequences in it.
+            Some(b) if b.kind == BackendKind::Local => {
+                done.engine_seconds.unwrap_or(0.0) * self.info.fleet_usd_per_engine_second
+            }
+            _ => self.cost(&done.model, done.usage),
+        };
         let counterfactual_usd = self.counterfactual(done.usage);
         let mut rec = self.base_record();
         rec.model = done.model.clone();

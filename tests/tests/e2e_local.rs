@@ -33,6 +33,7 @@ models:
   broken:
     engine: local
     gguf: "{broken}"
+fleet: {{ gpus: 1, gpu_hour_usd: 3.6 }}
 routes:
   - name: the-moe
     when: {{ model: moe }}
@@ -133,6 +134,7 @@ async fn dense_moe_and_broken_models_side_by_side() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-watershed-backend"], "moe");
+    let moe_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["model"], "moe");
     assert!(
@@ -206,6 +208,16 @@ async fn dense_moe_and_broken_models_side_by_side() {
     assert_eq!(c.get::<i64, _>("status"), 499);
     let generated = c.get::<i64, _>("completion_tokens");
     assert!((5..400).contains(&generated), "{generated} tokens recorded");
+    // The fleet costs $3.60 an hour, $0.001 per engine-second: a local answer
+    // is charged its engine time at that rate.
+    let m = row(&moe_id);
+    let engine: f64 = m.get("engine_seconds");
+    let cost: f64 = m.get("cost_usd");
+    assert!(engine > 0.0, "{engine}");
+    assert!(
+        (cost - engine * 0.001).abs() < 1e-12,
+        "{cost} for {engine} s"
+    );
     let backends: Vec<String> = rows.iter().map(|r| r.get("backend")).collect();
     assert!(backends.contains(&"moe".to_owned()), "{backends:?}");
     let broken_row = rows

@@ -108,6 +108,11 @@ async fn handle(
         difficulty: prepared.difficulty,
         estimated_prompt_tokens: estimate_tokens(&prepared.req),
         counterfactual_model: rt.config.counterfactual.clone(),
+        fleet_usd_per_engine_second: rt
+            .config
+            .fleet
+            .as_ref()
+            .map_or(0.0, |f| f64::from(f.gpus) * f.gpu_hour_usd / 3600.0),
         requested_model: prepared.req.model.clone(),
     };
     let mut meter = Meter::start(
