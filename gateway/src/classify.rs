@@ -33,7 +33,7 @@ pub fn request_facts(
 
 /// The text a line stands for: `prompt`, or the `messages`' contents (strings or
 /// arrays of text parts) joined by newlines, in order. Spans index into it.
-fn prompt_text(v: &Value) -> Result<String, String> {
+pub fn prompt_text(v: &Value) -> Result<String, String> {
     if let Some(p) = v.get("prompt") {
         return p
             .as_str()

@@ -51,6 +51,19 @@ enum Command {
 enum PolicyCommand {
     /// Validate a configuration file and print every error with file:line:col.
     Check { file: PathBuf },
+    /// Derive difficulty.threshold from sample prompts (JSON Lines with `prompt`
+    /// or `messages`) so that the given share of them counts as `strong`.
+    Calibrate {
+        /// Configuration whose difficulty.strong_fraction applies unless given.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sample prompts, JSON Lines.
+        #[arg(long)]
+        samples: PathBuf,
+        /// Share of traffic meant for strong targets (0..1).
+        #[arg(long)]
+        strong_fraction: Option<f64>,
+    },
     /// Show how a request would be classified and routed, and why: detections
     /// (kinds and spans, never values), difficulty, budget state, each rule
     /// checked up to the one that matched, and the targets.
@@ -89,6 +102,23 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Classify { config } => classify(config),
+        Command::Policy {
+            command:
+                PolicyCommand::Calibrate {
+                    config,
+                    samples,
+                    strong_fraction,
+                },
+        } => match calibrate(config.as_deref(), &samples, strong_fraction) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Policy {
             command: PolicyCommand::Explain { config, request },
         } => match explain(&config, &request) {
@@ -181,6 +211,54 @@ fn explain(
         })).collect::<Vec<_>>(),
         "outcome": outcome,
     }))
+}
+
+fn calibrate(
+    config_path: Option<&std::path::Path>,
+    samples: &std::path::Path,
+    strong_fraction: Option<f64>,
+) -> Result<String, String> {
+    use std::io::BufRead;
+    let loaded = config::load(config_path).map_err(|e| e.to_string())?;
+    let fraction = strong_fraction
+        .or(loaded.config.difficulty.strong_fraction)
+        .ok_or("give --strong-fraction or set difficulty.strong_fraction in the config")?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(format!(
+            "--strong-fraction must be between 0 and 1, not {fraction}"
+        ));
+    }
+    let model = watershed_policies::difficulty::DifficultyModel::builtin()
+        .map_err(|e| format!("the difficulty model does not load: {e}"))?;
+    let file = std::fs::File::open(samples)
+        .map_err(|e| format!("{}: cannot open it: {e}", samples.display()))?;
+    let mut scores = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}: {e}", samples.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let text = serde_json::from_str(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| crate::classify::prompt_text(&v))
+            .map_err(|e| format!("{}:{}: {e}", samples.display(), i + 1))?;
+        scores.push(model.score(&text));
+    }
+    if scores.is_empty() {
+        return Err(format!("{}: no sample prompts", samples.display()));
+    }
+    let all = scores.clone();
+    let threshold =
+        watershed_policies::difficulty::threshold_for_strong_fraction(&mut scores, fraction);
+    let above = all.iter().filter(|s| **s > threshold).count();
+    Ok(format!(
+        "# {} sample prompts from {}; {} of them ({:.1} %) score above the threshold\n\
+         difficulty:\n  strong_fraction: {fraction}\n  threshold: {threshold:.6}\n",
+        all.len(),
+        samples.display(),
+        above,
+        100.0 * above as f64 / all.len() as f64,
+    ))
 }
 
 fn classify(config: Option<PathBuf>) -> ExitCode {

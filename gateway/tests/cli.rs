@@ -187,3 +187,71 @@ fn policy_explain_shows_evidence_rules_and_outcome_without_the_values() {
     assert_eq!(e["rules"][1]["route"], "everything-else");
     assert_eq!(e["outcome"]["targets"], serde_json::json!(["gpt", "local"]));
 }
+
+#[test]
+fn policy_calibrate_derives_the_threshold_for_a_strong_fraction() {
+    let dir = std::env::temp_dir().join(format!("watershed-calibrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let samples = dir.join("samples.jsonl");
+    let prompts = [
+        "Hi",
+        "What is the capital of France?",
+        "Translate 'good morning' into Spanish.",
+        "Write a haiku about autumn.",
+        "Prove that the square root of 2 is irrational.",
+        "Explain the CAP theorem and its implications for distributed databases.",
+        "Derive the closed form of the Fibonacci sequence using generating functions.",
+        "Summarise the causes of the First World War in three paragraphs.",
+        "Implement a lock-free queue in C++ and explain the memory ordering.",
+        "What is 7 times 8?",
+    ];
+    let lines: Vec<String> = prompts
+        .iter()
+        .map(|p| serde_json::json!({ "prompt": p }).to_string())
+        .collect();
+    std::fs::write(&samples, lines.join("\n")).unwrap();
+    let out = watershed()
+        .args([
+            "policy",
+            "calibrate",
+            "--strong-fraction",
+            "0.3",
+            "--samples",
+        ])
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("10 sample prompts"), "{stdout}");
+    assert!(stdout.contains("3 of them (30.0 %)"), "{stdout}");
+    // The printed block is valid config: append it to a policy and check it.
+    let block = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = dir.join("policy.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nmodels:\n  local: {{ engine: local, gguf: m.gguf }}\n{block}\n\
+             routes:\n  - name: hard\n    when: {{ difficulty: strong }}\n    to: [local]\n"
+        ),
+    )
+    .unwrap();
+    let out = watershed()
+        .args(["policy", "check"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

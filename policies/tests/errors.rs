@@ -357,3 +357,49 @@ fn gpu_layers_takes_all_fit_or_a_count() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn difficulty_strong_and_weak_use_the_calibrated_threshold() {
+    use watershed_policies::{decide, PrivacyLevel, RequestFacts};
+    let routes = "\
+routes:
+  - name: home
+    when: { privacy: \">= confidential\" }
+    to: [local]
+  - name: hard
+    when: { difficulty: strong }
+    to: [gpt-5.4-mini]
+  - name: rest
+    to: [local]
+";
+    let head = GOOD.split("routes:").next().unwrap();
+    let cfg = load_config(
+        &format!("{head}difficulty: {{ strong_fraction: 0.3, threshold: 0.6 }}\n{routes}"),
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.difficulty.threshold, Some(0.6));
+    let route_for = |d: f64| {
+        let mut f = RequestFacts::new("auto", PrivacyLevel::Internal);
+        f.difficulty = Some(d);
+        decide(&cfg, &f).unwrap().route
+    };
+    assert_eq!(route_for(0.61), "hard");
+    assert_eq!(route_for(0.6), "rest");
+    // Without a threshold, `strong` cannot be resolved: refused at its position.
+    let errs = errors(&format!("{head}{routes}"));
+    assert_eq!(
+        where_(&errs),
+        vec![(10, 25, "routes[1].when.difficulty")],
+        "{errs:?}"
+    );
+    assert!(errs[0].message.contains("policy calibrate"), "{}", errs[0]);
+    let errs = errors(&format!(
+        "{head}difficulty: {{ threshold: 1.5 }}\nroutes:\n  - name: r\n    to: [local]\n"
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![(5, 26, "difficulty.threshold")],
+        "{errs:?}"
+    );
+}

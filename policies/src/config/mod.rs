@@ -59,6 +59,19 @@ pub struct Config {
     pub counterfactual: Option<String>,
     /// What the owned GPUs cost, for local cost and reports.
     pub fleet: Option<FleetSettings>,
+    /// Calibration of the difficulty classifier.
+    pub difficulty: DifficultySettings,
+}
+
+/// `difficulty:` — where the classifier's score splits weak from strong.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DifficultySettings {
+    /// The share of traffic meant for strong targets.
+    pub strong_fraction: Option<f64>,
+    /// The score above which a request counts as `strong` in route conditions;
+    /// `watershed policy calibrate` derives it from sample prompts and
+    /// `strong_fraction`.
+    pub threshold: Option<f64>,
 }
 
 impl Config {

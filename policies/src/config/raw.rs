@@ -24,6 +24,14 @@ pub(crate) struct RawServer {
     pub max_tokens_limit: Option<u32>,
 }
 
+/// `difficulty:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDifficulty {
+    pub strong_fraction: Option<f64>,
+    pub threshold: Option<f64>,
+}
+
 /// `fleet:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

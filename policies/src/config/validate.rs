@@ -12,12 +12,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::raw::{
-    RawCounterfactual, RawFleet, RawLedger, RawPrice, RawRoute, RawServer, RawTarget,
+    RawCounterfactual, RawDifficulty, RawFleet, RawLedger, RawPrice, RawRoute, RawServer, RawTarget,
 };
 use super::{
-    Config, ConfigError, ConfigErrors, FleetSettings, GpuLayers, LedgerSettings, LocalSpec,
-    PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec,
-    DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, SUPPORTED_VERSIONS,
+    Config, ConfigError, ConfigErrors, DifficultySettings, FleetSettings, GpuLayers,
+    LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target,
+    TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT,
+    SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
 use crate::yaml::{self, join_index, join_key, Document};
@@ -32,6 +33,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "counterfactual",
     "fleet",
+    "difficulty",
 ];
 
 /// Which end of a key/value pair an error points at.
@@ -45,6 +47,8 @@ pub(super) struct Ctx<'a> {
     doc: &'a Document,
     source: &'a str,
     errors: Vec<ConfigError>,
+    /// `difficulty.threshold`, for `difficulty: strong | weak` in routes.
+    pub(super) difficulty_threshold: Option<f64>,
 }
 
 impl Ctx<'_> {
@@ -130,6 +134,7 @@ pub(super) fn load(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         doc: &doc,
         source,
         errors: Vec::new(),
+        difficulty_threshold: None,
     };
     let config = build(&mut cx);
     let mut errors = cx.errors;
@@ -208,6 +213,8 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let ledger = ledger(cx, get("ledger"));
     let server = server(cx, get("server"));
     let fleet = fleet(cx, get("fleet"));
+    let difficulty = difficulty(cx, get("difficulty"));
+    cx.difficulty_threshold = difficulty.threshold;
 
     let (models, declared) = models(cx, get("models"));
     let pricing = pricing(cx, get("pricing"));
@@ -234,6 +241,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         routes: routes?,
         counterfactual,
         fleet,
+        difficulty,
     })
 }
 
@@ -316,6 +324,27 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             DEFAULT_MAX_TOKENS_LIMIT,
         ),
     })
+}
+
+fn difficulty(cx: &mut Ctx<'_>, v: Option<&Value>) -> DifficultySettings {
+    let Some(raw) = v.and_then(|v| cx.de::<RawDifficulty>(v, "difficulty")) else {
+        return DifficultySettings::default();
+    };
+    let mut unit = |key: &str, x: Option<f64>| match x {
+        Some(x) if !(0.0..=1.0).contains(&x) => {
+            cx.err(
+                &format!("difficulty.{key}"),
+                At::Value,
+                format!("{key} must be between 0 and 1, not {x}"),
+            );
+            None
+        }
+        x => x,
+    };
+    DifficultySettings {
+        strong_fraction: unit("strong_fraction", raw.strong_fraction),
+        threshold: unit("threshold", raw.threshold),
+    }
 }
 
 fn fleet(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<FleetSettings> {

@@ -4,7 +4,7 @@ use super::raw::RawWhen;
 use super::validate::{At, Ctx};
 use super::When;
 use crate::budget::BudgetState;
-use crate::level::{LevelCondition, NumCondition};
+use crate::level::{CmpOp, LevelCondition, NumCondition};
 use crate::yaml::{join_index, join_key};
 
 /// Typed conditions, or `None` when any of them is invalid (the errors are recorded).
@@ -78,8 +78,37 @@ pub(super) fn when(cx: &mut Ctx<'_>, route_path: &str, raw: RawWhen) -> Option<W
             }
         }
     };
-    let difficulty = num("difficulty", raw.difficulty, 0.0, 1.0, cx);
+    let threshold = cx.difficulty_threshold;
+    let mut unresolved = false;
+    let difficulty = match raw.difficulty.as_deref().map(str::trim) {
+        Some(word @ ("strong" | "weak")) => match threshold {
+            Some(t) => Some(NumCondition {
+                op: if word == "strong" {
+                    CmpOp::Gt
+                } else {
+                    CmpOp::Le
+                },
+                value: t,
+            }),
+            None => {
+                cx.err(
+                    &join_key(&path, "difficulty"),
+                    At::Value,
+                    format!(
+                        "difficulty: {word} needs difficulty.threshold at the top level \
+                         (watershed policy calibrate derives it from sample prompts)"
+                    ),
+                );
+                unresolved = true;
+                None
+            }
+        },
+        _ => num("difficulty", raw.difficulty, 0.0, 1.0, cx),
+    };
     let estimated_tokens = num("estimated_tokens", raw.estimated_tokens, 0.0, f64::MAX, cx);
+    if unresolved {
+        ok = false;
+    }
     let budget = match raw.budget {
         None => None,
         Some(s) => match s.parse::<BudgetState>() {
