@@ -499,3 +499,55 @@ async fn detected_personal_data_raises_the_level_and_stays_home() {
     let d: Option<f64> = row_for(&rows, &second).get("difficulty");
     assert!(d.is_some_and(|d| (0.0..=1.0).contains(&d)), "{d:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_can_live_in_postgresql() {
+    let base = std::env::var("WATERSHED_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("e2e_gateway_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let openai = MockUpstream::openai().await;
+    let anthropic = MockUpstream::anthropic().await;
+    let yaml = config(&openai.base_url, &anthropic.base_url, "").replace(
+        "sqlite://{dir}/ledger.db",
+        &format!("{base}?schema={schema}"),
+    );
+    let gw = Gateway::start(
+        "e2e-pg",
+        &yaml,
+        &[
+            ("E2E_OPENAI_KEY", "sk-openai"),
+            ("E2E_ANTHROPIC_KEY", "sk-ant"),
+        ],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for model in ["gpt-5.4-mini", "claude-sonnet-4.6"] {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", gw.base_url))
+            .json(&chat(model, "hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        ids.push(request_id(resp.headers()));
+    }
+    gw.stop().unwrap();
+    let rows = sqlx::query(&format!(
+        "SELECT request_id, backend, cost_usd FROM \"{schema}\".ledger ORDER BY ts_ms"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let got: Vec<String> = rows.iter().map(|r| r.get("request_id")).collect();
+    assert_eq!(got, ids);
+    let backends: Vec<String> = rows.iter().map(|r| r.get("backend")).collect();
+    assert_eq!(backends, ["gpt-5.4-mini", "claude-sonnet-4.6"]);
+    assert!(rows.iter().all(|r| r.get::<f64, _>("cost_usd") > 0.0));
+}

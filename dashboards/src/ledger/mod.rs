@@ -3,6 +3,7 @@
 //! implementations of the same contract, and written by a batched background
 //! writer so the request path never waits on the database.
 
+mod postgres;
 mod sqlite;
 mod writer;
 
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::LedgerError;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use writer::{LedgerHandle, LedgerWriter, WriterConfig, WriterStats};
 
@@ -70,10 +72,16 @@ pub trait LedgerStore: Send + Sync {
 }
 
 /// Opens (and migrates) the store a ledger URL names: `sqlite://PATH` (the file
-/// is created if missing, WAL mode) or `sqlite::memory:`.
+/// is created if missing, WAL mode), `sqlite::memory:`, or
+/// `postgres://USER@HOST:PORT/DB[?schema=NAME]`.
 pub async fn open_store(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PgStore::connect(url).await?;
         store.migrate().await?;
         return Ok(Arc::new(store));
     }

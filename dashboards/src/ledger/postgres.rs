@@ -1,0 +1,186 @@
+//! The PostgreSQL ledger store, for several gateway replicas sharing one
+//! ledger: the same `LedgerStore` contract as the SQLite store, with its own
+//! migration set.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+use super::{LedgerError, LedgerRecord, LedgerStore, COLUMNS};
+
+/// A ledger in one PostgreSQL database (optionally in its own schema).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Splits a `schema=NAME` parameter off a postgres URL (sqlx does not know it).
+fn split_schema(url: &str) -> Result<(String, Option<String>), LedgerError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for kv in query.split('&') {
+        match kv.strip_prefix("schema=") {
+            Some(s) => schema = Some(s.to_owned()),
+            None => rest.push(kv),
+        }
+    }
+    if let Some(s) = &schema {
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(LedgerError::Invalid(format!(
+                "invalid schema \"{s}\" in ledger url (letters, digits and _ only)"
+            )));
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, schema))
+}
+
+impl PgStore {
+    /// Connects to `postgres://...`; a `schema=NAME` URL parameter keeps the
+    /// ledger (and its migration history) in that schema, creating it.
+    pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        let (url, schema) = split_schema(url)?;
+        let mut options = PgConnectOptions::from_str(&url)?;
+        if let Some(s) = &schema {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await?;
+            options = options.options([("search_path", s.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+pub(crate) fn record_from_row(row: &PgRow) -> Result<LedgerRecord, sqlx::Error> {
+    Ok(LedgerRecord {
+        request_id: row.try_get("request_id")?,
+        ts_ms: row.try_get("ts_ms")?,
+        team: row.try_get("team")?,
+        key_id: row.try_get("key_id")?,
+        route: row.try_get("route")?,
+        backend: row.try_get("backend")?,
+        backend_kind: row.try_get("backend_kind")?,
+        model: row.try_get("model")?,
+        privacy: row.try_get("privacy")?,
+        prompt_tokens: row.try_get("prompt_tokens")?,
+        completion_tokens: row.try_get("completion_tokens")?,
+        cached_tokens: row.try_get("cached_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+        counterfactual_usd: row.try_get("counterfactual_usd")?,
+        engine_seconds: row.try_get("engine_seconds")?,
+        ttft_ms: row.try_get("ttft_ms")?,
+        latency_ms: row.try_get("latency_ms")?,
+        status: row.try_get("status")?,
+        error_code: row.try_get("error_code")?,
+        finish_reason: row.try_get("finish_reason")?,
+        stream: row.try_get("stream")?,
+        attempts: row.try_get("attempts")?,
+        difficulty: row.try_get("difficulty")?,
+    })
+}
+
+#[async_trait]
+impl LedgerStore for PgStore {
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_batch(&self, rows: &[LedgerRecord]) -> Result<(), LedgerError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let params: Vec<String> = (1..=23).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO ledger ({COLUMNS}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING",
+            params.join(", ")
+        );
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(&sql)
+                .bind(&r.request_id)
+                .bind(r.ts_ms)
+                .bind(&r.team)
+                .bind(&r.key_id)
+                .bind(&r.route)
+                .bind(&r.backend)
+                .bind(&r.backend_kind)
+                .bind(&r.model)
+                .bind(&r.privacy)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.cost_usd)
+                .bind(r.counterfactual_usd)
+                .bind(r.engine_seconds)
+                .bind(r.ttft_ms)
+                .bind(r.latency_ms)
+                .bind(r.status)
+                .bind(&r.error_code)
+                .bind(&r.finish_reason)
+                .bind(r.stream)
+                .bind(r.attempts)
+                .bind(r.difficulty)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ledger WHERE request_id = $1"
+        ))
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(record_from_row).transpose()?)
+    }
+
+    async fn count(&self) -> Result<i64, LedgerError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    async fn list(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRecord>, LedgerError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ledger WHERE ts_ms >= $1 AND ts_ms < $2 \
+             ORDER BY ts_ms, request_id LIMIT $3"
+        ))
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    }
+}
