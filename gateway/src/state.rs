@@ -182,12 +182,16 @@ pub fn build_runtime(
         };
         targets.insert(id.clone(), Arc::new(handle));
     }
-    let overrides = config.pricing.iter().map(|(model, p)| {
+    let overrides = config
+        .pricing
+        .iter()
+        .flat_map(|(model, history)| history.iter().map(move |p| (model, p)));
+    let overrides = overrides.map(|(model, p)| {
         let o = PriceOverride {
             input: p.input,
             output: p.output,
             cached_input: p.cached_input,
-            effective_from: None,
+            effective_from: p.effective_from.clone(),
             long_context: None,
         };
         (model.clone(), o)

@@ -403,3 +403,36 @@ routes:
         "{errs:?}"
     );
 }
+
+#[test]
+fn prices_take_effect_on_their_dates() {
+    let head = GOOD.split("routes:").next().unwrap();
+    let rest = &GOOD[head.len()..];
+    let cfg = load_config(
+        &format!(
+            "{head}pricing:\n  gpt-5.4-mini:\n    - {{ input: 0.5, output: 4.0, effective_from: 2026-12-01 }}\n    - {{ input: 0.75, output: 4.5 }}\n  my-vllm: {{ input: 0.1, output: 0.2 }}\n{rest}"
+        ),
+        "policies.yaml",
+    )
+    .unwrap();
+    let history = &cfg.pricing["gpt-5.4-mini"];
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        history[0].effective_from, None,
+        "the undated price comes first"
+    );
+    assert_eq!(history[1].effective_from.as_deref(), Some("2026-12-01"));
+    assert_eq!(cfg.pricing["my-vllm"][0].input, 0.1);
+    let errs = errors(&format!(
+        "{head}pricing:\n  gpt-5.4-mini:\n    - {{ input: 1, output: 2, effective_from: 2026-13-01 }}\n    - {{ input: 1, output: 2, effective_from: 2026-12-01 }}\n    - {{ input: 3, output: 4, effective_from: 2026-12-01 }}\n{rest}"
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (7, 46, "pricing.gpt-5.4-mini[0].effective_from"),
+            (9, 46, "pricing.gpt-5.4-mini[2].effective_from"),
+        ],
+        "{errs:?}"
+    );
+    assert!(errs[1].message.contains("two prices"), "{}", errs[1]);
+}

@@ -551,3 +551,40 @@ async fn the_ledger_can_live_in_postgresql() {
     assert_eq!(backends, ["gpt-5.4-mini", "claude-sonnet-4.6"]);
     assert!(rows.iter().all(|r| r.get::<f64, _>("cost_usd") > 0.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_price_in_force_today_is_charged() {
+    let openai = MockUpstream::openai().await;
+    let anthropic = MockUpstream::anthropic().await;
+    // One price that took effect long ago and one that is not in force yet.
+    let pricing = "pricing:\n  gpt-5.4-mini:\n    - { input: 1.0, output: 2.0, effective_from: 2020-01-01 }\n    - { input: 100.0, output: 200.0, effective_from: 2999-01-01 }\n";
+    let gw = Gateway::start(
+        "e2e-prices",
+        &config(&openai.base_url, &anthropic.base_url, pricing),
+        &[
+            ("E2E_OPENAI_KEY", "sk-openai"),
+            ("E2E_ANTHROPIC_KEY", "sk-ant"),
+        ],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.base_url))
+        .json(&chat("gpt-5.4-mini", "what does this cost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let charged: f64 = resp.headers()["x-watershed-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let p = body["usage"]["prompt_tokens"].as_f64().unwrap();
+    let c = body["usage"]["completion_tokens"].as_f64().unwrap();
+    assert!(p > 0.0 && c > 0.0, "{body}");
+    let expected = (p * 1.0 + c * 2.0) / 1e6;
+    assert!((charged - expected).abs() < 1e-8, "{charged} vs {expected}");
+    gw.stop().unwrap();
+}

@@ -52,7 +52,8 @@ pub struct Config {
     /// Targets by id, in config order.
     pub models: IndexMap<String, Target>,
     /// Prices by model name, USD per million tokens (built-in defaults are the gateway's).
-    pub pricing: BTreeMap<String, PriceEntry>,
+    /// Price overrides per model, each a history ordered by effective date.
+    pub pricing: BTreeMap<String, Vec<PriceEntry>>,
     /// Routes in order; the first that matches wins.
     pub routes: Vec<Route>,
     /// Reference model for the all-closed counterfactual.
@@ -265,7 +266,7 @@ pub struct RemoteSpec {
 }
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PriceEntry {
     /// Prompt tokens.
     pub input: f64,
@@ -273,6 +274,8 @@ pub struct PriceEntry {
     pub output: f64,
     /// Prompt tokens served from the provider's cache, when it prices them apart.
     pub cached_input: Option<f64>,
+    /// `YYYY-MM-DD` (UTC) from which this price applies; `None` for always.
+    pub effective_from: Option<String>,
 }
 
 /// One routing rule.

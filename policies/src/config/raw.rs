@@ -102,6 +102,7 @@ pub(crate) struct RawPrice {
     pub input: f64,
     pub output: f64,
     pub cached_input: Option<f64>,
+    pub effective_from: Option<String>,
 }
 
 /// `counterfactual:`

@@ -615,7 +615,25 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
     })
 }
 
-fn pricing(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<String, PriceEntry> {
+/// A calendar date `YYYY-MM-DD` with a plausible month and day.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u32>().ok());
+    matches!(
+        (num(0..4), num(5..7), num(8..10)),
+        (Some(_), Some(1..=12), Some(1..=31))
+    ) && b
+        .iter()
+        .enumerate()
+        .all(|(k, c)| k == 4 || k == 7 || c.is_ascii_digit())
+}
+
+/// `pricing:` — per model one price, or a list of prices with `effective_from`
+/// dates (a price change mid-month re-prices only what comes after it).
+fn pricing(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<String, Vec<PriceEntry>> {
     let mut out = BTreeMap::new();
     let Some(v) = v else { return out };
     let Some(raw) = cx.de::<IndexMap<String, Value>>(v, "pricing") else {
@@ -623,36 +641,68 @@ fn pricing(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<String, PriceEntry> 
     };
     for (name, pv) in raw {
         let path = join_key("pricing", &name);
-        let Some(p) = cx.de::<RawPrice>(&pv, &path) else {
-            continue;
+        let items: Vec<(String, &Value)> = match &pv {
+            Value::Array(list) => list
+                .iter()
+                .enumerate()
+                .map(|(k, item)| (join_index(&path, k), item))
+                .collect(),
+            other => vec![(path.clone(), other)],
         };
-        let fields = [
-            ("input", Some(p.input)),
-            ("output", Some(p.output)),
-            ("cached_input", p.cached_input),
-        ];
+        let mut entries: Vec<PriceEntry> = Vec::new();
         let mut ok = true;
-        for (field, value) in fields {
-            if let Some(x) = value {
-                if !(x.is_finite() && x >= 0.0) {
+        for (ipath, item) in items {
+            let Some(p) = cx.de::<RawPrice>(item, &ipath) else {
+                ok = false;
+                continue;
+            };
+            let fields = [
+                ("input", Some(p.input)),
+                ("output", Some(p.output)),
+                ("cached_input", p.cached_input),
+            ];
+            for (field, value) in fields {
+                if let Some(x) = value {
+                    if !(x.is_finite() && x >= 0.0) {
+                        cx.err(
+                            &join_key(&ipath, field),
+                            At::Value,
+                            "must be a price of 0 or more (USD per million tokens)",
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if let Some(d) = &p.effective_from {
+                if !is_date(d) {
                     cx.err(
-                        &join_key(&path, field),
+                        &join_key(&ipath, "effective_from"),
                         At::Value,
-                        "must be a price of 0 or more (USD per million tokens)",
+                        format!("effective_from must be a date YYYY-MM-DD, not \"{d}\""),
+                    );
+                    ok = false;
+                } else if entries
+                    .iter()
+                    .any(|e| e.effective_from.as_deref() == Some(d))
+                {
+                    cx.err(
+                        &join_key(&ipath, "effective_from"),
+                        At::Value,
+                        format!("two prices for \"{name}\" take effect on {d}"),
                     );
                     ok = false;
                 }
             }
+            entries.push(PriceEntry {
+                input: p.input,
+                output: p.output,
+                cached_input: p.cached_input,
+                effective_from: p.effective_from,
+            });
         }
         if ok {
-            out.insert(
-                name,
-                PriceEntry {
-                    input: p.input,
-                    output: p.output,
-                    cached_input: p.cached_input,
-                },
-            );
+            entries.sort_by(|a, b| a.effective_from.cmp(&b.effective_from));
+            out.insert(name, entries);
         }
     }
     out
