@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use watershed_policies::difficulty::DifficultyModel;
-use watershed_policies::{detect, level_of, Config, PiiSpan, PrivacyLevel, RequestFacts};
+use watershed_policies::{detect, Config, PiiSpan, PrivacyLevel, RequestFacts};
 use watershed_providers::ChatRequest;
 
 /// The facts routing decides on, and the detections behind the privacy level.
@@ -24,7 +24,7 @@ pub fn request_facts(
     let text = req.text();
     let spans = detect(&text);
     let floor = declared.unwrap_or(cfg.server.default_privacy);
-    let mut facts = RequestFacts::new(req.model.clone(), level_of(&spans, floor));
+    let mut facts = RequestFacts::new(req.model.clone(), cfg.privacy_level(&spans, floor));
     facts.difficulty = DifficultyModel::builtin().ok().map(|m| m.score(&text));
     facts.tags = req.metadata.clone();
     facts.estimated_tokens = Some(text.chars().count().div_ceil(4) as u64);
@@ -67,7 +67,7 @@ pub fn prompt_text(v: &Value) -> Result<String, String> {
 }
 
 /// Classifies one input line.
-pub fn classify_line(line: &str, model: &DifficultyModel, floor: PrivacyLevel) -> Value {
+pub fn classify_line(line: &str, model: &DifficultyModel, cfg: &Config) -> Value {
     let text = match serde_json::from_str::<Value>(line)
         .map_err(|e| format!("not JSON: {e}"))
         .and_then(|v| prompt_text(&v))
@@ -82,7 +82,7 @@ pub fn classify_line(line: &str, model: &DifficultyModel, floor: PrivacyLevel) -
         .collect();
     json!({
         "difficulty": model.score(&text),
-        "privacy": level_of(&spans, floor).as_str(),
+        "privacy": cfg.privacy_level(&spans, cfg.server.default_privacy).as_str(),
         "pii": pii,
     })
 }
@@ -92,7 +92,7 @@ pub fn run(
     input: impl BufRead,
     mut output: impl Write,
     model: &DifficultyModel,
-    floor: PrivacyLevel,
+    cfg: &Config,
 ) -> std::io::Result<usize> {
     let mut failed = 0;
     for line in input.lines() {
@@ -100,7 +100,7 @@ pub fn run(
         if line.trim().is_empty() {
             continue;
         }
-        let out = classify_line(&line, model, floor);
+        let out = classify_line(&line, model, cfg);
         failed += usize::from(out.get("error").is_some());
         serde_json::to_writer(&mut output, &out)?;
         output.write_all(b"\n")?;
@@ -117,12 +117,27 @@ mod tests {
         DifficultyModel::builtin().unwrap()
     }
 
+    /// A config with `default` as the default level and `extra` YAML appended.
+    fn config(default: &str, extra: &str) -> Config {
+        watershed_policies::load_config(
+            &format!(
+                "version: 1\nserver: {{ default_privacy: {default} }}\n\
+                 models:\n  local: {{ engine: local, gguf: m.gguf }}\n\
+                 routes:\n  - name: all\n    to: [local]\n{extra}"
+            ),
+            "test.yaml",
+        )
+        .unwrap()
+    }
+
     #[test]
     fn prompt_and_messages_give_scores_levels_and_character_spans() {
+        let internal = config("internal", "");
+        let public = config("public", "");
         let out = classify_line(
             r#"{"prompt":"Zoë: mail zoe@example.com please"}"#,
             model(),
-            PrivacyLevel::Internal,
+            &internal,
         );
         assert_eq!(out["privacy"], "confidential");
         // Character offsets, not bytes: "ë" is one character.
@@ -135,7 +150,7 @@ mod tests {
         let out = classify_line(
             r#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"key AKIAIOSFODNN7EXAMPLE"}]}]}"#,
             model(),
-            PrivacyLevel::Public,
+            &public,
         );
         assert_eq!(out["privacy"], "restricted", "{out}");
         assert_eq!(out["pii"][0]["type"], "secret");
@@ -143,17 +158,35 @@ mod tests {
         let out = classify_line(
             r#"{"prompt":"Version 2.4.1, released 2024-03-01"}"#,
             model(),
-            PrivacyLevel::Public,
+            &public,
         );
         assert_eq!(out["privacy"], "public");
         assert_eq!(out["pii"], json!([]));
     }
 
     #[test]
+    fn the_config_sets_each_detectors_level() {
+        let cfg = config(
+            "public",
+            "privacy:\n  detectors: { email: internal, ip: restricted }\n",
+        );
+        let level = |prompt: &str| {
+            classify_line(&json!({ "prompt": prompt }).to_string(), model(), &cfg)["privacy"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(level("write to zoe@example.com"), "internal");
+        assert_eq!(level("the host is 10.1.2.3"), "restricted");
+        // Kinds the config does not name keep their built-in level.
+        assert_eq!(level("call +44 20 7946 0958"), "confidential");
+    }
+
+    #[test]
     fn bad_lines_keep_their_place() {
         let input = "{\"prompt\":\"a\"}\nnot json\n{\"prompt\":3}\n\n{\"messages\":[]}\n";
         let mut out = Vec::new();
-        let failed = run(input.as_bytes(), &mut out, model(), PrivacyLevel::Internal).unwrap();
+        let failed = run(input.as_bytes(), &mut out, model(), &config("internal", "")).unwrap();
         let lines: Vec<Value> = String::from_utf8(out)
             .unwrap()
             .lines()

@@ -278,7 +278,7 @@ fn classify(config: Option<PathBuf>) -> ExitCode {
     };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    match crate::classify::run(stdin, stdout, model, loaded.config.server.default_privacy) {
+    match crate::classify::run(stdin, stdout, model, &loaded.config) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(n) => {
             eprintln!("{n} lines could not be classified (their output lines hold an error)");

@@ -436,3 +436,23 @@ fn prices_take_effect_on_their_dates() {
     );
     assert!(errs[1].message.contains("two prices"), "{}", errs[1]);
 }
+
+#[test]
+fn detector_levels_are_checked() {
+    let errs = errors(&format!(
+        "{GOOD}privacy:\n  detectors:\n    email: internal\n    passport: restricted\n    ip: secret\n"
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (15, 5, "privacy.detectors.passport"),
+            (16, 9, "privacy.detectors.ip"),
+        ],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].message.contains("known: secret, email"),
+        "{}",
+        errs[0]
+    );
+}

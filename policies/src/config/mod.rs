@@ -20,6 +20,7 @@ pub use error::{ConfigError, ConfigErrors};
 
 use crate::budget::BudgetState;
 use crate::level::{LevelCondition, LevelSet, NumCondition, PrivacyLevel};
+use crate::privacy::{PiiKind, PiiSpan};
 
 /// The config versions this build reads.
 pub const SUPPORTED_VERSIONS: &[u32] = &[1];
@@ -62,6 +63,9 @@ pub struct Config {
     pub fleet: Option<FleetSettings>,
     /// Calibration of the difficulty classifier.
     pub difficulty: DifficultySettings,
+    /// The level each detector's findings give a request (`privacy.detectors`),
+    /// every kind present: the built-in level unless the config sets another.
+    pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
 }
 
 /// `difficulty:` — where the classifier's score splits weak from strong.
@@ -76,6 +80,20 @@ pub struct DifficultySettings {
 }
 
 impl Config {
+    /// A request's level: the highest of `floor` (declared or default) and the
+    /// level of every detection.
+    pub fn privacy_level(&self, spans: &[PiiSpan], floor: PrivacyLevel) -> PrivacyLevel {
+        spans
+            .iter()
+            .map(|s| {
+                self.detector_levels
+                    .get(&s.kind)
+                    .copied()
+                    .unwrap_or_else(|| s.kind.default_level())
+            })
+            .fold(floor, PrivacyLevel::max)
+    }
+
     /// A target by id.
     pub fn target(&self, id: &str) -> Option<&Target> {
         self.models.get(id)

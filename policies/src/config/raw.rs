@@ -24,6 +24,13 @@ pub(crate) struct RawServer {
     pub max_tokens_limit: Option<u32>,
 }
 
+/// `privacy:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrivacy {
+    pub detectors: Option<indexmap::IndexMap<String, String>>,
+}
+
 /// `difficulty:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::raw::{
-    RawCounterfactual, RawDifficulty, RawFleet, RawLedger, RawPrice, RawRoute, RawServer, RawTarget,
+    RawCounterfactual, RawDifficulty, RawFleet, RawLedger, RawPrice, RawPrivacy, RawRoute,
+    RawServer, RawTarget,
 };
 use super::{
     Config, ConfigError, ConfigErrors, DifficultySettings, FleetSettings, GpuLayers,
@@ -21,6 +22,7 @@ use super::{
     SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
+use crate::privacy::PiiKind;
 use crate::yaml::{self, join_index, join_key, Document};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -34,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "counterfactual",
     "fleet",
     "difficulty",
+    "privacy",
 ];
 
 /// Which end of a key/value pair an error points at.
@@ -214,6 +217,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let server = server(cx, get("server"));
     let fleet = fleet(cx, get("fleet"));
     let difficulty = difficulty(cx, get("difficulty"));
+    let detector_levels = detector_levels(cx, get("privacy"));
     cx.difficulty_threshold = difficulty.threshold;
 
     let (models, declared) = models(cx, get("models"));
@@ -242,6 +246,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         counterfactual,
         fleet,
         difficulty,
+        detector_levels,
     })
 }
 
@@ -324,6 +329,37 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             DEFAULT_MAX_TOKENS_LIMIT,
         ),
     })
+}
+
+/// `privacy.detectors`: the level each detector's findings give a request; kinds
+/// not named keep their built-in level.
+fn detector_levels(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<PiiKind, PrivacyLevel> {
+    let mut out: BTreeMap<PiiKind, PrivacyLevel> = PiiKind::ALL
+        .into_iter()
+        .map(|k| (k, k.default_level()))
+        .collect();
+    let Some(raw) = v.and_then(|v| cx.de::<RawPrivacy>(v, "privacy")) else {
+        return out;
+    };
+    for (name, level) in raw.detectors.unwrap_or_default() {
+        let path = format!("privacy.detectors.{name}");
+        let Some(kind) = PiiKind::parse(&name) else {
+            let known: Vec<&str> = PiiKind::ALL.iter().map(|k| k.as_str()).collect();
+            cx.err(
+                &path,
+                At::Key,
+                format!("unknown detector \"{name}\" (known: {})", known.join(", ")),
+            );
+            continue;
+        };
+        match level.parse::<PrivacyLevel>() {
+            Ok(l) => {
+                out.insert(kind, l);
+            }
+            Err(e) => cx.err(&path, At::Value, e.to_string()),
+        }
+    }
+    out
 }
 
 fn difficulty(cx: &mut Ctx<'_>, v: Option<&Value>) -> DifficultySettings {
