@@ -55,3 +55,74 @@ pub fn record(i: usize) -> LedgerRecord {
         difficulty: Some(0.42),
     }
 }
+
+/// The `LedgerStore` contract every backend keeps; each backend's test file runs
+/// these against its own store.
+pub mod contract {
+    use watershed_dashboards::ledger::{LedgerRecord, LedgerStore};
+
+    use super::record;
+
+    /// Every field survives a write and a read, optional ones absent included.
+    pub async fn every_field_round_trips(s: &dyn LedgerStore) {
+        let full = record(7);
+        // A failed request: optional fields absent, odd values.
+        let sparse = LedgerRecord {
+            request_id: "req-failed".into(),
+            ts_ms: -5,
+            ttft_ms: None,
+            error_code: Some("upstream_timeout".into()),
+            finish_reason: None,
+            difficulty: None,
+            status: 504,
+            stream: false,
+            attempts: 3,
+            cost_usd: 0.0,
+            prompt_tokens: i64::MAX,
+            ..record(8)
+        };
+        s.insert_batch(&[full.clone(), sparse.clone()])
+            .await
+            .unwrap();
+        assert_eq!(s.fetch("req-000007").await.unwrap(), Some(full));
+        assert_eq!(s.fetch("req-failed").await.unwrap(), Some(sparse));
+        assert_eq!(s.fetch("missing").await.unwrap(), None);
+        assert_eq!(s.count().await.unwrap(), 2);
+    }
+
+    /// The same request id again, alone and inside a batch, leaves the first
+    /// write in place.
+    pub async fn replaying_a_request_id_leaves_one_row(s: &dyn LedgerStore) {
+        let first = record(1);
+        s.insert_batch(std::slice::from_ref(&first)).await.unwrap();
+        let replay = LedgerRecord {
+            cost_usd: 99.0,
+            ..first.clone()
+        };
+        s.insert_batch(std::slice::from_ref(&replay)).await.unwrap();
+        s.insert_batch(&[record(2), replay, record(3)])
+            .await
+            .unwrap();
+        assert_eq!(s.count().await.unwrap(), 3);
+        assert_eq!(
+            s.fetch(&first.request_id).await.unwrap(),
+            Some(first),
+            "the first write wins"
+        );
+    }
+
+    /// `list` returns a half-open time window, oldest first.
+    pub async fn list_returns_a_time_window_in_order(s: &dyn LedgerStore) {
+        let rows: Vec<_> = (0..10).rev().map(record).collect();
+        s.insert_batch(&rows).await.unwrap();
+        let t0 = record(0).ts_ms;
+        let got = s.list(t0 + 2000, t0 + 5000, 100).await.unwrap();
+        let ids: Vec<_> = got.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["req-000002", "req-000003", "req-000004"]);
+        assert_eq!(
+            s.list(t0, t0 + 10_000, 4).await.unwrap().len(),
+            4,
+            "the limit holds"
+        );
+    }
+}

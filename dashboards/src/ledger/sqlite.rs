@@ -60,31 +60,7 @@ fn insert_sql() -> String {
 }
 
 pub(crate) fn record_from_row(row: &SqliteRow) -> Result<LedgerRecord, sqlx::Error> {
-    Ok(LedgerRecord {
-        request_id: row.try_get("request_id")?,
-        ts_ms: row.try_get("ts_ms")?,
-        team: row.try_get("team")?,
-        key_id: row.try_get("key_id")?,
-        route: row.try_get("route")?,
-        backend: row.try_get("backend")?,
-        backend_kind: row.try_get("backend_kind")?,
-        model: row.try_get("model")?,
-        privacy: row.try_get("privacy")?,
-        prompt_tokens: row.try_get("prompt_tokens")?,
-        completion_tokens: row.try_get("completion_tokens")?,
-        cached_tokens: row.try_get("cached_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-        counterfactual_usd: row.try_get("counterfactual_usd")?,
-        engine_seconds: row.try_get("engine_seconds")?,
-        ttft_ms: row.try_get("ttft_ms")?,
-        latency_ms: row.try_get("latency_ms")?,
-        status: row.try_get("status")?,
-        error_code: row.try_get("error_code")?,
-        finish_reason: row.try_get("finish_reason")?,
-        stream: row.try_get("stream")?,
-        attempts: row.try_get("attempts")?,
-        difficulty: row.try_get("difficulty")?,
-    })
+    record_from_row!(row)
 }
 
 #[async_trait]
@@ -103,32 +79,7 @@ impl LedgerStore for SqliteStore {
         let sql = insert_sql();
         let mut tx = self.pool.begin().await?;
         for r in rows {
-            sqlx::query(&sql)
-                .bind(&r.request_id)
-                .bind(r.ts_ms)
-                .bind(&r.team)
-                .bind(&r.key_id)
-                .bind(&r.route)
-                .bind(&r.backend)
-                .bind(&r.backend_kind)
-                .bind(&r.model)
-                .bind(&r.privacy)
-                .bind(r.prompt_tokens)
-                .bind(r.completion_tokens)
-                .bind(r.cached_tokens)
-                .bind(r.cost_usd)
-                .bind(r.counterfactual_usd)
-                .bind(r.engine_seconds)
-                .bind(r.ttft_ms)
-                .bind(r.latency_ms)
-                .bind(r.status)
-                .bind(&r.error_code)
-                .bind(&r.finish_reason)
-                .bind(r.stream)
-                .bind(r.attempts)
-                .bind(r.difficulty)
-                .execute(&mut *tx)
-                .await?;
+            bind_record!(sqlx::query(&sql), r).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
