@@ -142,6 +142,29 @@ pub(crate) fn opt_max_tokens(obj: &Obj, key: &str) -> Result<Option<u32>, Provid
 
 /// Stop strings: one string or an array of at most `max` strings. Empty strings
 /// are dropped because they would end every answer before it starts.
+/// Joins the text items of array content (OpenAI content parts, Anthropic
+/// content blocks) with newlines; any other item type is refused, naming it.
+pub(crate) fn text_items(items: &[Value], path: &str, noun: &str) -> Result<String, ProviderError> {
+    let mut texts = Vec::with_capacity(items.len());
+    for (j, item) in items.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        let obj = item
+            .as_object()
+            .ok_or_else(|| wrong_type(&at, "an object", item))?;
+        let type_path = format!("{at}.type");
+        let ty = required(obj, "type", &type_path)?;
+        if as_str(ty, &type_path)? != "text" {
+            return Err(bad(
+                &type_path,
+                format!("unsupported {noun} type {} in \"{type_path}\"", show(ty)),
+            ));
+        }
+        let text_path = format!("{at}.text");
+        texts.push(as_str(required(obj, "text", &text_path)?, &text_path)?);
+    }
+    Ok(texts.join("\n"))
+}
+
 pub(crate) fn stop_list(v: &Value, path: &str, max: usize) -> Result<Vec<String>, ProviderError> {
     let list: Vec<String> = match v {
         Value::String(s) => vec![s.clone()],

@@ -30,6 +30,9 @@ struct Prepared {
     privacy: PrivacyLevel,
     targets: Vec<String>,
     difficulty: Option<f64>,
+    /// About four characters per token: only for records of requests that
+    /// never reported usage.
+    estimated_tokens: u32,
 }
 
 /// The wire format a client spoke; answers and errors go back in the same one.
@@ -106,7 +109,7 @@ async fn handle(
         privacy: prepared.privacy.as_str().to_owned(),
         stream: prepared.req.stream,
         difficulty: prepared.difficulty,
-        estimated_prompt_tokens: estimate_tokens(&prepared.req),
+        estimated_prompt_tokens: prepared.estimated_tokens,
         counterfactual_model: rt.config.counterfactual.clone(),
         fleet_usd_per_engine_second: rt
             .config
@@ -204,6 +207,9 @@ fn prepare(
         privacy: decision.privacy,
         targets: decision.targets,
         difficulty: facts.difficulty,
+        estimated_tokens: facts
+            .estimated_tokens
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 
@@ -346,13 +352,6 @@ fn completion_id(request_id: &str) -> String {
 
 fn message_id(request_id: &str) -> String {
     format!("msg_{request_id}")
-}
-
-/// About four characters per token: only for records of requests that never
-/// reported usage.
-fn estimate_tokens(req: &ChatRequest) -> u32 {
-    let chars: usize = req.messages.iter().map(|m| m.content.chars().count()).sum();
-    u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
 }
 
 pub fn set_header(resp: &mut Response, name: &'static str, value: &str) {

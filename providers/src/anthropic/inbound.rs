@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::validate::{
     as_str, bad, body_object, field, opt_bool, opt_max_tokens, opt_number_in, opt_object, required,
-    show, stop_list, unsupported, wrong_type, Obj,
+    show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{
     ChatRequest, ChatResponse, ErrorCode, FinishReason, Message, ProviderError, Role, StreamEvent,
@@ -34,7 +34,7 @@ pub fn parse_messages_request(body: &Value) -> Result<ChatRequest, ProviderError
         Some(Value::String(s)) if s.is_empty() => {}
         Some(Value::String(s)) => messages.push(Message::new(Role::System, s.clone())),
         Some(Value::Array(blocks)) => {
-            let text = text_blocks(blocks, "system")?;
+            let text = text_items(blocks, "system", "content block")?;
             if !text.is_empty() {
                 messages.push(Message::new(Role::System, text));
             }
@@ -136,7 +136,7 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
     let content_path = format!("{at}.content");
     let content = match required(obj, "content", &content_path)? {
         Value::String(s) => s.clone(),
-        Value::Array(blocks) => text_blocks(blocks, &content_path)?,
+        Value::Array(blocks) => text_items(blocks, &content_path, "content block")?,
         other => {
             return Err(wrong_type(
                 &content_path,
@@ -146,31 +146,6 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
         }
     };
     Ok(Message { role, content })
-}
-
-/// Join text blocks; images, documents, tool use and results are refused.
-fn text_blocks(blocks: &[Value], path: &str) -> Result<String, ProviderError> {
-    let mut texts = Vec::with_capacity(blocks.len());
-    for (j, block) in blocks.iter().enumerate() {
-        let at = format!("{path}[{j}]");
-        let obj = block
-            .as_object()
-            .ok_or_else(|| wrong_type(&at, "an object", block))?;
-        let type_path = format!("{at}.type");
-        let ty = required(obj, "type", &type_path)?;
-        if as_str(ty, &type_path)? != "text" {
-            return Err(bad(
-                &type_path,
-                format!(
-                    "unsupported content block type {} in \"{type_path}\"",
-                    show(ty)
-                ),
-            ));
-        }
-        let text_path = format!("{at}.text");
-        texts.push(as_str(required(obj, "text", &text_path)?, &text_path)?);
-    }
-    Ok(texts.join("\n"))
 }
 
 /// The wire name of a finish reason. The canonical answer does not say whether

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::validate::{
     as_str, bad, body_object, field, opt_bool, opt_max_tokens, opt_number_in, opt_object, opt_str,
-    required, show, stop_list, unsupported, wrong_type, Obj,
+    required, show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{ChatRequest, Message, ProviderError, ResponseFormat, Role};
 
@@ -192,7 +192,7 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
             ))
         }
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => text_parts(parts, &content_path)?,
+        Some(Value::Array(parts)) => text_items(parts, &content_path, "content part")?,
         Some(other) => {
             return Err(wrong_type(
                 &content_path,
@@ -202,31 +202,6 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
         }
     };
     Ok(Message { role, content })
-}
-
-/// Join the text parts of array content; any other part type is refused.
-fn text_parts(parts: &[Value], path: &str) -> Result<String, ProviderError> {
-    let mut texts = Vec::with_capacity(parts.len());
-    for (j, part) in parts.iter().enumerate() {
-        let at = format!("{path}[{j}]");
-        let obj = part
-            .as_object()
-            .ok_or_else(|| wrong_type(&at, "an object", part))?;
-        let type_path = format!("{at}.type");
-        let ty = required(obj, "type", &type_path)?;
-        if as_str(ty, &type_path)? != "text" {
-            return Err(bad(
-                &type_path,
-                format!(
-                    "unsupported content part type {} in \"{type_path}\"",
-                    show(ty)
-                ),
-            ));
-        }
-        let text_path = format!("{at}.text");
-        texts.push(as_str(required(obj, "text", &text_path)?, &text_path)?);
-    }
-    Ok(texts.join("\n"))
 }
 
 fn parse_response_format(obj: &Obj) -> Result<Option<ResponseFormat>, ProviderError> {
