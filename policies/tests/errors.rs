@@ -456,3 +456,66 @@ fn detector_levels_are_checked() {
         errs[0]
     );
 }
+
+#[test]
+fn teams_and_keys_load_and_their_mistakes_are_positioned() {
+    let good = format!(
+        "{GOOD}teams:\n  legal: {{ privacy_default: confidential, budget: {{ monthly_usd: 5000 }} }}\n\
+         keys:\n  bot: {{ sha256: {}, team: legal, budget: {{ daily_usd: 2, alert_at: 0.8, on_exhausted: reject }} }}\n",
+        "AB".repeat(32)
+    );
+    let cfg = load_config(&good, "policies.yaml").unwrap();
+    let key = cfg.key_by_sha256(&"ab".repeat(32)).unwrap();
+    assert_eq!((key.id.as_str(), key.team.as_str()), ("bot", "legal"));
+    assert_eq!(
+        key.budget.as_ref().unwrap().on_exhausted,
+        watershed_policies::OnExhausted::Reject
+    );
+    assert_eq!(
+        cfg.team("legal").unwrap().privacy_default,
+        Some(watershed_policies::PrivacyLevel::Confidential)
+    );
+
+    let bad = format!(
+        "{GOOD}teams:\n  legal: {{ privacy_default: secret, budget: {{ alert_at: 2 }} }}\n\
+         keys:\n  bot: {{ sha256: abc, team: sales }}\n  twin: {{ sha256: {h}, budget: {{ daily_usd: -1, on_exhausted: shrug }} }}\n  copy: {{ sha256: {h} }}\n",
+        h = "cd".repeat(32)
+    );
+    let errs = errors(&bad);
+    let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (13, "teams.legal.privacy_default"),
+            (13, "teams.legal.budget"),
+            (13, "teams.legal.budget.alert_at"),
+            (15, "keys.bot.sha256"),
+            (15, "keys.bot.team"),
+            (16, "keys.twin.sha256"),
+            (16, "keys.twin.budget.daily_usd"),
+            (16, "keys.twin.budget.on_exhausted"),
+        ],
+        "{errs:#?}"
+    );
+    assert!(
+        errs[4].message.contains("unknown team \"sales\""),
+        "{}",
+        errs[4]
+    );
+    assert!(
+        errs[5].message.contains("already configured as \"copy\""),
+        "{}",
+        errs[5]
+    );
+}
+
+#[test]
+fn a_route_may_redact() {
+    let text = GOOD.replace(
+        "    fallback: [gpt-5.4-mini]\n",
+        "    fallback: [gpt-5.4-mini]\n    redact: true\n",
+    );
+    let cfg = load_config(&text, "policies.yaml").unwrap();
+    assert!(cfg.routes[1].redact);
+    assert!(!cfg.routes[0].redact);
+}

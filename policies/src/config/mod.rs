@@ -6,6 +6,7 @@
 //! shows everything that is wrong. A `Config` that exists is valid: in particular no
 //! route that confidential traffic can reach lists a target outside the trust boundary.
 
+mod access;
 mod error;
 mod raw;
 mod validate;
@@ -18,7 +19,7 @@ use indexmap::IndexMap;
 
 pub use error::{ConfigError, ConfigErrors};
 
-use crate::budget::BudgetState;
+use crate::budget::{BudgetLimits, BudgetState};
 use crate::level::{LevelCondition, LevelSet, NumCondition, PrivacyLevel};
 use crate::privacy::{PiiKind, PiiSpan};
 
@@ -66,6 +67,41 @@ pub struct Config {
     /// The level each detector's findings give a request (`privacy.detectors`),
     /// every kind present: the built-in level unless the config sets another.
     pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
+    /// Teams by name (`teams:`): default privacy and budget. Requests without a
+    /// key belong to `default`.
+    pub teams: BTreeMap<String, Team>,
+    /// Virtual keys by id (`keys:`), each naming its team.
+    pub keys: IndexMap<String, ApiKey>,
+}
+
+/// The team of requests that present no key.
+pub const DEFAULT_TEAM: &str = "default";
+/// The key id recorded for requests that present no key.
+pub const ANONYMOUS_KEY: &str = "anonymous";
+
+/// `teams.<name>:`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Team {
+    /// The lowest privacy level of the team's requests (`privacy_default`).
+    pub privacy_default: Option<PrivacyLevel>,
+    /// Spend limits of the whole team.
+    pub budget: Option<BudgetLimits>,
+}
+
+/// `keys.<id>:` — a virtual key. Only its SHA-256 is configured, so a config
+/// file never holds a usable secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// The id recorded in the ledger.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the key as clients send it.
+    pub sha256: String,
+    /// The team it belongs to.
+    pub team: String,
+    /// The lowest privacy level of its requests (`privacy_default`).
+    pub privacy_default: Option<PrivacyLevel>,
+    /// Spend limits of this key alone.
+    pub budget: Option<BudgetLimits>,
 }
 
 /// `difficulty:` — where the classifier's score splits weak from strong.
@@ -92,6 +128,16 @@ impl Config {
                     .unwrap_or_else(|| s.kind.default_level())
             })
             .fold(floor, PrivacyLevel::max)
+    }
+
+    /// The key whose SHA-256 (lowercase hex) is `sha256`.
+    pub fn key_by_sha256(&self, sha256: &str) -> Option<&ApiKey> {
+        self.keys.values().find(|k| k.sha256 == sha256)
+    }
+
+    /// A team by name.
+    pub fn team(&self, name: &str) -> Option<&Team> {
+        self.teams.get(name)
     }
 
     /// A target by id.
@@ -146,6 +192,11 @@ pub struct ServerSettings {
     pub default_privacy: PrivacyLevel,
     /// Larger `max_tokens` values are refused (400).
     pub max_tokens_limit: u32,
+    /// Refuse requests that present no virtual key (401).
+    pub require_key: bool,
+    /// Environment variable holding the bearer token of the `/admin` API; the
+    /// admin API is off without it.
+    pub admin_key_env: Option<String>,
 }
 
 /// `fleet:` — the owned GPUs, priced by the hour whether busy or idle.
@@ -307,6 +358,9 @@ pub struct Route {
     pub to: Vec<String>,
     /// Targets tried after `to`, in order.
     pub fallback: Vec<String>,
+    /// Replace detected sensitive values with placeholders before sending to a
+    /// target outside the trust boundary, and restore them in the answer.
+    pub redact: bool,
     /// Privacy levels that can still reach this route once earlier routes have taken
     /// theirs (computed at load; used by the privacy check and by `explain`).
     pub reachable_levels: LevelSet,

@@ -22,6 +22,8 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub default_privacy: Option<String>,
     pub max_tokens_limit: Option<u32>,
+    pub require_key: Option<bool>,
+    pub admin_key_env: Option<String>,
 }
 
 /// `privacy:`
@@ -129,6 +131,8 @@ pub(crate) struct RawRoute {
     pub to: Vec<String>,
     #[serde(default)]
     pub fallback: Vec<String>,
+    #[serde(default)]
+    pub redact: Option<bool>,
 }
 
 /// `routes[i].when:`
@@ -169,4 +173,32 @@ impl<'de> Deserialize<'de> for OneOrMany {
         }
         d.deserialize_any(V)
     }
+}
+
+/// `budget:` of a team or key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBudget {
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    pub alert_at: Option<f64>,
+    pub on_exhausted: Option<String>,
+}
+
+/// `teams.<name>:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTeam {
+    pub privacy_default: Option<String>,
+    pub budget: Option<RawBudget>,
+}
+
+/// `keys.<id>:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKey {
+    pub sha256: String,
+    pub team: Option<String>,
+    pub privacy_default: Option<String>,
+    pub budget: Option<RawBudget>,
 }

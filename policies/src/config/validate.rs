@@ -37,6 +37,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "fleet",
     "difficulty",
     "privacy",
+    "teams",
+    "keys",
 ];
 
 /// Which end of a key/value pair an error points at.
@@ -72,7 +74,7 @@ impl Ctx<'_> {
 
     /// Deserializes `value` (found at `prefix`) into `T`, recording a positioned error
     /// on failure.
-    fn de<T: DeserializeOwned>(&mut self, value: &Value, prefix: &str) -> Option<T> {
+    pub(super) fn de<T: DeserializeOwned>(&mut self, value: &Value, prefix: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -233,6 +235,8 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
             }
         });
     let routes = routes(cx, get("routes"), &models, &declared);
+    let teams = super::access::teams(cx, get("teams"));
+    let keys = super::access::keys(cx, get("keys"), &teams);
 
     Some(Config {
         source: cx.source.to_string(),
@@ -247,6 +251,8 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         fleet,
         difficulty,
         detector_levels,
+        teams,
+        keys,
     })
 }
 
@@ -328,6 +334,18 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             "server.max_tokens_limit",
             DEFAULT_MAX_TOKENS_LIMIT,
         ),
+        require_key: raw.require_key.unwrap_or(false),
+        admin_key_env: raw.admin_key_env.filter(|v| {
+            let ok = is_env_var_name(v);
+            if !ok {
+                cx.err(
+                    "server.admin_key_env",
+                    At::Value,
+                    format!("\"{v}\" is not an environment variable name"),
+                );
+            }
+            ok
+        }),
     })
 }
 
@@ -557,7 +575,7 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
     })
 }
 
-fn is_env_var_name(s: &str) -> bool {
+pub(super) fn is_env_var_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
@@ -847,6 +865,7 @@ fn routes(
                 when,
                 to: raw.to,
                 fallback: raw.fallback,
+                redact: raw.redact.unwrap_or(false),
                 reachable_levels: reachable,
             });
         }

@@ -2,6 +2,7 @@
 //! placeholders (`[EMAIL_1]`) before a request leaves, and the answer is restored —
 //! streaming included — so the user sees their own data and the provider never does.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use super::{PiiKind, PiiSpan};
@@ -100,14 +101,14 @@ pub fn redact(text: &str, spans: &[PiiSpan]) -> (String, RedactionMap) {
 /// (`"[EMA"` + `"IL_1]"`) is held back until it is complete, so no chunk ever shows a
 /// half placeholder or a half value.
 #[derive(Debug)]
-pub struct Restorer<'a> {
-    map: &'a RedactionMap,
+pub struct Restorer<M: Borrow<RedactionMap> = std::sync::Arc<RedactionMap>> {
+    map: M,
     pending: String,
 }
 
-impl<'a> Restorer<'a> {
-    /// A restorer for one answer.
-    pub fn new(map: &'a RedactionMap) -> Self {
+impl<M: Borrow<RedactionMap>> Restorer<M> {
+    /// A restorer for one answer; `map` may be borrowed or shared (`Arc`).
+    pub fn new(map: M) -> Self {
         Restorer {
             map,
             pending: String::new(),
@@ -124,9 +125,9 @@ impl<'a> Restorer<'a> {
             out.push_str(&rest[..i]);
             let tail = &rest[i..];
             match tail.find(']') {
-                Some(j) if j < self.map.longest => {
+                Some(j) if j < self.map.borrow().longest => {
                     let cand = &tail[..=j];
-                    if let Some(orig) = self.map.original(cand) {
+                    if let Some(orig) = self.map.borrow().original(cand) {
                         out.push_str(orig);
                         rest = &tail[j + 1..];
                     } else {
@@ -134,7 +135,7 @@ impl<'a> Restorer<'a> {
                         rest = &tail[1..];
                     }
                 }
-                None if tail.len() < self.map.longest && self.could_start(tail) => {
+                None if tail.len() < self.map.borrow().longest && self.could_start(tail) => {
                     self.pending = tail.to_string();
                     return out;
                 }
@@ -150,7 +151,11 @@ impl<'a> Restorer<'a> {
 
     /// Whether `tail` (starting with `[`) is a prefix of some placeholder.
     fn could_start(&self, tail: &str) -> bool {
-        self.map.by_placeholder.keys().any(|p| p.starts_with(tail))
+        self.map
+            .borrow()
+            .by_placeholder
+            .keys()
+            .any(|p| p.starts_with(tail))
     }
 
     /// Ends the stream: whatever was held back is shown as is.
