@@ -53,6 +53,7 @@ pub fn record(i: usize) -> LedgerRecord {
         stream: true,
         attempts: 1,
         difficulty: Some(0.42),
+        explanation: Some(r#"{"route":"everything-else","privacy":{"evidence":[]}}"#.into()),
     }
 }
 
@@ -74,6 +75,7 @@ pub mod contract {
             error_code: Some("upstream_timeout".into()),
             finish_reason: None,
             difficulty: None,
+            explanation: None,
             status: 504,
             stream: false,
             attempts: 3,
@@ -124,5 +126,40 @@ pub mod contract {
             4,
             "the limit holds"
         );
+    }
+
+    /// Budgets are seeded from spend on paid targets by team and key: this
+    /// month's, and today's part of it; local answers do not count.
+    pub async fn settled_spend_counts_paid_targets_by_team_and_key(s: &dyn LedgerStore) {
+        let day = 1_764_115_200_000; // 2025-11-26T00:00:00Z
+        let month = 1_761_955_200_000; // 2025-11-01T00:00:00Z
+        let row =
+            |i: usize, ts_ms: i64, team: &str, key: &str, kind: &str, cost: f64| LedgerRecord {
+                ts_ms,
+                team: team.into(),
+                key_id: key.into(),
+                backend_kind: kind.into(),
+                cost_usd: cost,
+                ..record(i)
+            };
+        s.insert_batch(&[
+            row(1, day + 10, "legal", "bot", "openai", 1.25),
+            row(2, day - 10, "legal", "bot", "openai", 2.0),
+            row(3, month - 10, "legal", "bot", "openai", 100.0),
+            row(4, day + 20, "legal", "bot", "local", 7.0),
+            row(5, day + 30, "support", "anonymous", "anthropic", 0.5),
+        ])
+        .await
+        .unwrap();
+        let mut got = s.settled_spend(month, day).await.unwrap();
+        got.sort_by(|a, b| a.team.cmp(&b.team));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            (got[0].team.as_str(), got[0].key_id.as_str()),
+            ("legal", "bot")
+        );
+        assert!((got[0].day_usd - 1.25).abs() < 1e-9, "{got:?}");
+        assert!((got[0].month_usd - 3.25).abs() < 1e-9, "{got:?}");
+        assert!((got[1].day_usd - 0.5).abs() < 1e-9, "{got:?}");
     }
 }

@@ -56,6 +56,11 @@ async fn list_returns_a_time_window_in_order() {
 }
 
 #[tokio::test]
+async fn settled_spend_counts_paid_targets_by_team_and_key() {
+    contract::settled_spend_counts_paid_targets_by_team_and_key(&*store("settled").await).await;
+}
+
+#[tokio::test]
 async fn a_bad_schema_name_is_refused() {
     let err = open_store(&format!("{}?schema=x;drop", base_url()))
         .await

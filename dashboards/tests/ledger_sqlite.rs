@@ -53,6 +53,12 @@ async fn list_returns_a_time_window_in_order() {
 }
 
 #[tokio::test]
+async fn settled_spend_counts_paid_targets_by_team_and_key() {
+    let store = open_store("sqlite::memory:").await.unwrap();
+    contract::settled_spend_counts_paid_targets_by_team_and_key(&*store).await;
+}
+
+#[tokio::test]
 async fn unknown_schemes_are_refused() {
     let err = open_store("mysql://x").await.err().unwrap();
     assert!(err.to_string().contains("mysql://x"), "{err}");

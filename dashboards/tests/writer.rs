@@ -14,7 +14,7 @@ use common::record;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use watershed_dashboards::ledger::{
-    open_store, LedgerError, LedgerRecord, LedgerStore, LedgerWriter, WriterConfig,
+    open_store, LedgerError, LedgerRecord, LedgerStore, LedgerWriter, SettledSpend, WriterConfig,
 };
 
 /// Wraps a real store, counts transactions and fails the first `fail_first`
@@ -65,6 +65,9 @@ impl LedgerStore for Counting {
     }
     async fn list(&self, a: i64, b: i64, l: i64) -> Result<Vec<LedgerRecord>, LedgerError> {
         self.inner.list(a, b, l).await
+    }
+    async fn settled_spend(&self, m: i64, d: i64) -> Result<Vec<SettledSpend>, LedgerError> {
+        self.inner.settled_spend(m, d).await
     }
 }
 
@@ -215,6 +218,9 @@ async fn record_never_waits_on_a_stuck_store() {
         }
         async fn list(&self, a: i64, b: i64, l: i64) -> Result<Vec<LedgerRecord>, LedgerError> {
             self.inner.list(a, b, l).await
+        }
+        async fn settled_spend(&self, m: i64, d: i64) -> Result<Vec<SettledSpend>, LedgerError> {
+            self.inner.settled_spend(m, d).await
         }
     }
     let store = Arc::new(Stuck {

@@ -10,20 +10,75 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use watershed_policies::difficulty::DifficultyModel;
-use watershed_policies::{detect, Config, PiiSpan, PrivacyLevel, RequestFacts};
+use watershed_policies::{detect, Config, Explanation, PiiSpan, PrivacyLevel, RequestFacts};
 use watershed_providers::ChatRequest;
 
+use crate::access::Caller;
+
+/// An explanation as JSON: the evidence as detector kinds, spans and the
+/// level each gives (never the values), the difficulty, the budget state, each
+/// rule checked up to the one that matched, and the outcome.
+pub fn explanation_json(
+    cfg: &Config,
+    e: &Explanation,
+    declared: Option<PrivacyLevel>,
+    caller: &Caller,
+) -> Value {
+    let outcome = match &e.outcome {
+        Ok(targets) => json!({
+            "route": e.rules.iter().find(|r| r.matched).map(|r| r.route.clone()),
+            "targets": targets,
+        }),
+        Err(d) => json!({"denied": {"code": d.code(), "message": d.to_string()}}),
+    };
+    json!({
+        "model": e.model,
+        "caller": {"key": caller.key_id, "team": caller.team},
+        "privacy": {
+            "level": e.privacy.as_str(),
+            "declared": declared.map(|l| l.as_str()),
+            "default": cfg.server.default_privacy.as_str(),
+            "caller_default": caller.privacy_floor(cfg).map(|l| l.as_str()),
+            "evidence": e.evidence.iter().map(|s| json!({
+                "type": s.kind.as_str(),
+                "start": s.start,
+                "end": s.end,
+                "level": cfg.privacy_level(std::slice::from_ref(s), PrivacyLevel::Public).as_str(),
+            })).collect::<Vec<_>>(),
+        },
+        "difficulty": e.difficulty,
+        "budget": e.budget.as_str(),
+        "rules": e.rules.iter().map(|r| json!({
+            "route": r.route,
+            "matched": r.matched,
+            "reason": r.reason,
+        })).collect::<Vec<_>>(),
+        "outcome": outcome,
+    })
+}
+
+/// The lowest level a request can have before detection: the level the client
+/// declared (or the config's default), raised to the caller's key and team
+/// defaults.
+pub fn privacy_floor(
+    cfg: &Config,
+    declared: Option<PrivacyLevel>,
+    caller: &Caller,
+) -> PrivacyLevel {
+    let base = declared.unwrap_or(cfg.server.default_privacy);
+    caller.privacy_floor(cfg).map_or(base, |f| f.max(base))
+}
+
 /// The facts routing decides on, and the detections behind the privacy level.
-/// `declared` is the level the client sent, if any; the config's default applies
-/// otherwise; detected values can only raise it.
+/// `floor` is the level before detection (`privacy_floor`); detected values can
+/// only raise it.
 pub fn request_facts(
     cfg: &Config,
     req: &ChatRequest,
-    declared: Option<PrivacyLevel>,
+    floor: PrivacyLevel,
 ) -> (RequestFacts, Vec<PiiSpan>) {
     let text = req.text();
     let spans = detect(&text);
-    let floor = declared.unwrap_or(cfg.server.default_privacy);
     let mut facts = RequestFacts::new(req.model.clone(), cfg.privacy_level(&spans, floor));
     facts.difficulty = DifficultyModel::builtin().ok().map(|m| m.score(&text));
     facts.tags = req.metadata.clone();

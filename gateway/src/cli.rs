@@ -155,7 +155,7 @@ fn explain(
     config_path: &std::path::Path,
     request: &std::path::Path,
 ) -> Result<serde_json::Value, String> {
-    use serde_json::{json, Value};
+    use serde_json::Value;
     let loaded = config::load(Some(config_path)).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(request)
         .map_err(|e| format!("{}: cannot read it: {e}", request.display()))?;
@@ -179,38 +179,27 @@ fn explain(
                 .map_err(|_| format!("{}: invalid {header} {s:?}", request.display()))?,
         ),
     };
+    let mut header_map = axum::http::HeaderMap::new();
+    if let Some(h) = headers.as_object() {
+        for (k, v) in h {
+            if let (Ok(name), Some(Ok(value))) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                v.as_str().map(axum::http::HeaderValue::from_str),
+            ) {
+                header_map.insert(name, value);
+            }
+        }
+    }
     let cfg = &loaded.config;
-    let (facts, evidence) = crate::classify::request_facts(cfg, &req, declared);
+    let caller = crate::access::caller(cfg, &header_map)
+        .map_err(|e| format!("{}: {}", request.display(), e.message))?;
+    let floor = crate::classify::privacy_floor(cfg, declared, &caller);
+    let (mut facts, evidence) = crate::classify::request_facts(cfg, &req, floor);
+    facts.team = Some(caller.team.clone());
     let e = watershed_policies::explain(cfg, &facts, &evidence);
-    let outcome = match &e.outcome {
-        Ok(targets) => json!({
-            "route": e.rules.iter().find(|r| r.matched).map(|r| r.route.clone()),
-            "targets": targets,
-        }),
-        Err(d) => json!({"denied": {"code": d.code(), "message": d.to_string()}}),
-    };
-    Ok(json!({
-        "model": e.model,
-        "privacy": {
-            "level": e.privacy.as_str(),
-            "declared": declared.map(|l| l.as_str()),
-            "default": cfg.server.default_privacy.as_str(),
-            "evidence": e.evidence.iter().map(|s| json!({
-                "type": s.kind.as_str(),
-                "start": s.start,
-                "end": s.end,
-                "level": s.kind.default_level().as_str(),
-            })).collect::<Vec<_>>(),
-        },
-        "difficulty": e.difficulty,
-        "budget": e.budget.as_str(),
-        "rules": e.rules.iter().map(|r| json!({
-            "route": r.route,
-            "matched": r.matched,
-            "reason": r.reason,
-        })).collect::<Vec<_>>(),
-        "outcome": outcome,
-    }))
+    Ok(crate::classify::explanation_json(
+        cfg, &e, declared, &caller,
+    ))
 }
 
 fn calibrate(

@@ -3,12 +3,105 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tracing::{info, warn};
-use watershed_policies::PrivacyLevel;
-use watershed_providers::{ChatRequest, ChatResponse, ChatStream, ProviderError};
+use watershed_policies::privacy::{RedactionMap, Restorer};
+use watershed_policies::{detect, PrivacyLevel};
+use watershed_providers::{ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent};
 
 use crate::meter::Meter;
+use crate::metrics::{self, Metrics};
 use crate::state::{Runtime, TargetHandle};
+
+/// What leaves the trust boundary: with `redact: true` on the route, a target
+/// outside it gets the request with every detected value replaced by a stable
+/// placeholder, and the answer comes back with the values restored.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The request as the client sent it.
+    pub original: ChatRequest,
+    /// The redacted copy and its map, when the route redacts and something
+    /// was detected.
+    pub redacted: Option<(ChatRequest, Arc<RedactionMap>)>,
+}
+
+impl Outbound {
+    /// Prepares `req` for a route; `redact` is the route's option.
+    pub fn new(req: ChatRequest, redact: bool, metrics: &Metrics) -> Self {
+        let redacted = redact.then(|| redact_request(&req, metrics)).flatten();
+        Outbound {
+            original: req,
+            redacted,
+        }
+    }
+
+    /// The request a target gets, and the map to restore its answer with.
+    fn for_target(&self, t: &TargetHandle) -> (&ChatRequest, Option<&Arc<RedactionMap>>) {
+        match &self.redacted {
+            Some((req, map)) if !t.trusted => (req, Some(map)),
+            _ => (&self.original, None),
+        }
+    }
+
+    /// How many distinct values a target outside the boundary would not see.
+    pub fn redacted_values(&self) -> usize {
+        self.redacted.as_ref().map_or(0, |(_, m)| m.len())
+    }
+}
+
+fn redact_request(
+    req: &ChatRequest,
+    metrics: &Metrics,
+) -> Option<(ChatRequest, Arc<RedactionMap>)> {
+    let mut map = RedactionMap::new();
+    let mut out = req.clone();
+    for m in &mut out.messages {
+        let spans = detect(&m.content);
+        for s in &spans {
+            metrics.add(
+                metrics::REDACTIONS,
+                vec![("kind", s.kind.as_str().to_owned())],
+                1.0,
+            );
+        }
+        if !spans.is_empty() {
+            m.content = map.redact(&m.content, &spans);
+        }
+    }
+    (!map.is_empty()).then(|| (out, Arc::new(map)))
+}
+
+/// Restores placeholders in a streamed answer; text that could be the start of
+/// a placeholder is held back until the next delta decides it.
+fn restore_stream(stream: ChatStream, map: Arc<RedactionMap>) -> ChatStream {
+    let mut restorer = Some(Restorer::new(map));
+    Box::pin(stream.flat_map(move |item| {
+        let out: Vec<Result<StreamEvent, ProviderError>> = match item {
+            Ok(StreamEvent::Delta(text)) => match restorer.as_mut() {
+                Some(r) => {
+                    let shown = r.push(&text);
+                    if shown.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![Ok(StreamEvent::Delta(shown))]
+                    }
+                }
+                None => vec![Ok(StreamEvent::Delta(text))],
+            },
+            Ok(StreamEvent::Done(done)) => {
+                let rest = restorer.take().map(Restorer::finish).unwrap_or_default();
+                let mut v = Vec::new();
+                if !rest.is_empty() {
+                    v.push(Ok(StreamEvent::Delta(rest)));
+                }
+                v.push(Ok(StreamEvent::Done(done)));
+                v
+            }
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(out)
+    }))
+}
 
 /// The targets a request may be sent to, in order, after the dispatch-time
 /// privacy re-check. The policy already filtered them; this check is the second
@@ -52,15 +145,21 @@ fn no_target(route: &str) -> ProviderError {
 /// One complete answer from the first target that gives one.
 pub async fn chat(
     targets: &[Arc<TargetHandle>],
-    req: &ChatRequest,
+    out: &Outbound,
     meter: &mut Meter,
     route: &str,
 ) -> Result<(Arc<TargetHandle>, ChatResponse), ProviderError> {
     let mut last = None;
     for t in targets {
         meter.attempt(t);
+        let (req, map) = out.for_target(t);
         match t.provider.chat(req).await {
-            Ok(resp) => return Ok((t.clone(), resp)),
+            Ok(mut resp) => {
+                if let Some(map) = map {
+                    resp.text = map.restore(&resp.text);
+                }
+                return Ok((t.clone(), resp));
+            }
             Err(e) if e.is_retryable() => {
                 info!(backend = %t.id, error = %e, "target failed, trying the next one");
                 last = worst(last, e);
@@ -75,15 +174,22 @@ pub async fn chat(
 /// the first byte of an answer; after that the client has seen text.
 pub async fn chat_stream(
     targets: &[Arc<TargetHandle>],
-    req: &ChatRequest,
+    out: &Outbound,
     meter: &mut Meter,
     route: &str,
 ) -> Result<(Arc<TargetHandle>, ChatStream), ProviderError> {
     let mut last = None;
     for t in targets {
         meter.attempt(t);
+        let (req, map) = out.for_target(t);
         match t.provider.chat_stream(req).await {
-            Ok(stream) => return Ok((t.clone(), stream)),
+            Ok(stream) => {
+                let stream = match map {
+                    Some(map) => restore_stream(stream, map.clone()),
+                    None => stream,
+                };
+                return Ok((t.clone(), stream));
+            }
             Err(e) if e.is_retryable() => {
                 info!(backend = %t.id, error = %e, "target failed, trying the next one");
                 last = worst(last, e);

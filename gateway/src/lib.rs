@@ -1,6 +1,8 @@
 //! Watershed's composition root: configuration loading, the backends built from
 //! it, the HTTP surface, metering and the CLI commands.
 
+pub mod access;
+pub mod budget;
 pub mod classify;
 pub mod cli;
 pub mod config;

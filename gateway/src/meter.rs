@@ -9,6 +9,7 @@ use watershed_dashboards::ledger::{LedgerHandle, LedgerRecord};
 use watershed_dashboards::pricing::PriceTable;
 use watershed_providers::{BackendKind, Completion, ErrorCode, Usage};
 
+use crate::budget::{BudgetBook, Reservation};
 use crate::error::status_of;
 use crate::metrics::{self, Metrics};
 use crate::state::TargetHandle;
@@ -32,6 +33,16 @@ pub struct RequestInfo {
     pub fleet_usd_per_engine_second: f64,
     /// The model name the client asked for.
     pub requested_model: String,
+    /// The decision's explanation as JSON (no values), kept in the ledger.
+    pub explanation: Option<String>,
+}
+
+/// The budget money set aside for a request, settled when its record is written.
+#[derive(Debug)]
+pub struct BudgetHold {
+    pub reservation: Reservation,
+    pub book: Arc<BudgetBook>,
+    pub config: Arc<watershed_policies::Config>,
 }
 
 #[derive(Debug)]
@@ -46,6 +57,7 @@ pub struct Meter {
     backend: Option<Arc<TargetHandle>>,
     attempts: u32,
     written: bool,
+    budget: Option<BudgetHold>,
 }
 
 /// What a finished request cost, for the response headers.
@@ -72,7 +84,14 @@ impl Meter {
             backend: None,
             attempts: 0,
             written: false,
+            budget: None,
         }
+    }
+
+    /// Settles `hold` with this request's cost on paid targets when its record
+    /// is written (or releases it if nothing was spent).
+    pub fn hold_budget(&mut self, hold: BudgetHold) {
+        self.budget = Some(hold);
     }
 
     /// Records which target is being tried; the last one tried is the record's backend.
@@ -158,6 +177,7 @@ impl Meter {
             stream: self.info.stream,
             attempts: i64::from(self.attempts),
             difficulty: self.info.difficulty,
+            explanation: self.info.explanation.clone(),
         }
     }
 
@@ -180,6 +200,18 @@ impl Meter {
 
     fn write(&mut self, rec: LedgerRecord) {
         self.written = true;
+        if let Some(hold) = self.budget.take() {
+            // Budgets count money spent on paid targets; the local fleet is paid
+            // for whether it is used or not.
+            let paid = if rec.backend_kind == BackendKind::Local.otel_name() {
+                0.0
+            } else {
+                rec.cost_usd
+            };
+            hold.reservation.settle(paid);
+            hold.book
+                .publish(&hold.config, &self.metrics, chrono::Utc::now());
+        }
         self.observe(&rec);
         self.ledger.record(rec);
     }

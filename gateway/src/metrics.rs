@@ -77,6 +77,9 @@ pub const REQUESTS: &str = "watershed_requests_total";
 pub const CONFIG_RELOADS: &str = "watershed_config_reloads_total";
 pub const BUDGET_REMAINING: &str = "watershed_budget_remaining_usd";
 pub const BUDGET_USED_RATIO: &str = "watershed_budget_used_ratio";
+pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
+pub const BUDGET_ACTIONS: &str = "watershed_budget_actions_total";
+pub const REDACTIONS: &str = "watershed_redacted_values_total";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -122,6 +125,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "Requests that reached dispatch, by route, backend and status",
     ),
     (CONFIG_RELOADS, "Configuration reloads, by result"),
+    (
+        BUDGET_ALERTS,
+        "Budget windows whose spend reached alert_at, by budget and window",
+    ),
+    (
+        BUDGET_ACTIONS,
+        "Requests downgraded or rejected because a budget was exhausted",
+    ),
+    (
+        REDACTIONS,
+        "Sensitive values replaced by placeholders before leaving the trust boundary, by kind",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[

@@ -9,8 +9,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use watershed_dashboards::ledger::{open_store, LedgerWriter};
+use watershed_dashboards::ledger::{open_store, LedgerStore, LedgerWriter};
 
+use crate::budget::{BudgetBook, Settled};
 use crate::config;
 use crate::http::app;
 use crate::reload;
@@ -38,7 +39,8 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // The ledger writer stops only after every request has drained, so the records
     // of requests that finish during shutdown are written too.
     let ledger_stop = CancellationToken::new();
-    let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
+    let budgets = seed_budgets(&*store).await?;
+    let ledger = LedgerWriter::start(store.clone(), &tracker, ledger_stop.clone());
 
     let runtime = build_runtime(cfg.clone(), &loaded.base_dir, None)?;
     for t in runtime.targets.values() {
@@ -46,7 +48,10 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
             warn!(target_id = %t.id, env = %var, "API key variable is not set; this target answers 503 until it is");
         }
     }
-    let state = Arc::new(AppState::new(runtime, ledger));
+    let state = Arc::new(AppState::new(runtime, ledger, store, budgets));
+    state
+        .budgets
+        .publish(&cfg, &state.metrics, chrono::Utc::now());
     reload::watch(
         state.clone(),
         loaded.path.clone(),
@@ -86,6 +91,38 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     let _ = tokio::task::spawn_blocking(move || engines.iter().for_each(|e| e.shutdown())).await;
     info!("ledger flushed; bye");
     Ok(())
+}
+
+/// Budgets start from what the ledger says was spent this month and today.
+async fn seed_budgets(store: &dyn LedgerStore) -> anyhow::Result<BudgetBook> {
+    use chrono::{Datelike, TimeZone, Utc};
+    let now = Utc::now();
+    let day = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |d| d.and_utc().timestamp_millis());
+    let month = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .map_or(0, |d| d.timestamp_millis());
+    let rows = store
+        .settled_spend(month, day)
+        .await
+        .context("cannot read this month's spend from the ledger")?;
+    let book = BudgetBook::default();
+    book.seed(
+        &rows
+            .into_iter()
+            .map(|r| Settled {
+                team: r.team,
+                key_id: r.key_id,
+                day_usd: r.day_usd,
+                month_usd: r.month_usd,
+            })
+            .collect::<Vec<_>>(),
+        now,
+    );
+    Ok(book)
 }
 
 async fn wait_for_signal() {

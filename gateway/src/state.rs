@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
-use watershed_dashboards::ledger::LedgerHandle;
+use watershed_dashboards::ledger::{LedgerHandle, LedgerStore};
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
@@ -56,19 +57,38 @@ impl Runtime {
     }
 }
 
-#[derive(Debug)]
 pub struct AppState {
     runtime: RwLock<Arc<Runtime>>,
     pub ledger: LedgerHandle,
+    /// The ledger's store, for reads (the admin API); writes go through `ledger`.
+    pub store: Arc<dyn LedgerStore>,
     pub metrics: Arc<Metrics>,
+    /// Team and key spend against their budgets.
+    pub budgets: Arc<BudgetBook>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("runtime", &self.runtime)
+            .field("budgets", &self.budgets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, ledger: LedgerHandle) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        ledger: LedgerHandle,
+        store: Arc<dyn LedgerStore>,
+        budgets: BudgetBook,
+    ) -> Self {
         Self {
             runtime: RwLock::new(Arc::new(runtime)),
             ledger,
+            store,
             metrics: Arc::new(Metrics::default()),
+            budgets: Arc::new(budgets),
         }
     }
 

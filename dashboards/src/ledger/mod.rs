@@ -31,6 +31,7 @@ macro_rules! bind_record {
             .bind($r.stream)
             .bind($r.attempts)
             .bind($r.difficulty)
+            .bind(&$r.explanation)
     };
 }
 
@@ -61,6 +62,19 @@ macro_rules! record_from_row {
             stream: $row.try_get("stream")?,
             attempts: $row.try_get("attempts")?,
             difficulty: $row.try_get("difficulty")?,
+            explanation: $row.try_get("explanation")?,
+        })
+    };
+}
+
+/// Reads a `SettledSpend` from a row of either store.
+macro_rules! settled_from_row {
+    ($row:expr) => {
+        Ok::<_, sqlx::Error>(SettledSpend {
+            team: $row.try_get("team")?,
+            key_id: $row.try_get("key_id")?,
+            day_usd: $row.try_get("day_usd")?,
+            month_usd: $row.try_get("month_usd")?,
         })
     };
 }
@@ -112,6 +126,20 @@ pub struct LedgerRecord {
     /// How many targets were tried.
     pub attempts: i64,
     pub difficulty: Option<f64>,
+    /// How the request was classified and routed, as JSON: detector kinds and
+    /// character spans (never the values), difficulty, budget state, each rule
+    /// checked and why. For `GET /admin/requests/{id}/explain`.
+    pub explanation: Option<String>,
+}
+
+/// Spend on paid (non-local) targets of one team and key: this month's from
+/// `month_start_ms` and today's from `day_start_ms`, for seeding budgets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettledSpend {
+    pub team: String,
+    pub key_id: String,
+    pub day_usd: f64,
+    pub month_usd: f64,
 }
 
 /// Where ledger records live. Object safe; stored as `Arc<dyn LedgerStore>`.
@@ -131,6 +159,25 @@ pub trait LedgerStore: Send + Sync {
         until_ms: i64,
         limit: i64,
     ) -> Result<Vec<LedgerRecord>, LedgerError>;
+    /// Spend on targets other than the local engine since `month_start_ms`,
+    /// by team and key, with the part since `day_start_ms`.
+    async fn settled_spend(
+        &self,
+        month_start_ms: i64,
+        day_start_ms: i64,
+    ) -> Result<Vec<SettledSpend>, LedgerError>;
+}
+
+/// The settled-spend query; `{p1}`/`{p2}` are the store's placeholders for the
+/// day start and the month start.
+pub(crate) fn settled_spend_sql(p1: &str, p2: &str) -> String {
+    format!(
+        "SELECT team, key_id, \
+         COALESCE(SUM(CASE WHEN ts_ms >= {p1} THEN cost_usd ELSE 0.0 END), 0.0) AS day_usd, \
+         COALESCE(SUM(cost_usd), 0.0) AS month_usd \
+         FROM ledger WHERE ts_ms >= {p2} AND backend_kind <> 'local' \
+         GROUP BY team, key_id"
+    )
 }
 
 /// Opens (and migrates) the store a ledger URL names: `sqlite://PATH` (the file
@@ -154,4 +201,4 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> 
 pub(crate) const COLUMNS: &str = "request_id, ts_ms, team, key_id, route, backend, \
     backend_kind, model, privacy, prompt_tokens, completion_tokens, cached_tokens, \
     cost_usd, counterfactual_usd, engine_seconds, ttft_ms, latency_ms, status, \
-    error_code, finish_reason, stream, attempts, difficulty";
+    error_code, finish_reason, stream, attempts, difficulty, explanation";

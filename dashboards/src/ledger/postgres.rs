@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
-use super::{LedgerError, LedgerRecord, LedgerStore, COLUMNS};
+use super::{settled_spend_sql, LedgerError, LedgerRecord, LedgerStore, SettledSpend, COLUMNS};
 
 /// A ledger in one PostgreSQL database (optionally in its own schema).
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ impl LedgerStore for PgStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let params: Vec<String> = (1..=23).map(|i| format!("${i}")).collect();
+        let params: Vec<String> = (1..=24).map(|i| format!("${i}")).collect();
         let sql = format!(
             "INSERT INTO ledger ({COLUMNS}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING",
             params.join(", ")
@@ -133,5 +133,21 @@ impl LedgerStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn settled_spend(
+        &self,
+        month_start_ms: i64,
+        day_start_ms: i64,
+    ) -> Result<Vec<SettledSpend>, LedgerError> {
+        let rows = sqlx::query(&settled_spend_sql("$1", "$2"))
+            .bind(day_start_ms)
+            .bind(month_start_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| settled_from_row!(row))
+            .collect::<Result<_, _>>()?)
     }
 }

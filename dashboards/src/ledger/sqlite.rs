@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::{LedgerError, LedgerRecord, LedgerStore, COLUMNS};
+use super::{settled_spend_sql, LedgerError, LedgerRecord, LedgerStore, SettledSpend, COLUMNS};
 
 /// A ledger in one SQLite database.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl SqliteStore {
 fn insert_sql() -> String {
     format!(
         "INSERT INTO ledger ({COLUMNS}) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT(request_id) DO NOTHING"
     )
 }
@@ -118,5 +118,21 @@ impl LedgerStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn settled_spend(
+        &self,
+        month_start_ms: i64,
+        day_start_ms: i64,
+    ) -> Result<Vec<SettledSpend>, LedgerError> {
+        let rows = sqlx::query(&settled_spend_sql("?", "?"))
+            .bind(day_start_ms)
+            .bind(month_start_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| settled_from_row!(row))
+            .collect::<Result<_, _>>()?)
     }
 }

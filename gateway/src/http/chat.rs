@@ -11,13 +11,18 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt};
 use tracing::warn;
-use watershed_policies::{decide, Denial, PrivacyLevel};
-use watershed_providers::{anthropic, openai, ChatRequest, ErrorCode, StreamEvent};
+use watershed_policies::{decide, BudgetState, Denial, OnExhausted, PrivacyLevel};
+use watershed_providers::{
+    anthropic, openai, BackendKind, ChatRequest, ErrorCode, StreamEvent, Usage,
+};
 
-use crate::dispatch;
+use crate::access::{self, Caller};
+use crate::budget::Reservation;
+use crate::dispatch::{self, Outbound};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::meter::{Meter, RequestInfo};
+use crate::meter::{BudgetHold, Meter, RequestInfo};
+use crate::metrics;
 use crate::state::{AppState, Runtime};
 
 pub const PRIVACY_HEADER: &str = "x-watershed-privacy";
@@ -33,7 +38,20 @@ struct Prepared {
     /// About four characters per token: only for records of requests that
     /// never reported usage.
     estimated_tokens: u32,
+    caller: Caller,
+    /// The route's `redact` option.
+    redact: bool,
+    /// Budget state of the caller, and what was done about it.
+    budget: BudgetState,
+    downgraded: Option<String>,
+    reservation: Option<Reservation>,
+    /// The decision's explanation (JSON, no values) for the ledger.
+    explanation: String,
 }
+
+/// Completion tokens reserved for a request that sets no `max_tokens` and
+/// whose target has no `max_tokens_default`.
+const RESERVE_COMPLETION_TOKENS: u32 = 4096;
 
 /// The wire format a client spoke; answers and errors go back in the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +117,12 @@ async fn handle(
         Wire::OpenAi => openai::parse_chat_request(&body)?,
         Wire::Anthropic => anthropic::parse_messages_request(&body)?,
     };
-    let prepared = prepare(rt, headers, req, request_id)?;
+    let mut prepared = prepare(state, rt, headers, req, request_id)?;
     let info = RequestInfo {
         request_id: prepared.request_id.clone(),
         ts_ms: chrono::Utc::now().timestamp_millis(),
-        team: "default".to_owned(),
-        key_id: "anonymous".to_owned(),
+        team: prepared.caller.team.clone(),
+        key_id: prepared.caller.key_id.clone(),
         route: prepared.route.clone(),
         privacy: prepared.privacy.as_str().to_owned(),
         stream: prepared.req.stream,
@@ -117,6 +135,7 @@ async fn handle(
             .as_ref()
             .map_or(0.0, |f| f64::from(f.gpus) * f.gpu_hour_usd / 3600.0),
         requested_model: prepared.req.model.clone(),
+        explanation: Some(std::mem::take(&mut prepared.explanation)),
     };
     let mut meter = Meter::start(
         info,
@@ -124,11 +143,19 @@ async fn handle(
         rt.prices.clone(),
         state.metrics.clone(),
     );
+    if let Some(reservation) = prepared.reservation.take() {
+        meter.hold_budget(BudgetHold {
+            reservation,
+            book: state.budgets.clone(),
+            config: rt.config.clone(),
+        });
+    }
     let targets = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy);
+    let outbound = Outbound::new(prepared.req.clone(), prepared.redact, &state.metrics);
     if prepared.req.stream {
-        stream_answer(prepared, targets, meter, wire).await
+        stream_answer(prepared, outbound, targets, meter, wire).await
     } else {
-        let result = dispatch::chat(&targets, &prepared.req, &mut meter, &prepared.route).await;
+        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route).await;
         match result {
             Ok((target, answer)) => {
                 let charged = meter.success(&answer.done);
@@ -146,8 +173,7 @@ async fn handle(
                     ),
                 };
                 let mut resp = axum::Json(body).into_response();
-                set_header(&mut resp, "x-watershed-route", &prepared.route);
-                set_header(&mut resp, "x-watershed-backend", &target.id);
+                decision_headers(&mut resp, &prepared, &outbound, &target);
                 set_header(
                     &mut resp,
                     "x-watershed-cost-usd",
@@ -165,28 +191,15 @@ async fn handle(
 }
 
 fn prepare(
+    state: &AppState,
     rt: &Runtime,
     headers: &HeaderMap,
     req: ChatRequest,
     request_id: &str,
 ) -> Result<Prepared, ApiError> {
     let cfg = &rt.config;
-    let declared = match headers.get(PRIVACY_HEADER) {
-        None => None,
-        Some(v) => Some(v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<PrivacyLevel>().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    format!(
-                        "invalid {PRIVACY_HEADER} header {:?}: expected public, internal, confidential or restricted",
-                        String::from_utf8_lossy(v.as_bytes())
-                    ),
-                    Some(PRIVACY_HEADER),
-                )
-            })?),
-    };
+    let caller = access::caller(cfg, headers)?;
+    let declared = declared_privacy(headers)?;
     if let Some(max) = req.max_tokens {
         if max > cfg.server.max_tokens_limit {
             return Err(ApiError::bad_request(
@@ -198,19 +211,178 @@ fn prepare(
             ));
         }
     }
-    let (facts, _evidence) = crate::classify::request_facts(cfg, &req, declared);
+    let floor = crate::classify::privacy_floor(cfg, declared, &caller);
+    let (mut facts, evidence) = crate::classify::request_facts(cfg, &req, floor);
+    facts.team = Some(caller.team.clone());
+    let now = chrono::Utc::now();
+    facts.budget = state.budgets.verdict(cfg, &caller, 0.0, now).state;
     let decision = decide(cfg, &facts).map_err(denial_error)?;
+    let prompt_tokens = facts.estimated_tokens.unwrap_or(0);
+    let mut targets = decision.targets;
+    let mut cost = targets
+        .iter()
+        .map(|t| upper_bound_usd(rt, t, prompt_tokens, req.max_tokens))
+        .fold(0.0, f64::max);
+    let verdict = state.budgets.verdict(cfg, &caller, cost, now);
+    let mut downgraded = None;
+    if verdict.state == BudgetState::Exhausted && cost > 0.0 {
+        let action = verdict
+            .worst
+            .as_ref()
+            .map_or(OnExhausted::Reject, |(_, e)| e.on_exhausted);
+        let cheapest = (action == OnExhausted::Downgrade)
+            .then(|| cheapest_allowed(rt, decision.privacy, prompt_tokens, req.max_tokens))
+            .flatten()
+            .filter(|(_, c)| {
+                *c == 0.0
+                    || state.budgets.verdict(cfg, &caller, *c, now).state != BudgetState::Exhausted
+            });
+        match cheapest {
+            Some((target, c)) => {
+                downgraded = Some(format!("to {target}: {}", verdict.describe(now)));
+                state.metrics.add(
+                    metrics::BUDGET_ACTIONS,
+                    vec![("action", "downgraded".to_owned())],
+                    1.0,
+                );
+                targets = vec![target];
+                cost = c;
+            }
+            None => {
+                state.metrics.add(
+                    metrics::BUDGET_ACTIONS,
+                    vec![("action", "rejected".to_owned())],
+                    1.0,
+                );
+                let mut err = ApiError::new(ErrorCode::BudgetExceeded, verdict.describe(now));
+                err.retry_after_s = verdict.resets_in_s(now);
+                return Err(err);
+            }
+        }
+    }
+    let has_budget = !crate::budget::scopes_of(cfg, &caller).is_empty();
+    let reservation = has_budget.then(|| state.budgets.reserve(cfg, &caller, cost, now));
+    let explanation = {
+        let e = watershed_policies::explain(cfg, &facts, &evidence);
+        let mut v = crate::classify::explanation_json(cfg, &e, declared, &caller);
+        v["budget_detail"] = serde_json::json!({
+            "state": verdict.state.as_str(),
+            "reserved_usd": cost,
+            "detail": verdict.describe(now),
+            "downgraded": downgraded,
+        });
+        v.to_string()
+    };
+    let route = decision.route;
+    let redact = cfg
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .is_some_and(|r| r.redact);
     Ok(Prepared {
         request_id: request_id.to_owned(),
         req,
-        route: decision.route,
+        route,
         privacy: decision.privacy,
-        targets: decision.targets,
+        targets,
         difficulty: facts.difficulty,
-        estimated_tokens: facts
-            .estimated_tokens
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        estimated_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+        caller,
+        redact,
+        budget: verdict.state,
+        downgraded,
+        reservation,
+        explanation,
     })
+}
+
+/// The `x-watershed-privacy` header, if the client sent one.
+fn declared_privacy(headers: &HeaderMap) -> Result<Option<PrivacyLevel>, ApiError> {
+    let Some(v) = headers.get(PRIVACY_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<PrivacyLevel>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                format!(
+                    "invalid {PRIVACY_HEADER} header {:?}: expected public, internal, confidential or restricted",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+                Some(PRIVACY_HEADER),
+            )
+        })
+}
+
+/// The most a request can cost on `target`: the prompt estimate with a margin
+/// for tokenizers that split finer, and every completion token it may
+/// generate. Local targets cost nothing against budgets.
+fn upper_bound_usd(rt: &Runtime, target: &str, prompt_tokens: u64, max_tokens: Option<u32>) -> f64 {
+    let Some(t) = rt.target(target) else {
+        return 0.0;
+    };
+    if t.kind == BackendKind::Local {
+        return 0.0;
+    }
+    let default = rt.config.target(target).and_then(|c| match &c.spec {
+        watershed_policies::TargetSpec::Remote(r) => r.max_tokens_default,
+        watershed_policies::TargetSpec::Local(_) => None,
+    });
+    let usage = Usage {
+        prompt_tokens: u32::try_from(prompt_tokens.saturating_mul(4) / 3 + 1).unwrap_or(u32::MAX),
+        completion_tokens: max_tokens.or(default).unwrap_or(RESERVE_COMPLETION_TOKENS),
+        cached_prompt_tokens: 0,
+    };
+    rt.prices
+        .cost_for(&[t.id.as_str(), t.model_name.as_str()], usage)
+}
+
+/// The cheapest target allowed at `privacy` (a ready local one costs nothing),
+/// for requests downgraded by an exhausted budget.
+fn cheapest_allowed(
+    rt: &Runtime,
+    privacy: PrivacyLevel,
+    prompt_tokens: u64,
+    max_tokens: Option<u32>,
+) -> Option<(String, f64)> {
+    rt.config
+        .models
+        .keys()
+        .filter(|id| watershed_policies::allowed(&rt.config, id, privacy))
+        .filter(|id| rt.target(id).is_some_and(|t| t.missing_key.is_none()))
+        .map(|id| {
+            (
+                id.clone(),
+                upper_bound_usd(rt, id, prompt_tokens, max_tokens),
+            )
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The headers that say how a request was decided.
+fn decision_headers(
+    resp: &mut Response,
+    prepared: &Prepared,
+    outbound: &Outbound,
+    target: &crate::state::TargetHandle,
+) {
+    set_header(resp, "x-watershed-route", &prepared.route);
+    set_header(resp, "x-watershed-backend", &target.id);
+    if prepared.budget != BudgetState::Available {
+        set_header(resp, "x-watershed-budget", prepared.budget.as_str());
+    }
+    if let Some(note) = &prepared.downgraded {
+        set_header(resp, "x-watershed-downgraded", note);
+    }
+    if !target.trusted && outbound.redacted_values() > 0 {
+        set_header(
+            resp,
+            "x-watershed-redacted",
+            &outbound.redacted_values().to_string(),
+        );
+    }
 }
 
 fn denial_error(d: Denial) -> ApiError {
@@ -222,12 +394,12 @@ fn denial_error(d: Denial) -> ApiError {
 
 async fn stream_answer(
     prepared: Prepared,
+    outbound: Outbound,
     targets: Vec<Arc<crate::state::TargetHandle>>,
     mut meter: Meter,
     wire: Wire,
 ) -> Result<Response, ApiError> {
-    let upstream =
-        dispatch::chat_stream(&targets, &prepared.req, &mut meter, &prepared.route).await;
+    let upstream = dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route).await;
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {
@@ -271,8 +443,7 @@ async fn stream_answer(
     });
     let events = head.chain(body).map(Ok::<Event, Infallible>);
     let mut resp = Sse::new(events).into_response();
-    set_header(&mut resp, "x-watershed-route", &prepared.route);
-    set_header(&mut resp, "x-watershed-backend", &target.id);
+    decision_headers(&mut resp, &prepared, &outbound, &target);
     set_header(&mut resp, "cache-control", "no-cache");
     Ok(resp)
 }

@@ -1,5 +1,6 @@
 //! The HTTP surface. Only this crate serves HTTP; every route and status lives here.
 
+mod admin;
 pub mod chat;
 mod models;
 
@@ -26,6 +27,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/admin/requests/{id}/explain", get(admin::explain_request))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
