@@ -510,12 +510,21 @@ fn teams_and_keys_load_and_their_mistakes_are_positioned() {
 }
 
 #[test]
-fn a_route_may_redact() {
+fn a_route_may_redact_and_name_its_own_counterfactual() {
     let text = GOOD.replace(
         "    fallback: [gpt-5.4-mini]\n",
-        "    fallback: [gpt-5.4-mini]\n    redact: true\n",
+        "    fallback: [gpt-5.4-mini]\n    redact: true\n    counterfactual: claude-opus-4.6\n",
     );
     let cfg = load_config(&text, "policies.yaml").unwrap();
     assert!(cfg.routes[1].redact);
     assert!(!cfg.routes[0].redact);
+    assert_eq!(
+        cfg.routes[1].counterfactual.as_deref(),
+        Some("claude-opus-4.6")
+    );
+    let errs = errors(&GOOD.replace(
+        "    fallback: [gpt-5.4-mini]\n",
+        "    fallback: [gpt-5.4-mini]\n    counterfactual: \"\"\n",
+    ));
+    assert_eq!(where_(&errs), [(12, 21, "routes[1].counterfactual")]);
 }

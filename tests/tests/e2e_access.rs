@@ -47,8 +47,10 @@ routes:
     when: {{ model: gpt-5.4-mini }}
     to: [gpt-5.4-mini]
     redact: true
+    counterfactual: claude-opus-4.6
   - name: everything-else
     to: [local]
+counterfactual: {{ all_closed: claude-sonnet-4.6 }}
 "#,
         legal = sha256("sk-legal"),
         support = sha256("sk-support"),
@@ -297,6 +299,50 @@ async fn keys_budgets_redaction_and_explanations() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     gw.stop().unwrap();
+
+    // The ledger names each request's key and team, and prices the
+    // counterfactual at the route's own reference model where it sets one.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{ledger}"))
+        .await
+        .unwrap();
+    let rows = sqlx::query(
+        "SELECT request_id, team, key_id, route, prompt_tokens, completion_tokens, \
+         cached_tokens, counterfactual_usd FROM ledger",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    use sqlx::Row;
+    let by_key = |k: &str| {
+        rows.iter()
+            .filter(|r| r.get::<String, _>("key_id") == k)
+            .count()
+    };
+    assert_eq!(by_key("support-bot"), 9, "8 closed answers and 1 local");
+    assert_eq!(by_key("legal-bot"), 1);
+    for r in &rows {
+        let (p, c): (i64, i64) = (r.get("prompt_tokens"), r.get("completion_tokens"));
+        // Prompt tokens the local prefix cache served are priced at the
+        // reference model's cached-input rate (a tenth of its input price).
+        let cached: i64 = r.get("cached_tokens");
+        let (input, output) = if r.get::<String, _>("route") == "closed-redacted" {
+            (5.0, 25.0) // claude-opus-4.6
+        } else {
+            (3.0, 15.0) // claude-sonnet-4.6
+        };
+        let expected =
+            ((p - cached) as f64 * input + cached as f64 * input / 10.0 + c as f64 * output) / 1e6;
+        let got: f64 = r.get("counterfactual_usd");
+        assert!((got - expected).abs() < 1e-12, "{got} vs {expected}");
+        let team: String = r.get("team");
+        let key: String = r.get("key_id");
+        match key.as_str() {
+            "support-bot" => assert_eq!(team, "support"),
+            "anonymous" => assert_eq!(team, "default"),
+            _ => {}
+        }
+    }
+    pool.close().await;
 
     // A restarted gateway reads today's spend back from the ledger: the support
     // team is still out of budget.

@@ -128,7 +128,13 @@ async fn handle(
         stream: prepared.req.stream,
         difficulty: prepared.difficulty,
         estimated_prompt_tokens: prepared.estimated_tokens,
-        counterfactual_model: rt.config.counterfactual.clone(),
+        counterfactual_model: rt
+            .config
+            .routes
+            .iter()
+            .find(|r| r.name == prepared.route)
+            .and_then(|r| r.counterfactual.clone())
+            .or_else(|| rt.config.counterfactual.clone()),
         fleet_usd_per_engine_second: rt
             .config
             .fleet

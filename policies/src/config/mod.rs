@@ -361,6 +361,9 @@ pub struct Route {
     /// Replace detected sensitive values with placeholders before sending to a
     /// target outside the trust boundary, and restore them in the answer.
     pub redact: bool,
+    /// The all-closed reference model for this route's requests, instead of
+    /// `counterfactual.all_closed`.
+    pub counterfactual: Option<String>,
     /// Privacy levels that can still reach this route once earlier routes have taken
     /// theirs (computed at load; used by the privacy check and by `explain`).
     pub reachable_levels: LevelSet,

@@ -133,6 +133,8 @@ pub(crate) struct RawRoute {
     pub fallback: Vec<String>,
     #[serde(default)]
     pub redact: Option<bool>,
+    #[serde(default)]
+    pub counterfactual: Option<String>,
 }
 
 /// `routes[i].when:`

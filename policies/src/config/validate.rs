@@ -811,6 +811,17 @@ fn routes(
             names.insert(raw.name.clone(), i);
         }
         let when = super::when::when(cx, &path, raw.when.unwrap_or_default());
+        if raw
+            .counterfactual
+            .as_ref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
+            cx.err(
+                &join_key(&path, "counterfactual"),
+                At::Value,
+                "must name a model",
+            );
+        }
         if raw.to.is_empty() {
             cx.err(
                 &join_key(&path, "to"),
@@ -866,6 +877,7 @@ fn routes(
                 to: raw.to,
                 fallback: raw.fallback,
                 redact: raw.redact.unwrap_or(false),
+                counterfactual: raw.counterfactual,
                 reachable_levels: reachable,
             });
         }
