@@ -196,10 +196,31 @@ fn explain(
     let floor = crate::classify::privacy_floor(cfg, declared, &caller);
     let (mut facts, evidence) = crate::classify::request_facts(cfg, &req, floor);
     facts.team = Some(caller.team.clone());
+    // The budget state comes from the spend the config's ledger holds now.
+    let budget = if crate::budget::scopes_of(cfg, &caller).is_empty() {
+        None
+    } else {
+        let book = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?
+            .block_on(async {
+                let store = watershed_dashboards::ledger::open_store(&cfg.ledger.url).await?;
+                crate::serve::seed_budgets(&*store).await
+            })
+            .map_err(|e| format!("cannot read spend from ledger {}: {e:#}", cfg.ledger.url))?;
+        let now = chrono::Utc::now();
+        let verdict = book.verdict(cfg, &caller, 0.0, now);
+        facts.budget = verdict.state;
+        Some(verdict.describe(now))
+    };
     let e = watershed_policies::explain(cfg, &facts, &evidence);
-    Ok(crate::classify::explanation_json(
-        cfg, &e, declared, &caller,
-    ))
+    let mut v = crate::classify::explanation_json(cfg, &e, declared, &caller);
+    if let Some(detail) = budget {
+        v["budget_detail"] =
+            serde_json::json!({ "state": facts.budget.as_str(), "detail": detail });
+    }
+    Ok(v)
 }
 
 fn calibrate(

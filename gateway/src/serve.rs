@@ -94,7 +94,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
 }
 
 /// Budgets start from what the ledger says was spent this month and today.
-async fn seed_budgets(store: &dyn LedgerStore) -> anyhow::Result<BudgetBook> {
+pub(crate) async fn seed_budgets(store: &dyn LedgerStore) -> anyhow::Result<BudgetBook> {
     use chrono::{Datelike, TimeZone, Utc};
     let now = Utc::now();
     let day = now

@@ -255,3 +255,99 @@ fn policy_calibrate_derives_the_threshold_for_a_strong_fraction() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn policy_explain_reads_the_budget_state_from_the_ledger() {
+    let dir = std::env::temp_dir().join(format!("watershed-explain-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = format!("sqlite://{}/ledger.db", dir.display());
+    // Today the support team has spent $2.00 on a paid target.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = watershed_dashboards::ledger::open_store(&ledger)
+                .await
+                .unwrap();
+            store
+                .insert_batch(&[watershed_dashboards::ledger::LedgerRecord {
+                    request_id: "spent-1".into(),
+                    ts_ms: chrono::Utc::now().timestamp_millis(),
+                    team: "support".into(),
+                    key_id: "bot".into(),
+                    route: "closed".into(),
+                    backend: "gpt".into(),
+                    backend_kind: "openai".into(),
+                    model: "gpt-5.4".into(),
+                    privacy: "internal".into(),
+                    prompt_tokens: 10,
+                    completion_tokens: 10,
+                    cached_tokens: 0,
+                    cost_usd: 2.0,
+                    counterfactual_usd: 2.0,
+                    engine_seconds: 0.0,
+                    ttft_ms: None,
+                    latency_ms: 10.0,
+                    status: 200,
+                    error_code: None,
+                    finish_reason: Some("stop".into()),
+                    stream: false,
+                    attempts: 1,
+                    difficulty: None,
+                    explanation: None,
+                }])
+                .await
+                .unwrap();
+        });
+    let cfg = dir.join("policy.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nledger: {{ url: \"{ledger}\" }}\n\
+             models:\n  local: {{ engine: local, gguf: m.gguf }}\n  \
+             gpt: {{ provider: openai, model: gpt-5.4, api_key_env: OPENAI_API_KEY }}\n\
+             teams:\n  support: {{ budget: {{ daily_usd: 1, on_exhausted: reject }} }}\n\
+             keys:\n  bot: {{ sha256: {}, team: support }}\n\
+             routes:\n  - name: home\n    when: {{ privacy: \">= confidential\" }}\n    to: [local]\n  \
+             - name: spent\n    when: {{ budget: exhausted }}\n    to: [local]\n  \
+             - name: closed\n    to: [gpt]\n",
+            watershed::access::key_sha256("sk-bot")
+        ),
+    )
+    .unwrap();
+    let req = dir.join("request.json");
+    std::fs::write(
+        &req,
+        r#"{"headers":{"authorization":"Bearer sk-bot"},"body":{"model":"auto","messages":[{"role":"user","content":"Hello"}]}}"#,
+    )
+    .unwrap();
+    let out = watershed()
+        .args(["policy", "explain", "--config"])
+        .arg(&cfg)
+        .arg("--request")
+        .arg(&req)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(e["budget"], "exhausted", "{e:#}");
+    assert_eq!(e["caller"]["team"], "support");
+    assert_eq!(e["rules"][0]["matched"], false);
+    assert_eq!(e["rules"][1]["matched"], true);
+    assert_eq!(
+        e["rules"][1]["reason"],
+        "route \"spent\" matched: budget is exhausted"
+    );
+    assert_eq!(e["outcome"]["targets"], serde_json::json!(["local"]));
+    let detail = e["budget_detail"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("team \"support\" daily budget of $1.00 is exhausted: $0.0000 left"),
+        "{detail}"
+    );
+}
