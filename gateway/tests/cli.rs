@@ -3,11 +3,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn watershed() -> Command {
     Command::new(env!("CARGO_BIN_EXE_watershed"))
+}
+
+/// Runs `policy explain` on `request` (written into `dir`); its output as text and JSON.
+fn run_explain(dir: &Path, cfg: &Path, request: &str) -> (String, serde_json::Value) {
+    let file = dir.join("request.json");
+    std::fs::write(&file, request).unwrap();
+    let out = watershed()
+        .args(["policy", "explain", "--config"])
+        .arg(cfg)
+        .arg("--request")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = serde_json::from_str(&stdout).unwrap();
+    (stdout, json)
 }
 
 fn repo_root() -> PathBuf {
@@ -133,27 +154,7 @@ fn policy_explain_shows_evidence_rules_and_outcome_without_the_values() {
              fallback: [local]\n",
     )
     .unwrap();
-    let explain = |request: &str| {
-        let file = dir.join("request.json");
-        std::fs::write(&file, request).unwrap();
-        let out = watershed()
-            .args(["policy", "explain", "--config"])
-            .arg(&cfg)
-            .arg("--request")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            stdout.clone(),
-            serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
-        )
-    };
+    let explain = |request: &str| run_explain(&dir, &cfg, request);
 
     // Declared public, but the prompt holds a card number.
     let (text, e) = explain(
@@ -316,26 +317,11 @@ fn policy_explain_reads_the_budget_state_from_the_ledger() {
         ),
     )
     .unwrap();
-    let req = dir.join("request.json");
-    std::fs::write(
-        &req,
+    let (_, e) = run_explain(
+        &dir,
+        &cfg,
         r#"{"headers":{"authorization":"Bearer sk-bot"},"body":{"model":"auto","messages":[{"role":"user","content":"Hello"}]}}"#,
-    )
-    .unwrap();
-    let out = watershed()
-        .args(["policy", "explain", "--config"])
-        .arg(&cfg)
-        .arg("--request")
-        .arg(&req)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(e["budget"], "exhausted", "{e:#}");
     assert_eq!(e["caller"]["team"], "support");
     assert_eq!(e["rules"][0]["matched"], false);
