@@ -2,9 +2,13 @@
 """Evaluate the difficulty classifier the way RouteLLM does, on held-out splits.
 
 For every split the classifier is retrained from scratch on the split's training
-part only (same features and hyper-parameters as scripts/train_difficulty.py)
-and scored on the held-out part, next to a random router (mean over seeds) and
-prompt-length routers (longer = harder, and the reverse). Metrics follow
+part only: the configuration is chosen among train_difficulty.CANDIDATES by
+cross-validation inside that training part (train_difficulty.select_config, the
+same procedure that picks the shipped model), so nothing is tuned on a test
+part. It is scored on the held-out part next to a random router (mean over
+seeds), prompt-length routers (longer = harder, and the reverse) and a
+hindsight oracle that ranks by the test labels themselves (the ceiling for any
+prompt-only router on that test set). Metrics follow
 ../shared/routing-data/README.md exactly:
 
 - quality(k): mean score when the k highest-scored prompts go to the strong
@@ -34,45 +38,17 @@ FOLDS = 5  # the prompt split holds out one fold of five
 SPLIT_SEED = 20240611
 
 
-def curve(scores: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
-    """Cumulative quality gain G(k), k = 0..n, sending the top-k scores to strong."""
-    order = np.argsort(-scores, kind="stable")
-    s, d = scores[order], (strong - weak)[order]
-    n = len(s)
-    gain = np.zeros(n + 1)
-    i = 0
-    acc = 0.0
-    while i < n:
-        j = i
-        while j + 1 < n and s[j + 1] == s[i]:
-            j += 1
-        size = j - i + 1
-        group = d[i : j + 1].sum()
-        for k in range(1, size + 1):
-            gain[i + k] = acc + group * k / size
-        acc += group
-        i = j + 1
-    return gain
+metrics = td.metrics
 
 
-def metrics(scores, strong, weak) -> tuple[float, float, float] | None:
-    scores = np.asarray(scores, dtype=np.float64)
-    strong = np.asarray(strong, dtype=np.float64)
-    weak = np.asarray(weak, dtype=np.float64)
-    n = len(scores)
-    gap = strong.sum() - weak.sum()
-    if gap <= 0:
-        # PGR normalises by the strong model's advantage; without one it is undefined.
-        return None
-    pgr = curve(scores, strong, weak) / gap
-    apgr = float(np.sum((pgr[1:] + pgr[:-1]) / 2.0) / n)
-    frac = np.arange(n + 1) / n
-
-    def cpt(x: float) -> float:
-        hit = np.nonzero(pgr >= x - 1e-12)[0]
-        return float(frac[hit[0]]) if len(hit) else 1.0
-
-    return apgr, cpt(0.5), cpt(0.8)
+def oracle_scores(trows: list[dict]) -> np.ndarray:
+    """Hindsight scores: each prompt's mean strong-minus-weak gain over this test
+    set's own labels. No router that sees only the prompt can rank better, so its
+    APGR is the ceiling for the test set."""
+    gains: dict[tuple[str, str], list[float]] = {}
+    for r in trows:
+        gains.setdefault((r["group"], r["text"]), []).append(r["strong_score"] - r["weak_score"])
+    return np.asarray([np.mean(gains[(r["group"], r["text"])]) for r in trows])
 
 
 def random_metrics(strong, weak) -> tuple[float, float, float] | None:
@@ -135,46 +111,42 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=td.DEFAULT_DATA)
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    ap.add_argument("--l2", type=float, default=None)
-    ap.add_argument("--alpaca-weight", type=float, default=None)
-    ap.add_argument("--groups", default=None, help="comma-separated feature groups")
-    ap.add_argument("--norm-power", type=float, default=None)
-    ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument(
+        "--config",
+        default=None,
+        choices=[c.name for c in td.CANDIDATES],
+        help="use this candidate on every split instead of selecting one by cross-validation",
+    )
     args = ap.parse_args()
 
-    fcfg, tcfg = td.FeatureConfig(), td.TrainConfig()
-    if args.l2 is not None:
-        tcfg.l2 = args.l2
-    if args.alpaca_weight is not None:
-        tcfg.alpaca_weight = args.alpaca_weight
-    if args.groups is not None:
-        fcfg.groups = tuple(g for g in args.groups.split(",") if g)
-    if args.norm_power is not None:
-        fcfg.norm_power = args.norm_power
-
+    fcfg = td.FeatureConfig()
     rows = td.load_rows(args.data)
     examples = td.examples_from_rows(rows)
     sparse = [td.feature_arrays(e.text, fcfg) for e in examples]
     dense = np.asarray([td.dense_features(e.text) for e in examples], dtype=np.float64)
-    if args.no_dense:
-        dense = np.zeros_like(dense)
     key_of = {(e.group, e.text): i for i, e in enumerate(examples)}
 
-    def fit_predict(train_ids: list[int]) -> np.ndarray:
+    def fit_predict(train_ids: list[int]) -> tuple[np.ndarray, str]:
         sub = [examples[i] for i in train_ids]
         cache = (td.Matrix([sparse[i] for i in train_ids], 1 << fcfg.bits), dense[train_ids])
+        if args.config is not None:
+            tcfg = next(c for c in td.CANDIDATES if c.name == args.config)
+        else:
+            tcfg, cv = td.select_config(sub, fcfg, cache)
+            note = ", ".join(f"{k} {v:.3f}" for k, v in cv.items())
+            print(f"<!-- cross-validated APGR inside the training part: {note} -->", file=sys.stderr)
         model = td.quantise(td.train(sub, fcfg, tcfg, cache))
-        return td.predict(model, td.Matrix(sparse, 1 << fcfg.bits), dense)
+        return td.predict(model, td.Matrix(sparse, 1 << fcfg.bits), dense), tcfg.name
 
-    header = "| split | test set | n | router | APGR | CPT(50%) | CPT(80%) |"
+    header = "| split | configuration chosen | test set | n | router | APGR | CPT(50%) | CPT(80%) |"
     if args.markdown:
         print(header)
-        print("|---|---|---:|---|---:|---:|---:|")
+        print("|---|---|---|---:|---|---:|---:|---:|")
     for name, train_sets, tests, _ in splits(rows, examples):
-        preds = [fit_predict(ids) for ids in train_sets]
+        ours_all, chosen = fit_predict(train_sets[0])
         for test_name, trows in tests:
             idx = [key_of[(r["group"], r["text"])] for r in trows]
-            ours = preds[0][idx]
+            ours = ours_all[idx]
             strong = np.asarray([r["strong_score"] for r in trows])
             weak = np.asarray([r["weak_score"] for r in trows])
             length = np.asarray([len(r["text"].encode("utf-8")) for r in trows], dtype=float)
@@ -183,23 +155,24 @@ def main() -> int:
                 (f"random (mean of {RANDOM_SEEDS})", random_metrics(strong, weak)),
                 ("length (longer = harder)", metrics(length, strong, weak)),
                 ("length (shorter = harder)", metrics(-length, strong, weak)),
+                ("hindsight oracle (ceiling)", metrics(oracle_scores(trows), strong, weak)),
             ]
             if results[0][1] is None:
                 note = "n/a: the weak model scores higher on average, so PGR is undefined"
                 if args.markdown:
-                    print(f"| {name} | {test_name} | {len(trows)} | all | {note} | | |")
+                    print(f"| {name} | {chosen} | {test_name} | {len(trows)} | all | {note} | | |")
                 else:
                     print(f"{name:38s} {test_name:52s} {len(trows):5d} {note}")
                 continue
             for router, (apgr, c50, c80) in results:
                 if args.markdown:
                     print(
-                        f"| {name} | {test_name} | {len(trows)} | {router} | {apgr:.3f} | "
+                        f"| {name} | {chosen} | {test_name} | {len(trows)} | {router} | {apgr:.3f} | "
                         f"{c50 * 100:.1f}% | {c80 * 100:.1f}% |"
                     )
                 else:
                     print(
-                        f"{name:38s} {test_name:52s} {len(trows):5d} {router:26s} "
+                        f"{name:38s} {chosen:26s} {test_name:52s} {len(trows):5d} {router:26s} "
                         f"APGR {apgr:.3f}  CPT50 {c50 * 100:5.1f}%  CPT80 {c80 * 100:5.1f}%"
                     )
             sys.stdout.flush()

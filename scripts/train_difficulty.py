@@ -13,10 +13,16 @@ prompts by E[t | prompt] is what maximises APGR, because the quality gained by
 sending a prompt to the strong model is exactly strong_score - weak_score.
 
     .venv/bin/python scripts/train_difficulty.py            # writes the weights
-    .venv/bin/python scripts/train_difficulty.py --check    # train twice, compare
+    .venv/bin/python scripts/train_difficulty.py --check    # select, train twice, compare
 
-Only numpy is needed. Everything is deterministic: no randomness is used in
-training, and the hashes of the written weights are printed.
+The configuration (which features the model may use and how strongly the
+n-gram weights are regularised) is one of CANDIDATES, picked by cross-validation
+over the training data with whole prompt sources held out (`select_config`);
+scripts/eval_difficulty.py runs the same selection inside each split's training
+part.
+
+Only numpy is needed. Everything is deterministic: the only randomness is a
+fixed-seed fold assignment, and the hashes of the written weights are printed.
 """
 
 from __future__ import annotations
@@ -315,6 +321,34 @@ class TrainConfig:
     # Relative weight of one AlpacaEval label (each prompt has four) against one
     # RouterBench label.
     alpaca_weight: float = 1.0
+    # Dense features the model may use; the others keep weight 0.
+    dense_used: tuple[str, ...] = DENSE_NAMES
+    # Whether the hashed n-gram features are used at all.
+    sparse: bool = True
+    name: str = "custom"
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "l2": self.l2,
+            "l2_dense": self.l2_dense,
+            "alpaca_weight": self.alpaca_weight,
+            "dense_used": list(self.dense_used),
+            "sparse": self.sparse,
+        }
+
+
+# The candidate configurations; `select_config` picks one by cross-validation
+# inside whatever data it is given (never on a held-out test part).
+CANDIDATES = (
+    TrainConfig(name="all features, L2 1e-3"),
+    TrainConfig(name="dense statistics only", sparse=False),
+    TrainConfig(name="prompt length only", sparse=False, dense_used=("log_bytes",)),
+    TrainConfig(name="length + n-grams, L2 1e-2", l2=1e-2, dense_used=("log_bytes",)),
+)
+# Random folds used when the data holds a single prompt source.
+CV_FOLDS = 4
+CV_SEED = 7
 
 
 class Matrix:
@@ -413,6 +447,8 @@ def train(
     cache: tuple[Matrix, np.ndarray] | None = None,
 ) -> Model:
     X, dense = cache if cache is not None else featurise(examples, fcfg)
+    if not tcfg.sparse:
+        X = Matrix([(np.zeros(0, np.int64), np.zeros(0))] * len(examples), 1 << fcfg.bits)
     y = np.asarray([e.target for e in examples], dtype=np.float64)
     sw = np.asarray(
         [len(e.rows) * (tcfg.alpaca_weight if e.group == "alpaca" else 1.0) for e in examples],
@@ -422,7 +458,7 @@ def train(
     mean = dense.mean(axis=0)
     std = dense.std(axis=0)
     std[std < 1e-9] = 1.0
-    D = (dense - mean) / std
+    D = (dense - mean) / std * np.asarray([n in tcfg.dense_used for n in DENSE_NAMES], dtype=np.float64)
     # Optimise only over the buckets the training set uses; the rest stay 0
     # (their L2-optimal value).
     used, local = np.unique(X.indices, return_inverse=True)
@@ -446,6 +482,102 @@ def train(
     weights = np.zeros(X.dim)
     weights[used] = theta[:dim]
     return Model(fcfg, weights, theta[dim : dim + nd], mean, std, float(theta[-1]))
+
+
+def curve(scores: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Cumulative quality gain G(k), k = 0..n, sending the top-k scores to strong.
+
+    Ties in the router score are spread evenly (the expectation over random
+    tie-breaking)."""
+    order = np.argsort(-scores, kind="stable")
+    s, d = scores[order], (strong - weak)[order]
+    n = len(s)
+    gain = np.zeros(n + 1)
+    i = 0
+    acc = 0.0
+    while i < n:
+        j = i
+        while j + 1 < n and s[j + 1] == s[i]:
+            j += 1
+        size = j - i + 1
+        group = d[i : j + 1].sum()
+        for k in range(1, size + 1):
+            gain[i + k] = acc + group * k / size
+        acc += group
+        i = j + 1
+    return gain
+
+
+def metrics(scores, strong, weak) -> tuple[float, float, float] | None:
+    """(APGR, CPT(50%), CPT(80%)) as RouteLLM defines them; None when the strong
+    model has no advantage on these rows (PGR is undefined)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    strong = np.asarray(strong, dtype=np.float64)
+    weak = np.asarray(weak, dtype=np.float64)
+    n = len(scores)
+    gap = strong.sum() - weak.sum()
+    if gap <= 0:
+        return None
+    pgr = curve(scores, strong, weak) / gap
+    apgr = float(np.sum((pgr[1:] + pgr[:-1]) / 2.0) / n)
+    frac = np.arange(n + 1) / n
+
+    def cpt(x: float) -> float:
+        hit = np.nonzero(pgr >= x - 1e-12)[0]
+        return float(frac[hit[0]]) if len(hit) else 1.0
+
+    return apgr, cpt(0.5), cpt(0.8)
+
+
+def select_config(
+    examples: list[Example],
+    fcfg: FeatureConfig,
+    cache: tuple[Matrix, np.ndarray] | None = None,
+) -> tuple[TrainConfig, dict[str, float]]:
+    """Picks the candidate with the best cross-validated APGR on `examples`.
+
+    When the examples come from two or more prompt sources (AlpacaEval and each
+    RouterBench dataset count as one each), every fold holds out one whole
+    source, so the choice rewards what carries over to prompts of a kind not
+    seen in training; with a single source the folds are random. The score is
+    the mean APGR of the out-of-fold predictions over every label set (one per
+    data file and source) of at least 20 rows where the strong model has an
+    advantage."""
+    X, dense = cache if cache is not None else featurise(examples, fcfg)
+    n = len(examples)
+    groups = sorted({e.group for e in examples})
+    if len(groups) >= 2:
+        fold = np.asarray([groups.index(e.group) for e in examples])
+    else:
+        fold = np.empty(n, dtype=np.int64)
+        fold[np.random.default_rng(CV_SEED).permutation(n)] = np.arange(n) % CV_FOLDS
+    label_sets: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for i, e in enumerate(examples):
+        for r in e.rows:
+            label_sets.setdefault((r["file"], r["group"]), []).append(
+                (i, r["strong_score"], r["weak_score"])
+            )
+    sparse = [
+        (X.indices[X.indptr[i] : X.indptr[i + 1]], X.data[X.indptr[i] : X.indptr[i + 1]]) for i in range(n)
+    ]
+    scores: dict[str, float] = {}
+    for cand in CANDIDATES:
+        oof = np.zeros(n)
+        for k in np.unique(fold):
+            tr = np.nonzero(fold != k)[0]
+            te = np.nonzero(fold == k)[0]
+            sub = (Matrix([sparse[i] for i in tr], X.dim), dense[tr])
+            model = train([examples[i] for i in tr], fcfg, cand, sub)
+            oof[te] = predict(model, Matrix([sparse[i] for i in te], X.dim), dense[te])
+        apgrs = []
+        for key in sorted(label_sets):
+            ids, strong, weak = (np.asarray(c) for c in zip(*label_sets[key]))
+            m = metrics(oof[ids.astype(np.int64)], strong, weak)
+            if m is not None and len(ids) >= 20:
+                apgrs.append(m[0])
+        scores[cand.name] = float(np.mean(apgrs))
+    best = max(CANDIDATES, key=lambda c: scores[c.name])
+    return best, scores
 
 
 def predict(model: Model, X: Matrix, dense: np.ndarray) -> np.ndarray:
@@ -524,22 +656,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--check", action="store_true", help="train twice and compare hashes")
+    ap.add_argument("--check", action="store_true", help="select once, then train twice and compare hashes")
     args = ap.parse_args()
 
     rows = load_rows(args.data)
     examples = examples_from_rows(rows)
-    fcfg, tcfg = FeatureConfig(), TrainConfig()
+    fcfg = FeatureConfig()
+    cache = featurise(examples, fcfg)
+    tcfg, cv = select_config(examples, fcfg, cache)
+    print(f"cross-validated APGR: {json.dumps(cv)}; using {tcfg.name!r}")
     digests = []
     for _ in range(2 if args.check else 1):
-        model = train(examples, fcfg, tcfg)
+        model = train(examples, fcfg, tcfg, cache)
         meta = {
             "trained_on": sorted({r["file"] for r in rows}),
             "examples": len(examples),
             "labels": len(rows),
-            "l2": tcfg.l2,
-            "l2_dense": tcfg.l2_dense,
-            "alpaca_weight": tcfg.alpaca_weight,
+            "config": tcfg.to_json(),
+            "cross_validated_apgr": cv,
             "parity": [
                 {"text": t, "score": quantise(model).score_one(t)} for t in PARITY_TEXTS
             ],
