@@ -1,5 +1,5 @@
 //! Shared state of a running gateway: the active configuration with its backends,
-//! the ledger handle and the price table.
+//! the ledger handle, the price table and the dashboard's capacity plan.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 use watershed_dashboards::ledger::LedgerHandle;
+use watershed_dashboards::planner::Plan;
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
@@ -48,6 +49,45 @@ pub struct Runtime {
     pub targets: HashMap<String, Arc<TargetHandle>>,
     /// Built-in prices with the config's overrides.
     pub prices: Arc<PriceTable>,
+    /// The capacity plan the dashboard's planner view evaluates.
+    pub plan: Arc<DashboardPlan>,
+}
+
+/// A capacity plan and where it was read from.
+#[derive(Debug)]
+pub struct DashboardPlan {
+    /// The plan file's path, or the name of the built-in example.
+    pub source: String,
+    pub plan: Plan,
+}
+
+/// The seed chapter's three-tier example, shown when the config names no plan.
+pub const EMBEDDED_PLAN: &str = include_str!("../../config/plans/seed-hybrid.yaml");
+pub const EMBEDDED_PLAN_NAME: &str = "the built-in example (config/plans/seed-hybrid.yaml)";
+
+/// Reads `dashboard.plan` (relative to `base_dir`), or the built-in example.
+/// A plan that cannot be read or parsed is a configuration error.
+pub fn load_plan(config: &Config, base_dir: &Path) -> anyhow::Result<DashboardPlan> {
+    let (source, text) = match &config.dashboard.plan {
+        None => (EMBEDDED_PLAN_NAME.to_owned(), EMBEDDED_PLAN.to_owned()),
+        Some(p) => {
+            let path = resolve(base_dir, p);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("dashboard.plan: cannot read {}: {e}", path.display())
+            })?;
+            (path.display().to_string(), text)
+        }
+    };
+    let doc = watershed_policies::yaml::parse(&text).map_err(|errs| {
+        let lines: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{source}:{}:{}: {}", e.pos.line, e.pos.col, e.message))
+            .collect();
+        anyhow::anyhow!("dashboard.plan: {}", lines.join("; "))
+    })?;
+    let plan =
+        Plan::from_value(doc.value).map_err(|e| anyhow::anyhow!("dashboard.plan {source}: {e}"))?;
+    Ok(DashboardPlan { source, plan })
 }
 
 impl Runtime {
@@ -98,6 +138,8 @@ pub fn build_runtime(
     base_dir: &Path,
     existing: Option<&Runtime>,
 ) -> anyhow::Result<Runtime> {
+    // Before any engine starts loading, so a bad plan costs nothing.
+    let plan = Arc::new(load_plan(&config, base_dir)?);
     let mut targets = HashMap::new();
     for (id, target) in &config.models {
         let handle = match &target.spec {
@@ -201,6 +243,7 @@ pub fn build_runtime(
         config,
         targets,
         prices,
+        plan,
     })
 }
 

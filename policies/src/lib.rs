@@ -16,9 +16,9 @@ pub use budget::{
     SpendSnapshot,
 };
 pub use config::{
-    load_config, Config, ConfigError, ConfigErrors, DifficultySettings, FleetSettings, GpuLayers,
-    LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target,
-    TargetSpec, When,
+    load_config, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
+    FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
+    Route, ServerSettings, Target, TargetSpec, When,
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};

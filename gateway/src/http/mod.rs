@@ -1,6 +1,7 @@
 //! The HTTP surface. Only this crate serves HTTP; every route and status lives here.
 
 pub mod chat;
+pub mod dashboard;
 mod models;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard::page))
+        .route("/api/dashboard/{chart}", get(dashboard::chart))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -66,6 +66,16 @@ pub struct Config {
     /// The level each detector's findings give a request (`privacy.detectors`),
     /// every kind present: the built-in level unless the config sets another.
     pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
+    /// What the HTML dashboard shows beside the ledger.
+    pub dashboard: DashboardSettings,
+}
+
+/// `dashboard:` — the capacity plan the dashboard's planner view evaluates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardSettings {
+    /// A plan file (YAML), relative to the config file; the built-in seed
+    /// example (`config/plans/seed-hybrid.yaml`) when unset.
+    pub plan: Option<String>,
 }
 
 /// `difficulty:` — where the classifier's score splits weak from strong.
