@@ -224,27 +224,30 @@ pub fn build_runtime(
         };
         targets.insert(id.clone(), Arc::new(handle));
     }
-    let overrides = config
-        .pricing
-        .iter()
-        .flat_map(|(model, history)| history.iter().map(move |p| (model, p)));
-    let overrides = overrides.map(|(model, p)| {
-        let o = PriceOverride {
-            input: p.input,
-            output: p.output,
-            cached_input: p.cached_input,
-            effective_from: p.effective_from.clone(),
-            long_context: None,
-        };
-        (model.clone(), o)
-    });
-    let prices = Arc::new(PriceTable::with_overrides(overrides)?);
+    let prices = Arc::new(price_table(&config)?);
     Ok(Runtime {
         config,
         targets,
         prices,
         plan,
     })
+}
+
+/// The built-in prices with the config's `pricing` overrides.
+pub fn price_table(config: &Config) -> Result<PriceTable, watershed_dashboards::LedgerError> {
+    let overrides = config.pricing.iter().flat_map(|(model, history)| {
+        history.iter().map(move |p| {
+            let o = PriceOverride {
+                input: p.input,
+                output: p.output,
+                cached_input: p.cached_input,
+                effective_from: p.effective_from.clone(),
+                long_context: None,
+            };
+            (model.clone(), o)
+        })
+    });
+    PriceTable::with_overrides(overrides)
 }
 
 fn resolve(base_dir: &Path, path: &str) -> PathBuf {
