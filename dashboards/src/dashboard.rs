@@ -1,17 +1,16 @@
 //! The dashboard's figures for one date range and team: daily spend hybrid
 //! against all-closed, cumulative savings, spend by team and by backend,
 //! token volume local against remote, latency percentiles per backend and
-//! where each privacy level was routed. Each figure serializes as the JSON
-//! behind its chart; `page` draws them.
+//! where confidential requests were routed. They come from the report
+//! layer's daily rollups, never a scan of the raw ledger. Each figure
+//! serializes as the JSON behind its chart; `page` draws them.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Duration, NaiveDate};
+use chrono::{Duration, NaiveDate};
 use serde::Serialize;
-use watershed_providers::BackendKind;
 
 use crate::error::LedgerError;
-use crate::ledger::{LedgerRecord, LedgerStore};
+use crate::ledger::LedgerStore;
+use crate::report::{self, Dimension, Fleet, GroupRow, Period, ReportQuery};
 
 /// The longest range one view covers, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -71,10 +70,6 @@ impl Filter {
             .take_while(|d| *d <= self.to)
             .collect()
     }
-
-    fn admits(&self, r: &LedgerRecord) -> bool {
-        self.team.as_deref().is_none_or(|t| r.team == t)
-    }
 }
 
 fn day_start_ms(d: NaiveDate) -> i64 {
@@ -83,99 +78,92 @@ fn day_start_ms(d: NaiveDate) -> i64 {
         .unwrap_or(0)
 }
 
-/// The UTC day a record belongs to.
-pub fn day_of(ts_ms: i64) -> Option<NaiveDate> {
-    DateTime::from_timestamp_millis(ts_ms).map(|t| t.date_naive())
-}
-
-/// Where a request went, for the privacy view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
-    /// The in-process engine.
-    Local,
-    /// Any remote target (closed API or a remote open-model server).
-    Remote,
-    /// No target was tried (for example, no allowed target could serve it).
-    Unsent,
-}
-
-impl Destination {
-    pub fn of(r: &LedgerRecord) -> Self {
-        if r.backend.is_empty() && r.backend_kind.is_empty() {
-            Destination::Unsent
-        } else if is_local_kind(&r.backend_kind) {
-            Destination::Local
-        } else {
-            Destination::Remote
-        }
-    }
-}
-
-/// Whether a ledger `backend_kind` names the in-process engine.
-pub fn is_local_kind(kind: &str) -> bool {
-    kind == BackendKind::Local.otel_name() || kind == "local"
+/// What a view needs besides the filter: the config's fleet and all-closed
+/// reference model, and the time now (fleet hours are not counted ahead of it).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub fleet: Option<Fleet>,
+    pub counterfactual_model: Option<String>,
+    pub now_ms: i64,
 }
 
 /// Totals of the whole view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
-    pub requests: u64,
+    pub requests: i64,
+    /// Recorded spend plus idle fleet cost.
     pub hybrid_usd: f64,
+    /// Recorded spend: API prices, and local requests' share of the fleet.
+    pub recorded_usd: f64,
+    /// The fleet's cost that no request used; only without a team filter and
+    /// with a fleet in the config.
+    pub idle_usd: Option<f64>,
     pub all_closed_usd: f64,
     pub savings_usd: f64,
-    /// Savings as a percentage of the all-closed cost (0 when that is 0).
-    pub savings_pct: f64,
+    /// Savings as a percentage of the all-closed cost; `None` when that is 0.
+    pub savings_pct: Option<f64>,
+    /// Prompt plus completion tokens of local and of remote backends.
     pub local_tokens: i64,
     pub remote_tokens: i64,
+    pub errors: i64,
+    /// Requests at confidential or restricted.
+    pub privacy_routed: i64,
 }
 
 /// One day of spend.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DaySpend {
-    pub day: NaiveDate,
+    pub day: String,
+    /// Recorded spend plus that day's idle fleet cost.
     pub hybrid_usd: f64,
+    pub idle_usd: Option<f64>,
     pub all_closed_usd: f64,
     pub savings_usd: f64,
     /// Savings from the first day of the range up to and including this one.
     pub cumulative_savings_usd: f64,
 }
 
-/// Spend of one team or one backend.
+/// Recorded spend of one team or one backend.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpendRow {
     pub name: String,
-    pub requests: u64,
-    pub hybrid_usd: f64,
+    pub requests: i64,
+    pub spend_usd: f64,
     pub all_closed_usd: f64,
 }
 
-/// One day of tokens (prompt + completion).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DayTokens {
-    pub day: NaiveDate,
-    pub local_tokens: i64,
-    pub remote_tokens: i64,
+/// Tokens in and out, in-process engine against remote backends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TokenVolume {
+    pub local_in: i64,
+    pub local_out: i64,
+    pub remote_in: i64,
+    pub remote_out: i64,
 }
 
-/// Latency percentiles of one backend's successful requests.
+/// Latency of one backend's requests (every status), from the rollups'
+/// histograms: within `PERCENTILE_RELATIVE_ERROR` of the exact value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencyRow {
     pub backend: String,
-    pub requests: u64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub ttft_p50_ms: Option<f64>,
-    pub ttft_p90_ms: Option<f64>,
+    pub requests: i64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+    pub ttft_mean_ms: Option<f64>,
 }
 
-/// Where the requests of one privacy level went.
+/// Where requests went by privacy: per backend, those at confidential or
+/// restricted and the rest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PrivacyRow {
-    pub privacy: String,
-    pub local: u64,
-    pub remote: u64,
-    pub unsent: u64,
+    pub backend: String,
+    /// The in-process engine (else a remote target, or "(none)": no target
+    /// could be tried).
+    pub local: bool,
+    pub kept_home: i64,
+    pub other: i64,
 }
 
 /// Every figure of one view.
@@ -188,154 +176,154 @@ pub struct DashboardData {
     pub daily: Vec<DaySpend>,
     pub by_team: Vec<SpendRow>,
     pub by_backend: Vec<SpendRow>,
-    pub tokens: Vec<DayTokens>,
+    pub tokens: TokenVolume,
     pub latency: Vec<LatencyRow>,
     pub privacy: Vec<PrivacyRow>,
+    /// Caveats from the report layer (counterfactual estimate, fleet
+    /// attribution, percentile resolution).
+    pub notes: Vec<String>,
 }
 
-/// Reads the range from the store and computes every figure.
-pub async fn load(store: &dyn LedgerStore, filter: &Filter) -> Result<DashboardData, LedgerError> {
-    let rows = store
-        .list(filter.since_ms(), filter.until_ms(), i64::MAX)
-        .await?;
-    Ok(compute(filter, &rows))
-}
-
-/// Every figure from the records of the range (records outside it are ignored).
-pub fn compute(filter: &Filter, rows: &[LedgerRecord]) -> DashboardData {
-    let (since, until) = (filter.since_ms(), filter.until_ms());
-    let in_range: Vec<&LedgerRecord> = rows
-        .iter()
-        .filter(|r| r.ts_ms >= since && r.ts_ms < until)
-        .collect();
-    let mut teams: Vec<String> = in_range.iter().map(|r| r.team.clone()).collect();
-    teams.sort();
-    teams.dedup();
-    let rows: Vec<&LedgerRecord> = in_range.into_iter().filter(|r| filter.admits(r)).collect();
-
-    let days = filter.days();
-    let index: BTreeMap<NaiveDate, usize> = days.iter().enumerate().map(|(i, d)| (*d, i)).collect();
-    let mut daily: Vec<DaySpend> = days
-        .iter()
-        .map(|d| DaySpend {
-            day: *d,
-            hybrid_usd: 0.0,
-            all_closed_usd: 0.0,
-            savings_usd: 0.0,
-            cumulative_savings_usd: 0.0,
-        })
-        .collect();
-    let mut tokens: Vec<DayTokens> = days
-        .iter()
-        .map(|d| DayTokens {
-            day: *d,
-            local_tokens: 0,
-            remote_tokens: 0,
-        })
-        .collect();
-    let mut by_team: BTreeMap<String, SpendRow> = BTreeMap::new();
-    let mut by_backend: BTreeMap<String, SpendRow> = BTreeMap::new();
-    let mut latencies: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    let mut privacy: BTreeMap<String, PrivacyRow> = BTreeMap::new();
-    let mut summary = Summary::default();
-
-    for r in &rows {
-        let Some(i) = day_of(r.ts_ms).and_then(|d| index.get(&d).copied()) else {
-            continue;
-        };
-        summary.requests += 1;
-        summary.hybrid_usd += r.cost_usd;
-        summary.all_closed_usd += r.counterfactual_usd;
-        daily[i].hybrid_usd += r.cost_usd;
-        daily[i].all_closed_usd += r.counterfactual_usd;
-        let toks = r.prompt_tokens + r.completion_tokens;
-        let dest = Destination::of(r);
-        if dest == Destination::Local {
-            tokens[i].local_tokens += toks;
-            summary.local_tokens += toks;
-        } else {
-            tokens[i].remote_tokens += toks;
-            summary.remote_tokens += toks;
-        }
-        for (map, key) in [(&mut by_team, &r.team), (&mut by_backend, &r.backend)] {
-            let name = if key.is_empty() {
-                "(none)"
-            } else {
-                key.as_str()
-            };
-            let row = map.entry(name.to_owned()).or_insert_with(|| SpendRow {
-                name: name.to_owned(),
-                requests: 0,
-                hybrid_usd: 0.0,
-                all_closed_usd: 0.0,
-            });
-            row.requests += 1;
-            row.hybrid_usd += r.cost_usd;
-            row.all_closed_usd += r.counterfactual_usd;
-        }
-        if (200..300).contains(&r.status) && !r.backend.is_empty() {
-            let (lat, ttft) = latencies.entry(r.backend.clone()).or_default();
-            lat.push(r.latency_ms);
-            if let Some(t) = r.ttft_ms {
-                ttft.push(t);
-            }
-        }
-        let p = privacy
-            .entry(r.privacy.clone())
-            .or_insert_with(|| PrivacyRow {
-                privacy: r.privacy.clone(),
-                local: 0,
-                remote: 0,
-                unsent: 0,
-            });
-        match dest {
-            Destination::Local => p.local += 1,
-            Destination::Remote => p.remote += 1,
-            Destination::Unsent => p.unsent += 1,
-        }
+/// The name a backend group is shown under ("" is a request no target was tried for).
+fn backend_name(key: &str) -> String {
+    if key.is_empty() {
+        NO_BACKEND.to_owned()
+    } else {
+        key.to_owned()
     }
+}
+
+/// How requests that reached no target are listed.
+pub const NO_BACKEND: &str = "(none)";
+/// The row that carries the fleet's unused cost in spend by backend.
+pub const IDLE_ROW: &str = "(idle GPU time)";
+
+/// Every figure for `filter`, from the ledger's daily rollups (five queries).
+pub async fn load(
+    store: &dyn LedgerStore,
+    filter: &Filter,
+    cx: &Context,
+) -> Result<DashboardData, LedgerError> {
+    let q = ReportQuery {
+        team: filter.team.clone(),
+        fleet: cx.fleet,
+        counterfactual_model: cx.counterfactual_model.clone(),
+        ..ReportQuery::new(Period::new(filter.from, filter.to)?, cx.now_ms)
+    };
+    let days = report::daily(store, &q).await?;
+    let overview = report::overview(store, &q).await?;
+    let teams_rows = report::breakdown(store, &q, Dimension::Team).await?;
+    let backends = report::breakdown(store, &q, Dimension::Backend).await?;
+    let teams: Vec<String> = if q.team.is_none() {
+        teams_rows.iter().map(|r| r.key.clone()).collect()
+    } else {
+        let all = ReportQuery {
+            team: None,
+            ..q.clone()
+        };
+        report::breakdown(store, &all, Dimension::Team)
+            .await?
+            .into_iter()
+            .map(|r| r.key)
+            .collect()
+    };
 
     let mut running = 0.0;
-    for d in &mut daily {
-        d.savings_usd = d.all_closed_usd - d.hybrid_usd;
-        running += d.savings_usd;
-        d.cumulative_savings_usd = running;
-    }
-    summary.savings_usd = summary.all_closed_usd - summary.hybrid_usd;
-    summary.savings_pct = if summary.all_closed_usd > 0.0 {
-        summary.savings_usd / summary.all_closed_usd * 100.0
-    } else {
-        0.0
-    };
-    let latency = latencies
-        .into_iter()
-        .map(|(backend, (mut lat, mut ttft))| {
-            lat.sort_by(f64::total_cmp);
-            ttft.sort_by(f64::total_cmp);
-            LatencyRow {
-                backend,
-                requests: lat.len() as u64,
-                p50_ms: percentile(&lat, 50.0).unwrap_or(0.0),
-                p90_ms: percentile(&lat, 90.0).unwrap_or(0.0),
-                p99_ms: percentile(&lat, 99.0).unwrap_or(0.0),
-                ttft_p50_ms: percentile(&ttft, 50.0),
-                ttft_p90_ms: percentile(&ttft, 90.0),
+    let daily = days
+        .iter()
+        .map(|d| {
+            running += d.savings_usd;
+            DaySpend {
+                day: d.key.clone(),
+                hybrid_usd: d.hybrid_spend_usd,
+                idle_usd: d.idle_usd,
+                all_closed_usd: d.stats.counterfactual_usd,
+                savings_usd: d.savings_usd,
+                cumulative_savings_usd: running,
             }
         })
         .collect();
-    let mut privacy: Vec<PrivacyRow> = privacy.into_values().collect();
-    privacy.sort_by_key(|p| (privacy_rank(&p.privacy), p.privacy.clone()));
-    let mut by_team: Vec<SpendRow> = by_team.into_values().collect();
-    let mut by_backend: Vec<SpendRow> = by_backend.into_values().collect();
-    // Biggest spenders first; names break ties so the order is stable.
-    for v in [&mut by_team, &mut by_backend] {
+
+    let spend = |rows: &[GroupRow], name: fn(&str) -> String| -> Vec<SpendRow> {
+        let mut v: Vec<SpendRow> = rows
+            .iter()
+            .map(|r| SpendRow {
+                name: name(&r.key),
+                requests: r.stats.requests,
+                spend_usd: r.stats.spend_usd,
+                all_closed_usd: r.stats.counterfactual_usd,
+            })
+            .collect();
+        // Biggest spenders first; names break ties so the order is stable.
         v.sort_by(|a, b| {
-            b.hybrid_usd
-                .total_cmp(&a.hybrid_usd)
+            b.spend_usd
+                .total_cmp(&a.spend_usd)
                 .then_with(|| a.name.cmp(&b.name))
         });
+        v
+    };
+    let by_team = spend(&teams_rows, str::to_owned);
+    let mut by_backend = spend(&backends, backend_name);
+    let idle_usd = overview.fleet.as_ref().map(|f| f.idle_usd);
+    if let Some(idle) = idle_usd.filter(|i| *i > 0.0) {
+        by_backend.push(SpendRow {
+            name: IDLE_ROW.to_owned(),
+            requests: 0,
+            spend_usd: idle,
+            all_closed_usd: 0.0,
+        });
     }
-    DashboardData {
+
+    let mut tokens = TokenVolume::default();
+    let mut latency = Vec::new();
+    let mut privacy = Vec::new();
+    for b in &backends {
+        let s = &b.stats;
+        // A backend is the in-process engine or it is not: its requests are all local or none.
+        let local = s.local_requests > 0;
+        if local {
+            tokens.local_in += s.prompt_tokens;
+            tokens.local_out += s.completion_tokens;
+        } else {
+            tokens.remote_in += s.prompt_tokens;
+            tokens.remote_out += s.completion_tokens;
+        }
+        if !b.key.is_empty() {
+            latency.push(LatencyRow {
+                backend: b.key.clone(),
+                requests: s.requests,
+                p50_ms: s.latency_p50_ms,
+                p95_ms: s.latency_p95_ms,
+                p99_ms: s.latency_p99_ms,
+                mean_ms: s.latency_mean_ms,
+                ttft_mean_ms: s.ttft_mean_ms,
+            });
+        }
+        privacy.push(PrivacyRow {
+            backend: backend_name(&b.key),
+            local,
+            kept_home: s.privacy_routed,
+            other: s.requests - s.privacy_routed,
+        });
+    }
+    // Local first, then remote, then requests that reached no target.
+    privacy.sort_by_key(|p| (!p.local, p.backend == NO_BACKEND, p.backend.clone()));
+
+    let t = &overview.totals;
+    let summary = Summary {
+        requests: t.requests,
+        hybrid_usd: overview.hybrid_spend_usd,
+        recorded_usd: t.spend_usd,
+        idle_usd,
+        all_closed_usd: overview.counterfactual_usd,
+        savings_usd: overview.savings_usd,
+        savings_pct: overview.savings_pct,
+        local_tokens: tokens.local_in + tokens.local_out,
+        remote_tokens: tokens.remote_in + tokens.remote_out,
+        errors: t.errors,
+        privacy_routed: t.privacy_routed,
+    };
+    Ok(DashboardData {
         filter: filter.clone(),
         teams,
         summary,
@@ -345,30 +333,14 @@ pub fn compute(filter: &Filter, rows: &[LedgerRecord]) -> DashboardData {
         tokens,
         latency,
         privacy,
-    }
-}
-
-/// Nearest-rank percentile of sorted values: the smallest value with at
-/// least `p` percent of the values at or below it.
-pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-/// Privacy levels from least to most sensitive; unknown names last.
-fn privacy_rank(level: &str) -> usize {
-    ["public", "internal", "confidential", "restricted"]
-        .iter()
-        .position(|l| *l == level)
-        .unwrap_or(usize::MAX)
+        notes: overview.notes,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::{open_store, LedgerRecord};
 
     fn day(s: &str) -> NaiveDate {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -409,6 +381,12 @@ mod tests {
         }
     }
 
+    async fn view(rows: &[LedgerRecord], f: &Filter, cx: &Context) -> DashboardData {
+        let store = open_store("sqlite::memory:").await.unwrap();
+        store.insert_batch(rows).await.unwrap();
+        load(store.as_ref(), f, cx).await.unwrap()
+    }
+
     #[test]
     fn filters_check_their_range() {
         assert!(Filter::new(day("2026-11-02"), day("2026-11-01"), None).is_err());
@@ -421,19 +399,8 @@ mod tests {
         assert_eq!((last.from, last.to), (day("2026-11-01"), day("2026-11-30")));
     }
 
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), Some(50.0));
-        assert_eq!(percentile(&v, 90.0), Some(90.0));
-        assert_eq!(percentile(&v, 99.0), Some(99.0));
-        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
-        assert_eq!(percentile(&[1.0, 2.0, 3.0], 50.0), Some(2.0));
-        assert_eq!(percentile(&[], 50.0), None);
-    }
-
-    #[test]
-    fn figures_add_up_per_day_team_backend_and_destination() {
+    #[tokio::test]
+    async fn figures_add_up_per_day_team_backend_and_destination() {
         let mut rows = vec![
             rec("a", "2026-11-01", 1, "legal", "local-moe", "llama.cpp"),
             rec("b", "2026-11-01", 23, "support", "gpt", "openai"),
@@ -445,21 +412,21 @@ mod tests {
         ];
         rows[0].privacy = "confidential".into();
         rows[0].cost_usd = 0.5;
-        rows[0].latency_ms = 40.0;
-        rows[1].latency_ms = 300.0;
-        rows[2].latency_ms = 200.0;
-        rows[2].ttft_ms = None;
         rows[4].status = 503;
+        rows[4].privacy = "restricted".into();
         rows[4].cost_usd = 0.0;
         rows[4].counterfactual_usd = 0.0;
         let f = Filter::new(day("2026-11-01"), day("2026-11-03"), None).unwrap();
-        let d = compute(&f, &rows);
+        let d = view(&rows, &f, &Context::default()).await;
         assert_eq!(d.teams, vec!["legal", "support"]);
-        assert_eq!(d.summary.requests, 4);
-        assert_eq!(d.summary.hybrid_usd, 2.5);
-        assert_eq!(d.summary.all_closed_usd, 9.0);
-        assert_eq!(d.summary.savings_usd, 6.5);
-        assert_eq!((d.summary.local_tokens, d.summary.remote_tokens), (15, 45));
+        let s = &d.summary;
+        assert_eq!((s.requests, s.errors, s.privacy_routed), (4, 1, 2));
+        assert_eq!(
+            (s.hybrid_usd, s.all_closed_usd, s.savings_usd),
+            (2.5, 9.0, 6.5)
+        );
+        assert_eq!(s.idle_usd, None);
+        assert_eq!((s.local_tokens, s.remote_tokens), (15, 45));
         let per_day: Vec<(f64, f64, f64)> = d
             .daily
             .iter()
@@ -469,44 +436,86 @@ mod tests {
             per_day,
             vec![(1.5, 6.0, 4.5), (0.0, 0.0, 4.5), (1.0, 3.0, 6.5)]
         );
-        assert_eq!(d.tokens[0].local_tokens, 15);
-        assert_eq!(d.tokens[2].remote_tokens, 15);
         let teams: Vec<(&str, f64)> = d
             .by_team
             .iter()
-            .map(|t| (t.name.as_str(), t.hybrid_usd))
+            .map(|t| (t.name.as_str(), t.spend_usd))
             .collect();
         assert_eq!(teams, vec![("support", 2.0), ("legal", 0.5)]);
         let backends: Vec<&str> = d.by_backend.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(backends, vec!["gpt", "local-moe", "(none)"]);
-        // Failed requests have no latency row; ttft percentiles skip missing values.
-        assert_eq!(d.latency.len(), 2);
-        let gpt = &d.latency[0];
-        assert_eq!((gpt.backend.as_str(), gpt.requests), ("gpt", 2));
-        assert_eq!((gpt.p50_ms, gpt.p99_ms), (200.0, 300.0));
-        assert_eq!(gpt.ttft_p50_ms, Some(10.0));
-        let privacy: Vec<(&str, u64, u64, u64)> = d
+        assert_eq!(backends, vec!["gpt", "local-moe", NO_BACKEND]);
+        // Requests that reached no target have no latency row.
+        let lat: Vec<(&str, i64)> = d
+            .latency
+            .iter()
+            .map(|l| (l.backend.as_str(), l.requests))
+            .collect();
+        assert_eq!(lat, vec![("gpt", 2), ("local-moe", 1)]);
+        assert_eq!(d.latency[0].p50_ms, Some(100.0));
+        let privacy: Vec<(&str, bool, i64, i64)> = d
             .privacy
             .iter()
-            .map(|p| (p.privacy.as_str(), p.local, p.remote, p.unsent))
+            .map(|p| (p.backend.as_str(), p.local, p.kept_home, p.other))
             .collect();
         assert_eq!(
             privacy,
-            vec![("internal", 0, 2, 1), ("confidential", 1, 0, 0)]
+            vec![
+                ("local-moe", true, 1, 0),
+                ("gpt", false, 0, 2),
+                (NO_BACKEND, false, 1, 0)
+            ]
+        );
+        assert!(
+            d.notes.iter().any(|n| n.contains("estimate")),
+            "{:?}",
+            d.notes
         );
     }
 
-    #[test]
-    fn the_team_filter_narrows_figures_but_not_the_team_list() {
+    #[tokio::test]
+    async fn the_team_filter_narrows_figures_but_not_the_team_list() {
         let rows = vec![
             rec("a", "2026-11-01", 1, "legal", "local-moe", "llama.cpp"),
             rec("b", "2026-11-01", 2, "support", "gpt", "openai"),
         ];
         let f = Filter::new(day("2026-11-01"), day("2026-11-01"), Some("legal".into())).unwrap();
-        let d = compute(&f, &rows);
+        let d = view(&rows, &f, &Context::default()).await;
         assert_eq!(d.teams, vec!["legal", "support"]);
         assert_eq!(d.summary.requests, 1);
         assert_eq!(d.by_team.len(), 1);
         assert_eq!(d.summary.remote_tokens, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_fleet_time_is_part_of_hybrid_spend_and_its_own_backend_row() {
+        let mut local = rec("a", "2026-11-01", 1, "legal", "local-moe", "llama.cpp");
+        local.cost_usd = 2.0;
+        let f = Filter::new(day("2026-11-01"), day("2026-11-01"), None).unwrap();
+        let cx = Context {
+            fleet: Some(Fleet {
+                gpus: 1.0,
+                gpu_hour_usd: 1.0,
+            }),
+            counterfactual_model: Some("claude-sonnet-4.6".into()),
+            now_ms: day_start_ms(day("2026-11-30")),
+        };
+        let d = view(&[local], &f, &cx).await;
+        // A whole day of one GPU at $1/h is $24, of which the request used $2.
+        assert_eq!(d.summary.idle_usd, Some(22.0));
+        assert_eq!(d.summary.hybrid_usd, 24.0);
+        assert_eq!(d.summary.recorded_usd, 2.0);
+        assert_eq!(d.daily[0].hybrid_usd, 24.0);
+        let idle = d.by_backend.iter().find(|b| b.name == IDLE_ROW).unwrap();
+        assert_eq!(idle.spend_usd, 22.0);
+        // One team's view leaves idle time out: it belongs to no team.
+        let legal = Filter::new(f.from, f.to, Some("legal".into())).unwrap();
+        let d = view(
+            &[rec("b", "2026-11-01", 1, "legal", "gpt", "openai")],
+            &legal,
+            &cx,
+        )
+        .await;
+        assert_eq!(d.summary.idle_usd, None);
+        assert!(d.by_backend.iter().all(|b| b.name != IDLE_ROW));
     }
 }

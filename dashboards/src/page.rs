@@ -30,26 +30,25 @@ pub struct PlannerView {
     pub result: Result<PlanResult, String>,
 }
 
-/// What the page says about how the figures were made.
-#[derive(Debug, Clone, Default)]
-pub struct PageNotes {
-    /// The model every request is re-priced at for the all-closed column.
-    pub all_closed_model: Option<String>,
-}
-
 /// The JSON behind chart `name`, or `None` for an unknown chart.
 pub fn chart_json(name: &str, data: &DashboardData, planner: &PlannerView) -> Option<Value> {
     let f = &data.filter;
     let body = match name {
-        "summary" => json!({ "summary": data.summary, "teams": data.teams }),
+        "summary" => json!({
+            "summary": data.summary,
+            "teams": data.teams,
+            "notes": data.notes,
+        }),
         "daily-spend" => json!({
             "days": data.daily.iter().map(|d| json!({
                 "day": d.day,
                 "hybrid_usd": d.hybrid_usd,
+                "idle_usd": d.idle_usd,
                 "all_closed_usd": d.all_closed_usd,
                 "savings_usd": d.savings_usd,
             })).collect::<Vec<_>>(),
             "hybrid_usd": data.summary.hybrid_usd,
+            "idle_usd": data.summary.idle_usd,
             "all_closed_usd": data.summary.all_closed_usd,
         }),
         "cumulative-savings" => json!({
@@ -62,7 +61,7 @@ pub fn chart_json(name: &str, data: &DashboardData, planner: &PlannerView) -> Op
         "spend-by-team" => json!({ "rows": data.by_team }),
         "spend-by-backend" => json!({ "rows": data.by_backend }),
         "tokens" => json!({
-            "days": data.tokens,
+            "tokens": data.tokens,
             "local_tokens": data.summary.local_tokens,
             "remote_tokens": data.summary.remote_tokens,
         }),
@@ -147,7 +146,7 @@ fn stat(out: &mut String, id: &str, label: &str, value: f64, text: &str) {
 }
 
 /// The whole dashboard page.
-pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNotes) -> String {
+pub fn render_page(data: &DashboardData, planner: &PlannerView) -> String {
     let f = &data.filter;
     let q = query_string(data);
     let mut out = String::with_capacity(64 * 1024);
@@ -209,13 +208,18 @@ pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNote
         s.savings_usd,
         &money(s.savings_usd),
     );
-    stat(
-        &mut out,
-        "savings-pct",
-        "Savings %",
-        s.savings_pct,
-        &format!("{:.1}%", s.savings_pct),
-    );
+    if let Some(pct) = s.savings_pct {
+        stat(
+            &mut out,
+            "savings-pct",
+            "Savings %",
+            pct,
+            &format!("{pct:.1}%"),
+        );
+    }
+    if let Some(idle) = s.idle_usd {
+        stat(&mut out, "total-idle", "Idle GPU cost", idle, &money(idle));
+    }
     stat(
         &mut out,
         "total-requests",
@@ -292,12 +296,12 @@ pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNote
             "Spend by team",
             &names(&data.by_team),
             &[Series::new(
-                "hybrid",
-                data.by_team.iter().map(|r| r.hybrid_usd).collect(),
+                "spend",
+                data.by_team.iter().map(|r| r.spend_usd).collect(),
             )],
             Unit::Usd,
         ),
-        "Hybrid spend per team.",
+        "Recorded spend per team; idle GPU time belongs to no team.",
     );
     figure(
         &mut out,
@@ -308,62 +312,54 @@ pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNote
             "Spend by backend",
             &names(&data.by_backend),
             &[Series::new(
-                "hybrid",
-                data.by_backend.iter().map(|r| r.hybrid_usd).collect(),
+                "spend",
+                data.by_backend.iter().map(|r| r.spend_usd).collect(),
             )],
             Unit::Usd,
         ),
-        "Spend per backend; local backends carry their share of the GPU fleet's time.",
+        "Recorded spend per backend (local ones carry their share of the GPU fleet's time), and the fleet's idle time.",
     );
+    let t = &data.tokens;
     figure(
         &mut out,
         "tokens",
         &q,
-        &line_chart(
+        &bar_chart(
             "tokens",
             "Token volume: local vs remote",
-            &days,
+            &["local".to_owned(), "remote".to_owned()],
             &[
-                Series::new(
-                    "local",
-                    data.tokens.iter().map(|d| d.local_tokens as f64).collect(),
-                ),
-                Series::new(
-                    "remote",
-                    data.tokens.iter().map(|d| d.remote_tokens as f64).collect(),
-                ),
+                Series::new("tokens in", vec![t.local_in as f64, t.remote_in as f64]),
+                Series::new("tokens out", vec![t.local_out as f64, t.remote_out as f64]),
             ],
             Unit::Count,
-            Legend::Sum,
         ),
-        "Prompt and completion tokens per day, in-process engine against remote APIs.",
+        "Prompt (in) and completion (out) tokens, in-process engine against remote backends.",
     );
-    let privacy_levels: Vec<String> = data.privacy.iter().map(|p| p.privacy.clone()).collect();
+    let backends: Vec<String> = data.privacy.iter().map(|p| p.backend.clone()).collect();
     figure(
         &mut out,
         "privacy",
         &q,
         &bar_chart(
             "privacy",
-            "Requests by privacy level and destination",
-            &privacy_levels,
+            "Requests by backend: confidential or restricted, and the rest",
+            &backends,
             &[
                 Series::new(
-                    "local",
-                    data.privacy.iter().map(|p| p.local as f64).collect(),
+                    "confidential or restricted",
+                    data.privacy.iter().map(|p| p.kept_home as f64).collect(),
                 ),
                 Series::new(
-                    "remote",
-                    data.privacy.iter().map(|p| p.remote as f64).collect(),
-                ),
-                Series::new(
-                    "unsent",
-                    data.privacy.iter().map(|p| p.unsent as f64).collect(),
+                    "public or internal",
+                    data.privacy.iter().map(|p| p.other as f64).collect(),
                 ),
             ],
             Unit::Count,
         ),
-        "Where each privacy level's requests went; unsent means no allowed target served them.",
+        "Where requests went by privacy level. Confidential and restricted requests may \
+         only reach the local engine or trusted targets; (none) counts requests no \
+         allowed target could take.",
     );
     let latency_rows: Vec<Vec<Cell>> = data
         .latency
@@ -372,11 +368,11 @@ pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNote
             vec![
                 Cell::text(&r.backend),
                 Cell::num(r.requests as f64, Unit::Count),
-                Cell::num(r.p50_ms, Unit::Millis),
-                Cell::num(r.p90_ms, Unit::Millis),
-                Cell::num(r.p99_ms, Unit::Millis),
-                Cell::opt(r.ttft_p50_ms, Unit::Millis),
-                Cell::opt(r.ttft_p90_ms, Unit::Millis),
+                Cell::opt(r.p50_ms, Unit::Millis),
+                Cell::opt(r.p95_ms, Unit::Millis),
+                Cell::opt(r.p99_ms, Unit::Millis),
+                Cell::opt(r.mean_ms, Unit::Millis),
+                Cell::opt(r.ttft_mean_ms, Unit::Millis),
             ]
         })
         .collect();
@@ -386,13 +382,20 @@ pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNote
         &q,
         &table(
             "latency",
-            "Latency percentiles per backend",
+            "Latency per backend",
             &[
-                "backend", "requests", "p50", "p90", "p99", "ttft p50", "ttft p90",
+                "backend",
+                "requests",
+                "p50",
+                "p95",
+                "p99",
+                "mean",
+                "ttft mean",
             ],
             &latency_rows,
         ),
-        "Successful requests only; nearest-rank percentiles.",
+        "All requests, failures included. Percentiles come from daily histograms: within 9.1% \
+         of the exact value.",
     );
     figure(
         &mut out,
@@ -401,18 +404,14 @@ pub fn render_page(data: &DashboardData, planner: &PlannerView, notes: &PageNote
         &planner_html(planner),
         &format!("Capacity plan from {}.", escape(&planner.source)),
     );
-    out.push_str("</div><div class=\"notes\">");
-    let model = notes
-        .all_closed_model
-        .as_deref()
-        .unwrap_or("the configured reference model");
-    out.push_str(&format!(
-        "<p>All-closed re-prices every request at {}'s prices. Token counts come from \
-         the model that answered; another tokenizer would count somewhat differently, so \
-         the all-closed figures are an estimate.</p>\
-         <p>Days are UTC. Spend is what the ledger recorded for each request.</p>",
-        escape(model)
-    ));
+    out.push_str("</div><div class=\"notes\" id=\"notes\">");
+    for n in &data.notes {
+        out.push_str(&format!("<p>{}</p>", escape(n)));
+    }
+    out.push_str(
+        "<p>Days are UTC. Hybrid spend is what the ledger recorded for each request plus, \
+         for all teams, the fleet's idle time; spend by team and backend is recorded spend.</p>",
+    );
     out.push_str("</div></body></html>");
     out
 }
@@ -494,7 +493,7 @@ fn planner_html(planner: &PlannerView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dashboard::{compute, Filter};
+    use crate::dashboard::{Filter, Summary, TokenVolume};
     use crate::planner::Plan;
     use crate::pricing::PriceTable;
 
@@ -520,13 +519,25 @@ mod tests {
                 .evaluate(&PriceTable::builtin())
                 .map_err(|e| e.to_string()),
         };
-        (compute(&f, &[]), planner)
+        let data = DashboardData {
+            filter: f,
+            teams: vec![],
+            summary: Summary::default(),
+            daily: vec![],
+            by_team: vec![],
+            by_backend: vec![],
+            tokens: TokenVolume::default(),
+            latency: vec![],
+            privacy: vec![],
+            notes: vec!["<counterfactual> is an estimate".into()],
+        };
+        (data, planner)
     }
 
     #[test]
     fn the_page_has_every_chart_and_fetches_nothing() {
         let (data, planner) = view();
-        let html = render_page(&data, &planner, &PageNotes::default());
+        let html = render_page(&data, &planner);
         for name in CHARTS.iter().filter(|n| **n != "summary") {
             assert!(
                 html.contains(&format!("id=\"chart-{name}\"")),
@@ -541,6 +552,8 @@ mod tests {
         // The team is escaped in HTML and encoded in links.
         assert!(html.contains("data-api=\"/api/dashboard/daily-spend.json?from=2026-11-01&amp;to=2026-11-02&amp;team=a%26b\""));
         assert!(html.contains("<option value=\"a&amp;b\" selected>a&amp;b</option>"));
+        // The report layer's caveats are shown, escaped.
+        assert!(html.contains("<p>&lt;counterfactual&gt; is an estimate</p>"));
         // The plan's totals are on the page.
         assert!(
             html.contains("data-value=\"2\""),

@@ -78,15 +78,8 @@ pub fn load_plan(config: &Config, base_dir: &Path) -> anyhow::Result<DashboardPl
             (path.display().to_string(), text)
         }
     };
-    let doc = watershed_policies::yaml::parse(&text).map_err(|errs| {
-        let lines: Vec<String> = errs
-            .iter()
-            .map(|e| format!("{source}:{}:{}: {}", e.pos.line, e.pos.col, e.message))
-            .collect();
-        anyhow::anyhow!("dashboard.plan: {}", lines.join("; "))
-    })?;
-    let plan =
-        Plan::from_value(doc.value).map_err(|e| anyhow::anyhow!("dashboard.plan {source}: {e}"))?;
+    let plan = crate::report::parse_plan(&text, &source)
+        .map_err(|e| anyhow::anyhow!("dashboard.plan: {e}"))?;
     Ok(DashboardPlan { source, plan })
 }
 

@@ -171,7 +171,7 @@ async fn chart_json_follows_the_ledger_and_the_filters() {
     let (_, support) = get_json(&app, "/api/dashboard/spend-by-team.json?team=support").await;
     assert_eq!(support["team"], "support");
     assert_eq!(support["rows"].as_array().unwrap().len(), 1);
-    assert_eq!(support["rows"][0]["hybrid_usd"], 1.25);
+    assert_eq!(support["rows"][0]["spend_usd"], 1.25);
 
     let from = today - Duration::days(1);
     let (_, recent) = get_json(

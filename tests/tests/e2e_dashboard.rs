@@ -194,15 +194,17 @@ struct Expected {
     requests: usize,
     hybrid: f64,
     all_closed: f64,
-    local_tokens: i64,
-    remote_tokens: i64,
+    local_in: i64,
+    local_out: i64,
+    remote_in: i64,
+    remote_out: i64,
     hybrid_by_day: BTreeMap<NaiveDate, f64>,
     closed_by_day: BTreeMap<NaiveDate, f64>,
     by_team: BTreeMap<String, f64>,
     by_backend: BTreeMap<String, f64>,
-    /// privacy level -> (local, remote, unsent)
-    privacy: BTreeMap<String, (u64, u64, u64)>,
-    /// backend -> sorted latencies of successful requests
+    /// backend -> (confidential or restricted, the rest)
+    privacy: BTreeMap<String, (i64, i64)>,
+    /// backend -> sorted latencies of all its requests
     latency: BTreeMap<String, Vec<f64>>,
 }
 
@@ -222,11 +224,12 @@ fn expected(rows: &[LedgerRecord], from: NaiveDate, to: NaiveDate, team: Option<
         e.all_closed += r.counterfactual_usd;
         *e.hybrid_by_day.get_mut(&day).unwrap() += r.cost_usd;
         *e.closed_by_day.get_mut(&day).unwrap() += r.counterfactual_usd;
-        let toks = r.prompt_tokens + r.completion_tokens;
         if r.backend == LOCAL {
-            e.local_tokens += toks;
+            e.local_in += r.prompt_tokens;
+            e.local_out += r.completion_tokens;
         } else {
-            e.remote_tokens += toks;
+            e.remote_in += r.prompt_tokens;
+            e.remote_out += r.completion_tokens;
         }
         *e.by_team.entry(r.team.clone()).or_default() += r.cost_usd;
         let backend = if r.backend.is_empty() {
@@ -235,13 +238,13 @@ fn expected(rows: &[LedgerRecord], from: NaiveDate, to: NaiveDate, team: Option<
             &r.backend
         };
         *e.by_backend.entry(backend.to_owned()).or_default() += r.cost_usd;
-        let p = e.privacy.entry(r.privacy.clone()).or_default();
-        match r.backend.as_str() {
-            "" => p.2 += 1,
-            LOCAL => p.0 += 1,
-            _ => p.1 += 1,
+        let p = e.privacy.entry(backend.to_owned()).or_default();
+        if r.privacy == "confidential" || r.privacy == "restricted" {
+            p.0 += 1;
+        } else {
+            p.1 += 1;
         }
-        if r.status == 200 {
+        if !r.backend.is_empty() {
             e.latency
                 .entry(r.backend.clone())
                 .or_default()
@@ -254,6 +257,15 @@ fn expected(rows: &[LedgerRecord], from: NaiveDate, to: NaiveDate, team: Option<
     e
 }
 
+impl Expected {
+    fn local_tokens(&self) -> f64 {
+        (self.local_in + self.local_out) as f64
+    }
+    fn remote_tokens(&self) -> f64 {
+        (self.remote_in + self.remote_out) as f64
+    }
+}
+
 fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.max(1) - 1]
@@ -261,6 +273,18 @@ fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// Percentiles come from the rollups' latency histograms: within this
+/// fraction of the exact nearest-rank value.
+const PERCENTILE_ERROR: f64 = watershed_dashboards::report::PERCENTILE_RELATIVE_ERROR;
+
+#[track_caller]
+fn assert_percentile(what: &str, got: f64, exact: f64) {
+    assert!(
+        (got - exact).abs() <= PERCENTILE_ERROR * exact + 1e-9,
+        "{what}: page shows {got}, the exact value is {exact}"
+    );
 }
 
 #[track_caller]
@@ -486,12 +510,12 @@ fn check_page(dom: &str, e: &Expected) {
     assert_close(
         "local tokens",
         by_id(dom, "total-local-tokens"),
-        e.local_tokens as f64,
+        e.local_tokens(),
     );
     assert_close(
         "remote tokens",
         by_id(dom, "total-remote-tokens"),
-        e.remote_tokens as f64,
+        e.remote_tokens(),
     );
 
     // Daily spend: every day of the range, both lines; cumulative savings.
@@ -540,26 +564,39 @@ fn check_page(dom: &str, e: &Expected) {
         assert_close(&format!("spend of {b}"), backends[b], *want);
     }
 
-    // Token volume legend totals.
-    let tokens = values_by(figure(dom, "tokens"), "total", "data-series", None);
-    assert_close("local tokens chart", tokens["local"], e.local_tokens as f64);
-    assert_close(
-        "remote tokens chart",
-        tokens["remote"],
-        e.remote_tokens as f64,
-    );
+    // Token volume: in and out, local and remote.
+    let tokens = figure(dom, "tokens");
+    let tin = values_by(tokens, "value", "data-category", Some("tokens in"));
+    let tout = values_by(tokens, "value", "data-category", Some("tokens out"));
+    assert_close("local tokens in", tin["local"], e.local_in as f64);
+    assert_close("local tokens out", tout["local"], e.local_out as f64);
+    assert_close("remote tokens in", tin["remote"], e.remote_in as f64);
+    assert_close("remote tokens out", tout["remote"], e.remote_out as f64);
 
-    // Privacy routing: per level, where the requests went.
+    // Privacy routing: per backend, confidential-or-restricted and the rest.
     let privacy = figure(dom, "privacy");
-    for (series, pick) in [("local", 0usize), ("remote", 1), ("unsent", 2)] {
-        let got = values_by(privacy, "value", "data-category", Some(series));
-        for (level, counts) in &e.privacy {
-            let want = [counts.0, counts.1, counts.2][pick] as f64;
-            assert_close(&format!("{level} requests {series}"), got[level], want);
-        }
+    let home = values_by(
+        privacy,
+        "value",
+        "data-category",
+        Some("confidential or restricted"),
+    );
+    let rest = values_by(
+        privacy,
+        "value",
+        "data-category",
+        Some("public or internal"),
+    );
+    assert_eq!(
+        home.keys().collect::<Vec<_>>(),
+        e.privacy.keys().collect::<Vec<_>>()
+    );
+    for (backend, (h, r)) in &e.privacy {
+        assert_close(&format!("{backend} confidential"), home[backend], *h as f64);
+        assert_close(&format!("{backend} other"), rest[backend], *r as f64);
     }
 
-    // Latency percentiles per backend (successful requests only).
+    // Latency percentiles per backend (every request that reached one).
     let latency = figure(dom, "latency");
     let rows_shown = tags(latency)
         .iter()
@@ -581,13 +618,15 @@ fn check_page(dom: &str, e: &Expected) {
             row_values["requests"],
             sorted.len() as f64,
         );
-        for (col, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0)] {
-            assert_close(
+        for (col, p) in [("p50", 50.0), ("p95", 95.0), ("p99", 99.0)] {
+            assert_percentile(
                 &format!("{backend} {col}"),
                 row_values[col],
                 nearest_rank(sorted, p),
             );
         }
+        let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+        assert_close(&format!("{backend} mean"), row_values["mean"], mean);
     }
 
     // The planner view evaluates the seed example (the default plan).
@@ -660,7 +699,7 @@ async fn check_json(http: &reqwest::Client, base: &str, query: &str, e: &Expecte
             let name = r["name"].as_str().unwrap();
             assert_close(
                 &format!("json {chart} {name}"),
-                f(&r["hybrid_usd"]),
+                f(&r["spend_usd"]),
                 want[name],
             );
         }
@@ -669,26 +708,30 @@ async fn check_json(http: &reqwest::Client, base: &str, query: &str, e: &Expecte
     assert_close(
         "json local tokens",
         f(&tokens["local_tokens"]),
-        e.local_tokens as f64,
+        e.local_tokens(),
     );
     assert_close(
         "json remote tokens",
         f(&tokens["remote_tokens"]),
-        e.remote_tokens as f64,
+        e.remote_tokens(),
+    );
+    assert_close(
+        "json remote in",
+        f(&tokens["tokens"]["remote_in"]),
+        e.remote_in as f64,
     );
     let lat = get("latency").await;
+    assert_eq!(lat["rows"].as_array().unwrap().len(), e.latency.len());
     for r in lat["rows"].as_array().unwrap() {
         let sorted = &e.latency[r["backend"].as_str().unwrap()];
-        assert_close("json p90", f(&r["p90_ms"]), nearest_rank(sorted, 90.0));
+        assert_percentile("json p95", f(&r["p95_ms"]), nearest_rank(sorted, 95.0));
     }
     let privacy = get("privacy").await;
-    for r in privacy["rows"].as_array().unwrap() {
-        let want = e.privacy[r["privacy"].as_str().unwrap()];
-        let got = (
-            f(&r["local"]) as u64,
-            f(&r["remote"]) as u64,
-            f(&r["unsent"]) as u64,
-        );
+    let rows = privacy["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), e.privacy.len());
+    for r in rows {
+        let want = e.privacy[r["backend"].as_str().unwrap()];
+        let got = (f(&r["kept_home"]) as i64, f(&r["other"]) as i64);
         assert_eq!(got, want, "json privacy {r}");
     }
     let planner = get("planner").await;
@@ -734,8 +777,10 @@ counterfactual: {{ all_closed: claude-sonnet-4.6 }}
     assert_eq!(all.requests, rows.len() - 1);
     let dom = rendered_dom(&format!("{base}/dashboard"));
     check_page(&dom, &all);
-    // The confidential requests never left: none counted as remote.
-    assert_eq!(all.privacy["confidential"], (6, 0, 1));
+    // The confidential requests never left: all on the local engine or unsent.
+    assert_eq!(all.privacy[LOCAL].0, 6);
+    assert_eq!(all.privacy["(none)"], (1, 0));
+    assert_eq!(all.privacy[CLAUDE].0 + all.privacy[GPT].0, 0);
     check_json(&http, &base, "", &all).await;
 
     // One team, as the form submits it (every field present).

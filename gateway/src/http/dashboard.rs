@@ -11,8 +11,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, Utc};
 use tracing::error;
-use watershed_dashboards::dashboard::{self, DashboardData, Filter};
-use watershed_dashboards::page::{self, PageNotes, PlannerView};
+use watershed_dashboards::dashboard::{self, Context, DashboardData, Filter};
+use watershed_dashboards::page::{self, PlannerView};
+use watershed_dashboards::report::Fleet;
 use watershed_providers::ErrorCode;
 
 use crate::error::ApiError;
@@ -29,10 +30,7 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:;
 pub async fn page(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
     match view(&state, q.as_deref()).await {
         Ok((data, planner)) => {
-            let notes = PageNotes {
-                all_closed_model: state.runtime().config.counterfactual.clone(),
-            };
-            let html = page::render_page(&data, &planner, &notes);
+            let html = page::render_page(&data, &planner);
             (
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -84,14 +82,23 @@ async fn view(
     state: &AppState,
     query: Option<&str>,
 ) -> Result<(DashboardData, PlannerView), ApiError> {
-    let filter = parse_filter(query, Utc::now().date_naive())?;
-    let data = dashboard::load(state.ledger.store().as_ref(), &filter)
+    let now = Utc::now();
+    let filter = parse_filter(query, now.date_naive())?;
+    let rt = state.runtime();
+    let cx = Context {
+        fleet: rt.config.fleet.as_ref().map(|f| Fleet {
+            gpus: f64::from(f.gpus),
+            gpu_hour_usd: f.gpu_hour_usd,
+        }),
+        counterfactual_model: rt.config.counterfactual.clone(),
+        now_ms: now.timestamp_millis(),
+    };
+    let data = dashboard::load(state.ledger.store().as_ref(), &filter, &cx)
         .await
         .map_err(|e| {
             error!(error = %e, "dashboard query failed");
             ApiError::new(e.code(), "the ledger could not be read")
         })?;
-    let rt = state.runtime();
     let planner = PlannerView {
         source: rt.plan.source.clone(),
         result: rt.plan.plan.evaluate(&rt.prices).map_err(|e| e.to_string()),
