@@ -61,7 +61,11 @@ fn record(id: &str, days_ago: i64, team: &str, cost: f64) -> LedgerRecord {
 }
 
 async fn router(rows: &[LedgerRecord]) -> axum::Router {
-    let config = Arc::new(load_config(CONFIG, "dashboard_http.yaml").unwrap());
+    router_with(CONFIG, rows).await
+}
+
+async fn router_with(config: &str, rows: &[LedgerRecord]) -> axum::Router {
+    let config = Arc::new(load_config(config, "dashboard_http.yaml").unwrap());
     let store = open_store("sqlite::memory:").await.unwrap();
     store.insert_batch(rows).await.unwrap();
     // The writer task is never stopped; the runtime ends with the test.
@@ -249,4 +253,42 @@ async fn the_planner_view_reads_the_configured_plan() {
         "{broken}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn idle_fleet_time_counts_in_hybrid_spend_for_all_teams_only() {
+    // Two GPUs at $0.50/h: $24 a day, busy or idle.
+    let config = format!("{CONFIG}fleet: {{ gpus: 2, gpu_hour_usd: 0.5 }}\n");
+    let mut local = record("local", 3, "legal", 4.0);
+    local.backend = "local-moe".into();
+    local.backend_kind = "llama.cpp".into();
+    let remote = record("remote", 3, "support", 1.0);
+    let app = router_with(&config, &[local, remote]).await;
+    let day = (Utc::now() - Duration::days(3)).date_naive();
+    let q = format!("from={day}&to={day}");
+
+    let (_, s) = get_json(&app, &format!("/api/dashboard/summary.json?{q}")).await;
+    assert_eq!(s["summary"]["recorded_usd"], 5.0, "{s}");
+    assert_eq!(s["summary"]["idle_usd"], 20.0, "{s}");
+    assert_eq!(s["summary"]["hybrid_usd"], 25.0, "{s}");
+    let (_, b) = get_json(&app, &format!("/api/dashboard/spend-by-backend.json?{q}")).await;
+    let idle = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "(idle GPU time)")
+        .unwrap_or_else(|| panic!("no idle row: {b}"));
+    assert_eq!(idle["spend_usd"], 20.0);
+    let (_, _, html) = get(&app, &format!("/dashboard?{q}")).await;
+    let html = String::from_utf8(html).unwrap();
+    assert!(
+        html.contains("id=\"total-idle\" data-value=\"20\""),
+        "{html}"
+    );
+    assert!(html.contains("id=\"total-hybrid\" data-value=\"25\""));
+
+    // Idle time belongs to no team.
+    let (_, s) = get_json(&app, &format!("/api/dashboard/summary.json?{q}&team=legal")).await;
+    assert_eq!(s["summary"]["idle_usd"], Value::Null, "{s}");
+    assert_eq!(s["summary"]["hybrid_usd"], 4.0, "{s}");
 }
