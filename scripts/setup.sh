@@ -17,6 +17,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 packages=(cmake clang libclang-dev pkg-config python3-venv)
 if ((want_test)); then
   packages+=(prometheus) # the metrics test scrapes with it and checks with promtool
+  packages+=(chromium)   # the dashboard test renders /dashboard in headless Chromium
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,8 @@
 //! The PostgreSQL ledger store against the real server (127.0.0.1:5432, user
 //! postgres, database test; `scripts/setup.sh --test` starts it): the same
 //! contract as the SQLite store — migrations, every field round trips, replay
-//! is a no-op, time windows — each test in a schema of its own.
+//! is a no-op, time windows, reports over the rollups — each test in a schema
+//! of its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -9,8 +10,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::contract;
-use watershed_dashboards::ledger::{open_store, LedgerStore};
+use common::{contract, report_contract};
+use watershed_dashboards::ledger::{open_store, LedgerStore, PgStore};
 
 fn base_url() -> String {
     std::env::var("WATERSHED_TEST_POSTGRES")
@@ -67,4 +68,41 @@ async fn a_bad_schema_name_is_refused() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("invalid schema"), "{err}");
+}
+
+#[tokio::test]
+async fn hand_computed_report() {
+    report_contract::hand_computed_report(&*store("report").await).await;
+}
+
+#[tokio::test]
+async fn idle_cost_by_day() {
+    report_contract::idle_cost_by_day(&*store("idle").await).await;
+}
+
+#[tokio::test]
+async fn a_price_change_mid_period() {
+    report_contract::a_price_change_mid_period(&*store("price").await).await;
+}
+
+#[tokio::test]
+async fn rollups_track_inserts_and_replays() {
+    report_contract::rollups_track_inserts_and_replays(&*store("rollups").await).await;
+}
+
+#[tokio::test]
+async fn the_rollup_migration_fills_rollups_for_rows_stored_before_it() {
+    let schema = format!("ledger_backfill_{}", std::process::id());
+    let url = format!("{}?schema={schema}", base_url());
+    drop(store("backfill").await);
+    let s = PgStore::connect(&url).await.unwrap();
+    s.migrate().await.unwrap();
+    let rows = report_contract::generated(1500);
+    s.insert_batch(&rows).await.unwrap();
+    sqlx::raw_sql("DROP TABLE ledger_rollup; DELETE FROM _sqlx_migrations WHERE version = 2")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    report_contract::rollups_equal_raw_aggregation(&s, rows.len()).await;
 }

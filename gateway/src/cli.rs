@@ -1,4 +1,4 @@
-//! The command line: `serve`, `classify`, `policy check`, and the commands that print. This is
+//! The command line: `serve`, `classify`, `report`, `policy check`, and the commands that print. This is
 //! the one module allowed to write to stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -39,6 +39,37 @@ enum Command {
         /// (default: the embedded config).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Spend for a period from the ledger's daily rollups: requests, tokens,
+    /// spend against the all-closed counterfactual, savings, latency, privacy-routed
+    /// requests, errors and fallbacks, overall and per group; or, with --plan, the
+    /// capacity planner on a plan file.
+    Report {
+        /// Configuration: ledger url, fleet and counterfactual model (default: the
+        /// embedded config/default.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Ledger url (default: the config's ledger.url).
+        #[arg(long)]
+        ledger: Option<String>,
+        /// First day, YYYY-MM-DD UTC (default: 29 days before --to).
+        #[arg(long, alias = "since")]
+        from: Option<String>,
+        /// Last day, included, YYYY-MM-DD UTC (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// Group by day, team, key, route, backend or model.
+        #[arg(long, default_value = "team")]
+        by: String,
+        /// Only this team's requests.
+        #[arg(long)]
+        team: Option<String>,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Evaluate a capacity plan (YAML, see config/plans/) instead of the ledger.
+        #[arg(long)]
+        plan: Option<PathBuf>,
     },
     /// Routing policy tools.
     Policy {
@@ -102,6 +133,44 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Classify { config } => classify(config),
+        Command::Report {
+            config,
+            ledger,
+            from,
+            to,
+            by,
+            team,
+            format,
+            plan,
+        } => {
+            let args = by
+                .parse()
+                .and_then(|by| format.parse().map(|format| (by, format)))
+                .map(|(by, format)| crate::report::ReportArgs {
+                    config,
+                    ledger,
+                    from,
+                    to,
+                    by,
+                    team,
+                    format,
+                    plan,
+                })
+                .map_err(|e| e.to_string());
+            match args.and_then(|a| crate::report::run(&a)) {
+                Ok(text) => {
+                    print!("{text}");
+                    if !text.ends_with('\n') {
+                        println!();
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Policy {
             command:
                 PolicyCommand::Calibrate {

@@ -13,5 +13,6 @@ pub mod http;
 pub mod meter;
 pub mod metrics;
 pub mod reload;
+pub mod report;
 pub mod serve;
 pub mod state;

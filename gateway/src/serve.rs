@@ -40,7 +40,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // of requests that finish during shutdown are written too.
     let ledger_stop = CancellationToken::new();
     let budgets = seed_budgets(&*store).await?;
-    let ledger = LedgerWriter::start(store.clone(), &tracker, ledger_stop.clone());
+    let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
 
     let runtime = build_runtime(cfg.clone(), &loaded.base_dir, None)?;
     for t in runtime.targets.values() {
@@ -48,7 +48,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
             warn!(target_id = %t.id, env = %var, "API key variable is not set; this target answers 503 until it is");
         }
     }
-    let state = Arc::new(AppState::new(runtime, ledger, store, budgets));
+    let state = Arc::new(AppState::new(runtime, ledger).with_budgets(budgets));
     state
         .budgets
         .publish(&cfg, &state.metrics, chrono::Utc::now());

@@ -1,5 +1,5 @@
 //! Shared state of a running gateway: the active configuration with its backends,
-//! the ledger handle and the price table.
+//! the ledger handle, the price table and the dashboard's capacity plan.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
 use watershed_dashboards::ledger::{LedgerHandle, LedgerStore};
+use watershed_dashboards::planner::Plan;
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
@@ -49,6 +50,38 @@ pub struct Runtime {
     pub targets: HashMap<String, Arc<TargetHandle>>,
     /// Built-in prices with the config's overrides.
     pub prices: Arc<PriceTable>,
+    /// The capacity plan the dashboard's planner view evaluates.
+    pub plan: Arc<DashboardPlan>,
+}
+
+/// A capacity plan and where it was read from.
+#[derive(Debug)]
+pub struct DashboardPlan {
+    /// The plan file's path, or the name of the built-in example.
+    pub source: String,
+    pub plan: Plan,
+}
+
+/// The seed chapter's three-tier example, shown when the config names no plan.
+pub const EMBEDDED_PLAN: &str = include_str!("../../config/plans/seed-hybrid.yaml");
+pub const EMBEDDED_PLAN_NAME: &str = "the built-in example (config/plans/seed-hybrid.yaml)";
+
+/// Reads `dashboard.plan` (relative to `base_dir`), or the built-in example.
+/// A plan that cannot be read or parsed is a configuration error.
+pub fn load_plan(config: &Config, base_dir: &Path) -> anyhow::Result<DashboardPlan> {
+    let (source, text) = match &config.dashboard.plan {
+        None => (EMBEDDED_PLAN_NAME.to_owned(), EMBEDDED_PLAN.to_owned()),
+        Some(p) => {
+            let path = resolve(base_dir, p);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("dashboard.plan: cannot read {}: {e}", path.display())
+            })?;
+            (path.display().to_string(), text)
+        }
+    };
+    let plan = crate::report::parse_plan(&text, &source)
+        .map_err(|e| anyhow::anyhow!("dashboard.plan: {e}"))?;
+    Ok(DashboardPlan { source, plan })
 }
 
 impl Runtime {
@@ -60,8 +93,6 @@ impl Runtime {
 pub struct AppState {
     runtime: RwLock<Arc<Runtime>>,
     pub ledger: LedgerHandle,
-    /// The ledger's store, for reads (the admin API); writes go through `ledger`.
-    pub store: Arc<dyn LedgerStore>,
     pub metrics: Arc<Metrics>,
     /// Team and key spend against their budgets.
     pub budgets: Arc<BudgetBook>,
@@ -77,19 +108,24 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(
-        runtime: Runtime,
-        ledger: LedgerHandle,
-        store: Arc<dyn LedgerStore>,
-        budgets: BudgetBook,
-    ) -> Self {
+    pub fn new(runtime: Runtime, ledger: LedgerHandle) -> Self {
         Self {
             runtime: RwLock::new(Arc::new(runtime)),
             ledger,
-            store,
             metrics: Arc::new(Metrics::default()),
-            budgets: Arc::new(budgets),
+            budgets: Arc::new(BudgetBook::default()),
         }
+    }
+
+    /// The same state with budgets starting from `book` (spend read from the ledger).
+    pub fn with_budgets(mut self, book: BudgetBook) -> Self {
+        self.budgets = Arc::new(book);
+        self
+    }
+
+    /// The ledger's store, for reads; writes go through `ledger`.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        self.ledger.store()
     }
 
     /// The configuration in force now; hold the `Arc` for the whole request.
@@ -118,6 +154,8 @@ pub fn build_runtime(
     base_dir: &Path,
     existing: Option<&Runtime>,
 ) -> anyhow::Result<Runtime> {
+    // Before any engine starts loading, so a bad plan costs nothing.
+    let plan = Arc::new(load_plan(&config, base_dir)?);
     let mut targets = HashMap::new();
     for (id, target) in &config.models {
         let handle = match &target.spec {
@@ -202,26 +240,30 @@ pub fn build_runtime(
         };
         targets.insert(id.clone(), Arc::new(handle));
     }
-    let overrides = config
-        .pricing
-        .iter()
-        .flat_map(|(model, history)| history.iter().map(move |p| (model, p)));
-    let overrides = overrides.map(|(model, p)| {
-        let o = PriceOverride {
-            input: p.input,
-            output: p.output,
-            cached_input: p.cached_input,
-            effective_from: p.effective_from.clone(),
-            long_context: None,
-        };
-        (model.clone(), o)
-    });
-    let prices = Arc::new(PriceTable::with_overrides(overrides)?);
+    let prices = Arc::new(price_table(&config)?);
     Ok(Runtime {
         config,
         targets,
         prices,
+        plan,
     })
+}
+
+/// The built-in prices with the config's `pricing` overrides.
+pub fn price_table(config: &Config) -> Result<PriceTable, watershed_dashboards::LedgerError> {
+    let overrides = config.pricing.iter().flat_map(|(model, history)| {
+        history.iter().map(move |p| {
+            let o = PriceOverride {
+                input: p.input,
+                output: p.output,
+                cached_input: p.cached_input,
+                effective_from: p.effective_from.clone(),
+                long_context: None,
+            };
+            (model.clone(), o)
+        })
+    });
+    PriceTable::with_overrides(overrides)
 }
 
 fn resolve(base_dir: &Path, path: &str) -> PathBuf {

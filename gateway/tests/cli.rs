@@ -337,3 +337,300 @@ fn policy_explain_reads_the_budget_state_from_the_ledger() {
         "{detail}"
     );
 }
+
+fn run_ok(args: &[&str]) -> String {
+    let out = watershed().args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn report_plan_computes_the_seed_example_as_the_chapter_does() {
+    let plan = repo_root().join("config/plans/seed-hybrid.yaml");
+    let plan = plan.to_str().unwrap();
+    let text = run_ok(&["report", "--plan", plan]);
+    // Hybrid 312 + 5.25 + 75 = $392.25/day against 240 + 135 + 75 = $450.00;
+    // 57.75 x 30 = $1,732.50 a month saved.
+    assert!(text.contains("Hybrid vs all-closed"), "{text}");
+    let total = text.lines().find(|l| l.starts_with("total")).unwrap();
+    assert!(total.contains("100,000,000"), "{total}");
+    assert!(total.contains("$392.25"), "{total}");
+    assert!(total.contains("$450.00"), "{total}");
+    assert!(total.contains("$57.75"), "{total}");
+    assert!(
+        text.contains("hybrid $11,767.50, all-closed $13,500.00, savings $1,732.50 (13%)"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(&["report", "--plan", plan, "--format", "json"])).unwrap();
+    assert_eq!(json["hybrid_per_day"], 392.25);
+    assert_eq!(json["all_closed_per_day"], 450.0);
+    assert_eq!(json["savings_per_month"], 1732.5);
+    let csv = run_ok(&["report", "--plan", plan, "--format", "csv"]);
+    assert!(
+        csv.contains("total,,\"100,000,000\",$392.25,$450.00,$57.75,"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn report_plan_errors_name_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("watershed-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("plan.yaml");
+    std::fs::write(
+        &file,
+        "tiers:\n  - name: chatbot\n    tokens_per_day: 1000\n    serve: { api: { model: gpt-5.4, blended_usd_per_mtok: 9 } }\n    all_closed: { model: gpt-5.4, blended_usd_per_mtok: 9 }\n    colour: blue\n",
+    )
+    .unwrap();
+    let out = watershed()
+        .args(["report", "--plan"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pos = format!(
+        "{}:6:5: tiers[0].colour: invalid plan: unknown field \"colour\"",
+        file.display()
+    );
+    assert!(stderr.contains(&pos), "expected {pos} in:\n{stderr}");
+}
+
+/// A ledger with four requests on 2026-03-02 (two local, two remote, one of
+/// them failed after a fallback) and a config with a 2-GPU fleet at $6.50/h.
+fn report_fixture(tag: &str) -> (PathBuf, String) {
+    use watershed_dashboards::ledger::{open_store, LedgerRecord};
+    let dir = std::env::temp_dir().join(format!("watershed-report-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("ledger.db");
+    let _ = std::fs::remove_file(&db);
+    let url = format!("sqlite://{}", db.display());
+    let ts = |h: i64| 1_772_409_600_000 + h * 3_600_000; // 2026-03-02T00:00Z + h
+    let base = LedgerRecord {
+        request_id: String::new(),
+        ts_ms: ts(9),
+        team: "legal".into(),
+        key_id: "key-1".into(),
+        route: "confidential-stays-home".into(),
+        backend: "local".into(),
+        backend_kind: "llama.cpp".into(),
+        model: "SmolLM2-135M-Instruct".into(),
+        privacy: "confidential".into(),
+        prompt_tokens: 1000,
+        completion_tokens: 500,
+        cached_tokens: 0,
+        cost_usd: 6.5,
+        counterfactual_usd: 2.0,
+        engine_seconds: 1800.0,
+        ttft_ms: Some(100.0),
+        latency_ms: 2000.0,
+        status: 200,
+        error_code: None,
+        finish_reason: Some("stop".into()),
+        stream: false,
+        attempts: 1,
+        difficulty: None,
+        explanation: None,
+    };
+    let rows = vec![
+        LedgerRecord {
+            request_id: "a".into(),
+            ..base.clone()
+        },
+        LedgerRecord {
+            request_id: "b".into(),
+            ts_ms: ts(10),
+            privacy: "restricted".into(),
+            prompt_tokens: 400,
+            completion_tokens: 100,
+            cost_usd: 3.25,
+            counterfactual_usd: 1.0,
+            engine_seconds: 900.0,
+            ttft_ms: Some(50.0),
+            latency_ms: 1000.0,
+            attempts: 2,
+            ..base.clone()
+        },
+        LedgerRecord {
+            request_id: "c".into(),
+            ts_ms: ts(11),
+            team: "support".into(),
+            key_id: "key-2".into(),
+            route: "asked-for-gpt-5.4-mini".into(),
+            backend: "gpt-5.4-mini".into(),
+            backend_kind: "openai".into(),
+            model: "gpt-5.4-mini-2026-03-17".into(),
+            privacy: "internal".into(),
+            prompt_tokens: 2000,
+            completion_tokens: 1000,
+            cost_usd: 0.5,
+            counterfactual_usd: 1.5,
+            engine_seconds: 0.0,
+            ttft_ms: None,
+            latency_ms: 500.0,
+            ..base.clone()
+        },
+        LedgerRecord {
+            request_id: "d".into(),
+            ts_ms: ts(12),
+            team: "support".into(),
+            key_id: "key-2".into(),
+            route: "asked-for-gpt-5.4-mini".into(),
+            backend: "gpt-5.4-mini".into(),
+            backend_kind: "openai".into(),
+            model: "gpt-5.4-mini-2026-03-17".into(),
+            privacy: "internal".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            counterfactual_usd: 0.0,
+            engine_seconds: 0.0,
+            ttft_ms: None,
+            latency_ms: 3000.0,
+            status: 502,
+            error_code: Some("upstream_error".into()),
+            finish_reason: None,
+            attempts: 3,
+            ..base
+        },
+    ];
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = open_store(&url).await.unwrap();
+            store.insert_batch(&rows).await.unwrap();
+        });
+    let config = dir.join("config.yaml");
+    let text = std::fs::read_to_string(repo_root().join("config/default.yaml"))
+        .unwrap()
+        .replace("sqlite://watershed.db", &url);
+    std::fs::write(
+        &config,
+        format!("{text}\nfleet: {{ gpus: 2, gpu_hour_usd: 6.50 }}\n"),
+    )
+    .unwrap();
+    (config, url)
+}
+
+#[test]
+fn report_prints_the_ledger_as_a_table_json_and_csv() {
+    let (config, url) = report_fixture("formats");
+    let config = config.to_str().unwrap();
+    let day = ["--from", "2026-03-02", "--to", "2026-03-02"];
+    let mut args = vec!["report", "--config", config, "--by", "team"];
+    args.extend(day);
+    let text = run_ok(&args);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} row in:\n{text}"))
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    };
+    // team, requests, tokens in, tokens out, spend, counterfactual, savings, savings %, ...
+    assert_eq!(
+        line("legal")[..8],
+        ["legal", "2", "1,400", "600", "$9.75", "$3.00", "-$6.75", "-225.0%"]
+    );
+    assert_eq!(
+        line("support")[..8],
+        ["support", "2", "2,000", "1,000", "$0.50", "$1.50", "$1.00", "66.7%"]
+    );
+    // One day of 2 GPUs x $6.50/h = $312, $9.75 of it used: $302.25 idle.
+    assert_eq!(line("(idle GPU time)"), ["(idle GPU time)", "$302.25"]);
+    assert_eq!(
+        line("total")[..8],
+        ["total", "4", "3,400", "1,600", "$312.50", "$4.50", "-$308.00", "-6844.4%"]
+    );
+    assert!(
+        text.contains("Spend 2026-03-02 to 2026-03-02, by team"),
+        "{text}"
+    );
+    assert!(text.contains("tokenizer"), "{text}");
+    assert!(text.contains("(claude-sonnet-4.6)"), "{text}");
+    assert!(text.contains("within 9.1%"), "{text}");
+
+    // The ledger url from --ledger wins over the config's; --since is --from.
+    let mut args = vec![
+        "report",
+        "--config",
+        config,
+        "--ledger",
+        &url,
+        "--format",
+        "json",
+        "--by",
+        "backend",
+        "--since",
+        "2026-03-02",
+        "--to",
+        "2026-03-02",
+    ];
+    let json: serde_json::Value = serde_json::from_str(&run_ok(&args)).unwrap();
+    assert_eq!(json["by"], "backend");
+    assert_eq!(json["overview"]["totals"]["requests"], 4);
+    assert_eq!(json["overview"]["totals"]["privacy_routed"], 2);
+    assert_eq!(json["overview"]["totals"]["errors"], 1);
+    assert_eq!(json["overview"]["totals"]["fallbacks"], 2);
+    assert_eq!(json["overview"]["fleet"]["fleet_usd"], 312.0);
+    assert_eq!(json["overview"]["fleet"]["idle_usd"], 302.25);
+    assert_eq!(json["overview"]["hybrid_spend_usd"], 312.5);
+    assert_eq!(json["rows"][0]["key"], "gpt-5.4-mini");
+    assert_eq!(json["rows"][1]["key"], "local");
+    assert_eq!(json["rows"][1]["spend_usd"], 9.75);
+
+    args.truncate(3);
+    args.extend(["--team", "support", "--format", "csv", "--by", "day"]);
+    args.extend(day);
+    let csv = run_ok(&args);
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("day,requests,tokens in,tokens out,spend,counterfactual,savings"),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("2026-03-02,2,\"2,000\",\"1,000\",$0.50,$1.50,$1.00,66.7%"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn report_refuses_bad_arguments_clearly() {
+    let (config, _) = report_fixture("bad-args");
+    let config = config.to_str().unwrap();
+    for (args, want) in [
+        (vec!["--by", "colour"], "unknown grouping \"colour\""),
+        (vec!["--format", "xml"], "unknown format \"xml\""),
+        (vec!["--from", "2026-13-01"], "invalid date \"2026-13-01\""),
+        (
+            vec!["--from", "2026-03-05", "--to", "2026-03-01"],
+            "ends (2026-03-01) before it starts (2026-03-05)",
+        ),
+        (vec!["--ledger", "mysql://x"], "mysql://x"),
+    ] {
+        let out = watershed()
+            .args(["report", "--config", config])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

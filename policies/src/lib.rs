@@ -16,9 +16,9 @@ pub use budget::{
     SpendSnapshot,
 };
 pub use config::{
-    load_config, ApiKey, Config, ConfigError, ConfigErrors, DifficultySettings, FleetSettings,
-    GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route,
-    ServerSettings, Target, TargetSpec, Team, When, ANONYMOUS_KEY, DEFAULT_TEAM,
+    load_config, ApiKey, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
+    FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
+    Route, ServerSettings, Target, TargetSpec, Team, When, ANONYMOUS_KEY, DEFAULT_TEAM,
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};

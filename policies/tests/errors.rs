@@ -528,3 +528,18 @@ fn a_route_may_redact_and_name_its_own_counterfactual() {
     ));
     assert_eq!(where_(&errs), [(12, 21, "routes[1].counterfactual")]);
 }
+
+#[test]
+fn the_dashboard_plan_is_a_path_and_nothing_else() {
+    let cfg = load_config(
+        &format!("{GOOD}dashboard: {{ plan: plans/mine.yaml }}\n"),
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.dashboard.plan.as_deref(), Some("plans/mine.yaml"));
+    assert_eq!(load_config(GOOD, "p.yaml").unwrap().dashboard.plan, None);
+    let errs = errors(&format!("{GOOD}dashboard: {{ plan: \"\" }}\n"));
+    assert_eq!(where_(&errs), vec![(12, 20, "dashboard.plan")], "{errs:?}");
+    let errs = errors(&format!("{GOOD}dashboard: {{ plam: x.yaml }}\n"));
+    assert_eq!(where_(&errs), vec![(12, 14, "dashboard.plam")], "{errs:?}");
+}

@@ -85,8 +85,12 @@ mod writer;
 
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::report::rollup::{Dialect, Dimension, Summary};
 
 pub use crate::error::LedgerError;
 pub use postgres::PgStore;
@@ -105,7 +109,7 @@ pub struct LedgerRecord {
     pub route: String,
     /// The target id that answered (or was tried last).
     pub backend: String,
-    /// local | openai | openai-compatible | anthropic
+    /// llama.cpp (the in-process engine) | openai | openai-compatible | anthropic
     pub backend_kind: String,
     /// The model that answered, as the backend names it.
     pub model: String,
@@ -148,7 +152,9 @@ pub trait LedgerStore: Send + Sync {
     /// Applies the embedded migrations; safe to call on every start.
     async fn migrate(&self) -> Result<(), LedgerError>;
     /// Inserts `rows` in one transaction; a request id already stored is left
-    /// as it is (replay is a no-op).
+    /// as it is (replay is a no-op), and so is a second occurrence of an id
+    /// within `rows`. The daily rollups grow by exactly the rows inserted, in
+    /// the same transaction.
     async fn insert_batch(&self, rows: &[LedgerRecord]) -> Result<(), LedgerError>;
     async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError>;
     async fn count(&self) -> Result<i64, LedgerError>;
@@ -159,6 +165,17 @@ pub trait LedgerStore: Send + Sync {
         until_ms: i64,
         limit: i64,
     ) -> Result<Vec<LedgerRecord>, LedgerError>;
+    /// Sums of the daily rollups for days `from_day <= day < to_day` (days
+    /// since 1970-01-01, UTC), only `team`'s when given, one entry per value
+    /// of `by` in ascending order (days as `YYYY-MM-DD`), or a single entry
+    /// keyed "" for the whole selection when `by` is `None`.
+    async fn summarize(
+        &self,
+        from_day: i64,
+        to_day: i64,
+        by: Option<Dimension>,
+        team: Option<&str>,
+    ) -> Result<Vec<(String, Summary)>, LedgerError>;
     /// Spend on targets other than the local engine since `month_start_ms`,
     /// by team and key, with the part since `day_start_ms`.
     async fn settled_spend(
@@ -175,7 +192,7 @@ pub(crate) fn settled_spend_sql(p1: &str, p2: &str) -> String {
         "SELECT team, key_id, \
          COALESCE(SUM(CASE WHEN ts_ms >= {p1} THEN cost_usd ELSE 0.0 END), 0.0) AS day_usd, \
          COALESCE(SUM(cost_usd), 0.0) AS month_usd \
-         FROM ledger WHERE ts_ms >= {p2} AND backend_kind <> 'local' \
+         FROM ledger WHERE ts_ms >= {p2} AND backend_kind <> 'llama.cpp' \
          GROUP BY team, key_id"
     )
 }
@@ -195,6 +212,36 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> 
         return Ok(Arc::new(store));
     }
     Err(LedgerError::UnsupportedUrl(url.to_owned()))
+}
+
+/// Raw rows per insert statement (23 binds each, within SQLite's 32,766).
+pub(crate) const INSERT_CHUNK: usize = 1000;
+/// Rollup rows per upsert statement (107 binds each).
+pub(crate) const ROLLUP_CHUNK: usize = 256;
+
+/// A multi-row insert of `n` records that skips ids already stored and
+/// returns the ids it inserted.
+pub(crate) fn insert_rows_sql(d: Dialect, n: usize) -> String {
+    let per = COLUMNS.split(',').count();
+    let values: Vec<String> = (0..n)
+        .map(|r| {
+            let ps: Vec<String> = (1..=per).map(|i| d.param(r * per + i)).collect();
+            format!("({})", ps.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO ledger ({COLUMNS}) VALUES {} \
+         ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+        values.join(", ")
+    )
+}
+
+/// `rows` with every repeated request id after its first occurrence left out.
+pub(crate) fn first_of_each_id(rows: &[LedgerRecord]) -> Vec<&LedgerRecord> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    rows.iter()
+        .filter(|r| seen.insert(r.request_id.as_str()))
+        .collect()
 }
 
 /// The ledger's columns in the order every statement binds and reads them.

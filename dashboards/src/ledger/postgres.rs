@@ -8,7 +8,14 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
-use super::{settled_spend_sql, LedgerError, LedgerRecord, LedgerStore, SettledSpend, COLUMNS};
+use super::{
+    first_of_each_id, insert_rows_sql, settled_spend_sql, LedgerError, LedgerRecord, LedgerStore,
+    SettledSpend, COLUMNS, INSERT_CHUNK, ROLLUP_CHUNK,
+};
+use crate::report::rollup::{
+    self, bind_rollup, day_label, summarize_sql, summary_from_row, upsert_sql, Dialect, Dimension,
+    Summary,
+};
 
 /// A ledger in one PostgreSQL database (optionally in its own schema).
 #[derive(Debug, Clone)]
@@ -84,17 +91,38 @@ impl LedgerStore for PgStore {
     }
 
     async fn insert_batch(&self, rows: &[LedgerRecord]) -> Result<(), LedgerError> {
+        let rows = first_of_each_id(rows);
         if rows.is_empty() {
             return Ok(());
         }
-        let params: Vec<String> = (1..=24).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO ledger ({COLUMNS}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING",
-            params.join(", ")
-        );
         let mut tx = self.pool.begin().await?;
-        for r in rows {
-            bind_record!(sqlx::query(&sql), r).execute(&mut *tx).await?;
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = insert_rows_sql(Dialect::Postgres, chunk.len());
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = bind_record!(q, r);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                inserted.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        // Only what this batch inserted counts, so a replay adds nothing.
+        // Keys go in sorted order, so concurrent writers lock rollup rows in
+        // the same order.
+        let deltas: Vec<_> = rollup::rollup(
+            rows.into_iter()
+                .filter(|r| inserted.contains(&r.request_id)),
+        )
+        .into_iter()
+        .collect();
+        for chunk in deltas.chunks(ROLLUP_CHUNK) {
+            let sql = upsert_sql(Dialect::Postgres, chunk.len());
+            let mut q = sqlx::query(&sql);
+            for (k, s) in chunk {
+                q = bind_rollup!(q, k, s);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -133,6 +161,33 @@ impl LedgerStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn summarize(
+        &self,
+        from_day: i64,
+        to_day: i64,
+        by: Option<Dimension>,
+        team: Option<&str>,
+    ) -> Result<Vec<(String, Summary)>, LedgerError> {
+        let sql = summarize_sql(Dialect::Postgres, by, team.is_some());
+        let mut q = sqlx::query(&sql).bind(from_day).bind(to_day);
+        if let Some(t) = team {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key = match by {
+                None => String::new(),
+                Some(Dimension::Day) => day_label(row.try_get::<i64, _>(0)?),
+                Some(_) => row.try_get::<String, _>(0)?,
+            };
+            out.push((key, summary_from_row!(row)?));
+        }
+        // Byte order, whatever the database's collation.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     async fn settled_spend(

@@ -76,10 +76,19 @@ enum Msg {
 }
 
 /// The cheap, cloneable sending side held by request handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LedgerHandle {
     tx: mpsc::UnboundedSender<Msg>,
     stats: Arc<WriterStats>,
+    store: Arc<dyn LedgerStore>,
+}
+
+impl std::fmt::Debug for LedgerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerHandle")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Msg {
@@ -119,6 +128,13 @@ impl LedgerHandle {
     pub fn stats(&self) -> &Arc<WriterStats> {
         &self.stats
     }
+
+    /// The store the writer writes to, for reading the ledger back (reports,
+    /// the dashboard). Records still queued are not in it yet; `flush` first
+    /// when that matters.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
 }
 
 /// Starts the background writer.
@@ -148,12 +164,12 @@ impl LedgerWriter {
         let stats = Arc::new(WriterStats::default());
         let task = Task {
             config,
-            store,
+            store: store.clone(),
             stats: stats.clone(),
             buf: Vec::new(),
         };
         tracker.spawn(task.run(rx, shutdown));
-        LedgerHandle { tx, stats }
+        LedgerHandle { tx, stats, store }
     }
 }
 

@@ -52,7 +52,7 @@ pub async fn explain_request(
     if let Err(e) = authorize(&state, &headers) {
         return e.into_response();
     }
-    match state.store.fetch(&id).await {
+    match state.store().fetch(&id).await {
         Ok(Some(rec)) => {
             let explanation = rec
                 .explanation

@@ -2,6 +2,7 @@
 
 mod admin;
 pub mod chat;
+pub mod dashboard;
 mod models;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/requests/{id}/explain", get(admin::explain_request))
+        .route("/dashboard", get(dashboard::page))
+        .route("/api/dashboard/{chart}", get(dashboard::chart))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -67,6 +67,8 @@ pub struct Config {
     /// The level each detector's findings give a request (`privacy.detectors`),
     /// every kind present: the built-in level unless the config sets another.
     pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
+    /// What the HTML dashboard shows beside the ledger.
+    pub dashboard: DashboardSettings,
     /// Teams by name (`teams:`): default privacy and budget. Requests without a
     /// key belong to `default`.
     pub teams: BTreeMap<String, Team>,
@@ -102,6 +104,14 @@ pub struct ApiKey {
     pub privacy_default: Option<PrivacyLevel>,
     /// Spend limits of this key alone.
     pub budget: Option<BudgetLimits>,
+}
+
+/// `dashboard:` — the capacity plan the dashboard's planner view evaluates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardSettings {
+    /// A plan file (YAML), relative to the config file; the built-in seed
+    /// example (`config/plans/seed-hybrid.yaml`) when unset.
+    pub plan: Option<String>,
 }
 
 /// `difficulty:` — where the classifier's score splits weak from strong.

@@ -41,6 +41,13 @@ pub(crate) struct RawDifficulty {
     pub threshold: Option<f64>,
 }
 
+/// `dashboard:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDashboard {
+    pub plan: Option<String>,
+}
+
 /// `fleet:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,14 +12,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::raw::{
-    RawCounterfactual, RawDifficulty, RawFleet, RawLedger, RawPrice, RawPrivacy, RawRoute,
-    RawServer, RawTarget,
+    RawCounterfactual, RawDashboard, RawDifficulty, RawFleet, RawLedger, RawPrice, RawPrivacy,
+    RawRoute, RawServer, RawTarget,
 };
 use super::{
-    Config, ConfigError, ConfigErrors, DifficultySettings, FleetSettings, GpuLayers,
-    LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target,
-    TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT,
-    SUPPORTED_VERSIONS,
+    Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings,
+    GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route,
+    ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TOKENS_LIMIT, SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
 use crate::privacy::PiiKind;
@@ -39,6 +39,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "privacy",
     "teams",
     "keys",
+    "dashboard",
 ];
 
 /// Which end of a key/value pair an error points at.
@@ -218,6 +219,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let ledger = ledger(cx, get("ledger"));
     let server = server(cx, get("server"));
     let fleet = fleet(cx, get("fleet"));
+    let dashboard = dashboard(cx, get("dashboard"));
     let difficulty = difficulty(cx, get("difficulty"));
     let detector_levels = detector_levels(cx, get("privacy"));
     cx.difficulty_threshold = difficulty.threshold;
@@ -253,6 +255,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         detector_levels,
         teams,
         keys,
+        dashboard,
     })
 }
 
@@ -399,6 +402,17 @@ fn difficulty(cx: &mut Ctx<'_>, v: Option<&Value>) -> DifficultySettings {
         strong_fraction: unit("strong_fraction", raw.strong_fraction),
         threshold: unit("threshold", raw.threshold),
     }
+}
+
+fn dashboard(cx: &mut Ctx<'_>, v: Option<&Value>) -> DashboardSettings {
+    let Some(raw) = v.and_then(|v| cx.de::<RawDashboard>(v, "dashboard")) else {
+        return DashboardSettings::default();
+    };
+    if raw.plan.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        cx.err("dashboard.plan", At::Value, "must be a path to a plan file");
+        return DashboardSettings::default();
+    }
+    DashboardSettings { plan: raw.plan }
 }
 
 fn fleet(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<FleetSettings> {
