@@ -16,9 +16,9 @@ pub use budget::{
     SpendSnapshot,
 };
 pub use config::{
-    load_config, Config, ConfigError, ConfigErrors, DifficultySettings, FleetSettings, GpuLayers,
-    LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target,
-    TargetSpec, When,
+    load_config, otlp_endpoint_problem, Config, ConfigError, ConfigErrors, DifficultySettings,
+    FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
+    Route, ServerSettings, Target, TargetSpec, TelemetrySettings, When,
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};

@@ -39,6 +39,14 @@ pub(crate) struct RawDifficulty {
     pub threshold: Option<f64>,
 }
 
+/// `telemetry:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+}
+
 /// `fleet:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

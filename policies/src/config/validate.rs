@@ -37,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "fleet",
     "difficulty",
     "privacy",
+    "telemetry",
 ];
 
 /// Which end of a key/value pair an error points at.
@@ -72,7 +73,7 @@ impl Ctx<'_> {
 
     /// Deserializes `value` (found at `prefix`) into `T`, recording a positioned error
     /// on failure.
-    fn de<T: DeserializeOwned>(&mut self, value: &Value, prefix: &str) -> Option<T> {
+    pub(super) fn de<T: DeserializeOwned>(&mut self, value: &Value, prefix: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -218,6 +219,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let fleet = fleet(cx, get("fleet"));
     let difficulty = difficulty(cx, get("difficulty"));
     let detector_levels = detector_levels(cx, get("privacy"));
+    let telemetry = super::telemetry::telemetry(cx, get("telemetry"));
     cx.difficulty_threshold = difficulty.threshold;
 
     let (models, declared) = models(cx, get("models"));
@@ -247,6 +249,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         fleet,
         difficulty,
         detector_levels,
+        telemetry,
     })
 }
 
