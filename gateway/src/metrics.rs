@@ -75,6 +75,8 @@ pub const COST: &str = "watershed_cost_usd_total";
 pub const COUNTERFACTUAL: &str = "watershed_counterfactual_cost_usd_total";
 pub const REQUESTS: &str = "watershed_requests_total";
 pub const CONFIG_RELOADS: &str = "watershed_config_reloads_total";
+pub const SPANS_EXPORTED: &str = "watershed_otel_spans_exported_total";
+pub const SPANS_DROPPED: &str = "watershed_otel_spans_dropped_total";
 pub const BUDGET_REMAINING: &str = "watershed_budget_remaining_usd";
 pub const BUDGET_USED_RATIO: &str = "watershed_budget_used_ratio";
 
@@ -122,6 +124,11 @@ const COUNTERS: &[(&str, &str)] = &[
         "Requests that reached dispatch, by route, backend and status",
     ),
     (CONFIG_RELOADS, "Configuration reloads, by result"),
+    (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
+    (
+        SPANS_DROPPED,
+        "Request spans not exported, by reason (queue_full, export_failed, rejected, shut_down)",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[

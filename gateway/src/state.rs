@@ -1,5 +1,5 @@
 //! Shared state of a running gateway: the active configuration with its backends,
-//! the ledger handle and the price table.
+//! the ledger handle, the price table, metrics and the trace exporter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
+use crate::telemetry::Traces;
 use watershed_dashboards::ledger::LedgerHandle;
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
@@ -28,6 +29,9 @@ pub struct TargetHandle {
     pub model_name: String,
     /// A remote target whose API key variable is unset (reported at start-up).
     pub missing_key: Option<String>,
+    /// Host and port of a remote target's API (`server.address`/`server.port`
+    /// on its spans).
+    pub server: Option<(String, u16)>,
 }
 
 impl std::fmt::Debug for TargetHandle {
@@ -61,14 +65,21 @@ pub struct AppState {
     runtime: RwLock<Arc<Runtime>>,
     pub ledger: LedgerHandle,
     pub metrics: Arc<Metrics>,
+    pub traces: Traces,
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, ledger: LedgerHandle) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        ledger: LedgerHandle,
+        metrics: Arc<Metrics>,
+        traces: Traces,
+    ) -> Self {
         Self {
             runtime: RwLock::new(Arc::new(runtime)),
             ledger,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            traces,
         }
     }
 
@@ -135,6 +146,7 @@ pub fn build_runtime(
                     engine: Some(engine),
                     model_name,
                     missing_key: None,
+                    server: None,
                 }
             }
             TargetSpec::Remote(spec) => {
@@ -177,6 +189,7 @@ pub fn build_runtime(
                     engine: None,
                     model_name: spec.model.clone(),
                     missing_key,
+                    server: server_of(&spec.base_url),
                 }
             }
         };
@@ -202,6 +215,13 @@ pub fn build_runtime(
         targets,
         prices,
     })
+}
+
+/// The host and port a base URL points at, the port defaulted by its scheme.
+fn server_of(base_url: &str) -> Option<(String, u16)> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let host = url.host_str()?.trim_matches(['[', ']']).to_owned();
+    Some((host, url.port_or_known_default()?))
 }
 
 fn resolve(base_dir: &Path, path: &str) -> PathBuf {

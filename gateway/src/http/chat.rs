@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::meter::{Meter, RequestInfo};
 use crate::state::{AppState, Runtime};
+use crate::telemetry::TraceContext;
 
 pub const PRIVACY_HEADER: &str = "x-watershed-privacy";
 
@@ -117,12 +118,16 @@ async fn handle(
             .as_ref()
             .map_or(0.0, |f| f64::from(f.gpus) * f.gpu_hour_usd / 3600.0),
         requested_model: prepared.req.model.clone(),
+        max_tokens: prepared.req.max_tokens,
+        temperature: prepared.req.temperature,
+        trace: TraceContext::from_headers(headers),
     };
     let mut meter = Meter::start(
         info,
         state.ledger.clone(),
         rt.prices.clone(),
         state.metrics.clone(),
+        state.traces.clone(),
     );
     let targets = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy);
     if prepared.req.stream {
