@@ -692,6 +692,67 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, mut rx) = mpsc::channel(1);
+        let traces = Traces {
+            tx: Some(tx),
+            metrics: Some(metrics.clone()),
+        };
+        traces.send(Span::default());
+        traces.send(Span::default());
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "the second span was dropped");
+        drop(rx);
+        traces.send(Span::default());
+        let text = metrics.render();
+        for reason in ["queue_full", "shut_down"] {
+            let line = format!("{SPANS_DROPPED}{{reason=\"{reason}\"}} 1.0");
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusing_collector_costs_the_batch_not_the_shutdown() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(|| async { http::StatusCode::BAD_REQUEST }),
+        );
+        let tracker = TaskTracker::new();
+        let server_stop = CancellationToken::new();
+        let token = server_stop.clone();
+        tracker.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        let settings = configured(Some(&format!("http://{addr}")), None);
+        let config = resolve_with(&settings, &[]).unwrap().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let stop = CancellationToken::new();
+        let exporter_tracker = TaskTracker::new();
+        let traces = start(config, metrics.clone(), &exporter_tracker, stop.clone()).unwrap();
+        for _ in 0..3 {
+            traces.send(Span::default());
+        }
+        stop.cancel();
+        exporter_tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), exporter_tracker.wait())
+            .await
+            .unwrap();
+        server_stop.cancel();
+        let text = metrics.render();
+        let line = format!("{SPANS_DROPPED}{{reason=\"export_failed\"}} 3.0");
+        assert!(text.contains(&line), "{line} not in\n{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with(SPANS_EXPORTED)),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn traceparent_is_read_strictly() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let (t, s, f) = parse_traceparent(good).unwrap();
