@@ -1,5 +1,5 @@
 //! Watershed's composition root: configuration loading, the backends built from
-//! it, the HTTP surface, metering and the CLI commands.
+//! it, the HTTP surface, metering, trace export and the CLI commands.
 
 pub mod access;
 pub mod budget;
@@ -12,7 +12,9 @@ pub mod extract;
 pub mod http;
 pub mod meter;
 pub mod metrics;
+pub mod otlp;
 pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod state;
+pub mod telemetry;

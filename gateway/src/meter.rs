@@ -1,9 +1,10 @@
 //! Metering of one dispatched request: timing, tokens and cost, ending in exactly
-//! one ledger record — also when the client goes away mid-answer, because the
-//! record is written when the meter is dropped if nothing else wrote it.
+//! one ledger record and one trace span — also when the client goes away
+//! mid-answer, because both are written when the meter is dropped if nothing
+//! else wrote them.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use watershed_dashboards::ledger::{LedgerHandle, LedgerRecord};
 use watershed_dashboards::pricing::PriceTable;
@@ -12,7 +13,11 @@ use watershed_providers::{BackendKind, Completion, ErrorCode, Usage};
 use crate::budget::{BudgetBook, Reservation};
 use crate::error::status_of;
 use crate::metrics::{self, Metrics};
+use crate::otlp::{Span, SpanKind, Status, StatusCode};
 use crate::state::TargetHandle;
+use crate::telemetry::{
+    bool_attr, f64_attr, int_attr, new_span_id, str_array_attr, str_attr, TraceContext, Traces,
+};
 
 /// What is known about a request before any backend is tried.
 #[derive(Debug, Clone)]
@@ -33,6 +38,11 @@ pub struct RequestInfo {
     pub fleet_usd_per_engine_second: f64,
     /// The model name the client asked for.
     pub requested_model: String,
+    /// The request's `max_tokens` and `temperature`, for its span.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    /// The trace the request's span belongs to.
+    pub trace: TraceContext,
     /// The decision's explanation as JSON (no values), kept in the ledger.
     pub explanation: Option<String>,
 }
@@ -51,7 +61,10 @@ pub struct Meter {
     ledger: LedgerHandle,
     prices: Arc<PriceTable>,
     metrics: Arc<Metrics>,
+    traces: Traces,
     started: Instant,
+    /// `started` on the wall clock, the span's start time.
+    started_unix_nanos: u64,
     first_token_ms: Option<f64>,
     deltas: u32,
     backend: Option<Arc<TargetHandle>>,
@@ -72,13 +85,19 @@ impl Meter {
         ledger: LedgerHandle,
         prices: Arc<PriceTable>,
         metrics: Arc<Metrics>,
+        traces: Traces,
     ) -> Self {
+        let started_unix_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Self {
             info,
             ledger,
             prices,
             metrics,
+            traces,
             started: Instant::now(),
+            started_unix_nanos,
             first_token_ms: None,
             deltas: 0,
             backend: None,
@@ -213,7 +232,108 @@ impl Meter {
                 .publish(&hold.config, &self.metrics, chrono::Utc::now());
         }
         self.observe(&rec);
+        self.trace(&rec);
         self.ledger.record(rec);
+    }
+
+    /// The request's span under the GenAI conventions, from the same record the
+    /// ledger gets: `chat {model}`, CLIENT for a remote API, INTERNAL for the
+    /// in-process engine (and for a request no target could take), ending now.
+    fn trace(&self, rec: &LedgerRecord) {
+        if !self.traces.enabled() || !self.info.trace.sampled {
+            return;
+        }
+        let info = &self.info;
+        let backend = self.backend.as_ref();
+        let remote = backend.is_some_and(|b| b.kind != BackendKind::Local);
+        let mut attrs = vec![
+            str_attr("gen_ai.operation.name", "chat"),
+            str_attr("gen_ai.request.model", info.requested_model.clone()),
+        ];
+        if let Some(b) = backend {
+            attrs.push(str_attr("gen_ai.provider.name", b.kind.otel_name()));
+            if let Some((host, port)) = &b.server {
+                attrs.push(str_attr("server.address", host.clone()));
+                attrs.push(int_attr("server.port", i64::from(*port)));
+            }
+        }
+        if let Some(n) = info.max_tokens {
+            attrs.push(int_attr("gen_ai.request.max_tokens", i64::from(n)));
+        }
+        if let Some(t) = info.temperature {
+            attrs.push(f64_attr("gen_ai.request.temperature", f64::from(t)));
+        }
+        if rec.status == 200 {
+            attrs.push(str_attr("gen_ai.response.model", rec.model.clone()));
+        }
+        if rec.status == 200 || rec.prompt_tokens + rec.completion_tokens > 0 {
+            attrs.push(int_attr("gen_ai.usage.input_tokens", rec.prompt_tokens));
+            attrs.push(int_attr(
+                "gen_ai.usage.output_tokens",
+                rec.completion_tokens,
+            ));
+        }
+        if let Some(reason) = &rec.finish_reason {
+            attrs.push(str_array_attr(
+                "gen_ai.response.finish_reasons",
+                vec![reason.clone()],
+            ));
+        }
+        if let Some(code) = &rec.error_code {
+            attrs.push(str_attr("error.type", code.clone()));
+        }
+        attrs.extend([
+            str_attr("watershed.request_id", rec.request_id.clone()),
+            str_attr("watershed.route", rec.route.clone()),
+            str_attr("watershed.privacy", rec.privacy.clone()),
+            str_attr("watershed.backend", rec.backend.clone()),
+            str_attr("watershed.team", rec.team.clone()),
+            int_attr("watershed.attempts", rec.attempts),
+            f64_attr("watershed.cost_usd", rec.cost_usd),
+            f64_attr("watershed.counterfactual_usd", rec.counterfactual_usd),
+            bool_attr("watershed.stream", rec.stream),
+            int_attr("watershed.status", rec.status),
+        ]);
+        if let Some(d) = rec.difficulty {
+            attrs.push(f64_attr("watershed.difficulty", d));
+        }
+        if let Some(ttft) = rec.ttft_ms {
+            attrs.push(f64_attr("watershed.ttft_ms", ttft));
+        }
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let status = match &rec.error_code {
+            Some(code) => Status {
+                code: StatusCode::Error as i32,
+                message: code.clone(),
+            },
+            None => Status::default(),
+        };
+        // Trace flags (sampled) and whether the parent came from another process.
+        let flags = match info.trace.parent_span_id {
+            Some(_) => 0x301,
+            None => 0x101,
+        };
+        self.traces.send(Span {
+            trace_id: info.trace.trace_id.to_vec(),
+            span_id: new_span_id().to_vec(),
+            trace_state: info.trace.trace_state.clone(),
+            parent_span_id: info
+                .trace
+                .parent_span_id
+                .map(|p| p.to_vec())
+                .unwrap_or_default(),
+            flags,
+            name: format!("chat {}", info.requested_model),
+            kind: (if remote {
+                SpanKind::Client
+            } else {
+                SpanKind::Internal
+            }) as i32,
+            start_time_unix_nano: self.started_unix_nanos,
+            end_time_unix_nano: self.started_unix_nanos.saturating_add(elapsed),
+            attributes: attrs,
+            status: Some(status),
+        });
     }
 
     /// Metrics under the GenAI names: `client` metrics for remote backends, `server`

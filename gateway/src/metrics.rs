@@ -75,6 +75,8 @@ pub const COST: &str = "watershed_cost_usd_total";
 pub const COUNTERFACTUAL: &str = "watershed_counterfactual_cost_usd_total";
 pub const REQUESTS: &str = "watershed_requests_total";
 pub const CONFIG_RELOADS: &str = "watershed_config_reloads_total";
+pub const SPANS_EXPORTED: &str = "watershed_otel_spans_exported_total";
+pub const SPANS_DROPPED: &str = "watershed_otel_spans_dropped_total";
 pub const BUDGET_REMAINING: &str = "watershed_budget_remaining_usd";
 pub const BUDGET_USED_RATIO: &str = "watershed_budget_used_ratio";
 pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
@@ -136,6 +138,11 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         REDACTIONS,
         "Sensitive values replaced by placeholders before leaving the trust boundary, by kind",
+    ),
+    (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
+    (
+        SPANS_DROPPED,
+        "Request spans not exported, by reason (queue_full, export_failed, rejected, shut_down)",
     ),
 ];
 

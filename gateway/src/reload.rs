@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config;
 use crate::metrics::CONFIG_RELOADS;
@@ -75,6 +75,9 @@ pub fn reload_once(
     match result {
         Ok(rt) => {
             info!(path = %path.display(), trigger, routes = rt.config.routes.len(), "configuration reloaded");
+            if rt.config.telemetry != state.runtime().config.telemetry {
+                warn!(path = %path.display(), "telemetry settings changed; trace export keeps its start-up settings until a restart");
+            }
             state.replace_runtime(rt);
             state
                 .metrics

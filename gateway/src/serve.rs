@@ -1,5 +1,6 @@
 //! `watershed serve`: builds the state from the configuration, serves HTTP, and
-//! shuts down in order — drain requests, then flush the ledger.
+//! shuts down in order — drain requests, then flush the ledger and export the
+//! last spans.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +15,10 @@ use watershed_dashboards::ledger::{open_store, LedgerStore, LedgerWriter};
 use crate::budget::{BudgetBook, Settled};
 use crate::config;
 use crate::http::app;
+use crate::metrics::Metrics;
 use crate::reload;
 use crate::state::{build_runtime, AppState};
+use crate::telemetry::{self, Traces};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -42,13 +45,25 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     let budgets = seed_budgets(&*store).await?;
     let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
 
+    // Trace export is set at start-up (a reload does not move it): the config's
+    // `telemetry:` block, else the standard OTEL_* variables, else off.
+    let metrics = Arc::new(Metrics::default());
+    let traces_stop = CancellationToken::new();
+    let traces = match telemetry::resolve(&cfg.telemetry, |k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)
+        .context("cannot set up trace export")?
+    {
+        Some(export) => telemetry::start(export, metrics.clone(), &tracker, traces_stop.clone())?,
+        None => Traces::disabled(),
+    };
+
     let runtime = build_runtime(cfg.clone(), &loaded.base_dir, None)?;
     for t in runtime.targets.values() {
         if let Some(var) = &t.missing_key {
             warn!(target_id = %t.id, env = %var, "API key variable is not set; this target answers 503 until it is");
         }
     }
-    let state = Arc::new(AppState::new(runtime, ledger).with_budgets(budgets));
+    let state = Arc::new(AppState::new(runtime, ledger, metrics, traces).with_budgets(budgets));
     state
         .budgets
         .publish(&cfg, &state.metrics, chrono::Utc::now());
@@ -75,9 +90,11 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
         })
         .await?;
 
-    // Requests have drained; now let the ledger writer flush and stop.
+    // Requests have drained (every request's record and span is queued); now
+    // let the ledger writer flush and the trace exporter send what is left.
     shutdown.cancel();
     ledger_stop.cancel();
+    traces_stop.cancel();
     let engines: Vec<_> = state
         .runtime()
         .targets

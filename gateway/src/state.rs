@@ -1,5 +1,6 @@
 //! Shared state of a running gateway: the active configuration with its backends,
-//! the ledger handle, the price table and the dashboard's capacity plan.
+//! the ledger handle, the price table, the dashboard's capacity plan, metrics
+//! and the trace exporter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
+use crate::telemetry::Traces;
 use watershed_dashboards::ledger::{LedgerHandle, LedgerStore};
 use watershed_dashboards::planner::Plan;
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
@@ -30,6 +32,9 @@ pub struct TargetHandle {
     pub model_name: String,
     /// A remote target whose API key variable is unset (reported at start-up).
     pub missing_key: Option<String>,
+    /// Host and port of a remote target's API (`server.address`/`server.port`
+    /// on its spans).
+    pub server: Option<(String, u16)>,
 }
 
 impl std::fmt::Debug for TargetHandle {
@@ -94,6 +99,7 @@ pub struct AppState {
     runtime: RwLock<Arc<Runtime>>,
     pub ledger: LedgerHandle,
     pub metrics: Arc<Metrics>,
+    pub traces: Traces,
     /// Team and key spend against their budgets.
     pub budgets: Arc<BudgetBook>,
 }
@@ -108,11 +114,17 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, ledger: LedgerHandle) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        ledger: LedgerHandle,
+        metrics: Arc<Metrics>,
+        traces: Traces,
+    ) -> Self {
         Self {
             runtime: RwLock::new(Arc::new(runtime)),
             ledger,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            traces,
             budgets: Arc::new(BudgetBook::default()),
         }
     }
@@ -193,6 +205,7 @@ pub fn build_runtime(
                     engine: Some(engine),
                     model_name,
                     missing_key: None,
+                    server: None,
                 }
             }
             TargetSpec::Remote(spec) => {
@@ -235,6 +248,7 @@ pub fn build_runtime(
                     engine: None,
                     model_name: spec.model.clone(),
                     missing_key,
+                    server: server_of(&spec.base_url),
                 }
             }
         };
@@ -264,6 +278,13 @@ pub fn price_table(config: &Config) -> Result<PriceTable, watershed_dashboards::
         })
     });
     PriceTable::with_overrides(overrides)
+}
+
+/// The host and port a base URL points at, the port defaulted by its scheme.
+fn server_of(base_url: &str) -> Option<(String, u16)> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let host = url.host_str()?.trim_matches(['[', ']']).to_owned();
+    Some((host, url.port_or_known_default()?))
 }
 
 fn resolve(base_dir: &Path, path: &str) -> PathBuf {

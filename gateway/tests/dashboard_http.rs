@@ -72,7 +72,12 @@ async fn router_with(config: &str, rows: &[LedgerRecord]) -> axum::Router {
     // The writer task is never stopped; the runtime ends with the test.
     let ledger = LedgerWriter::start(store, &TaskTracker::new(), CancellationToken::new());
     let runtime = build_runtime(config, Path::new("."), None).unwrap();
-    app(Arc::new(AppState::new(runtime, ledger)))
+    app(Arc::new(AppState::new(
+        runtime,
+        ledger,
+        Arc::new(watershed::metrics::Metrics::default()),
+        watershed::telemetry::Traces::disabled(),
+    )))
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -232,7 +237,12 @@ async fn the_planner_view_reads_the_configured_plan() {
     );
     let store = open_store("sqlite::memory:").await.unwrap();
     let ledger = LedgerWriter::start(store, &TaskTracker::new(), CancellationToken::new());
-    let app = app(Arc::new(AppState::new(runtime, ledger)));
+    let app = app(Arc::new(AppState::new(
+        runtime,
+        ledger,
+        Arc::new(watershed::metrics::Metrics::default()),
+        watershed::telemetry::Traces::disabled(),
+    )));
     let (status, body) = get_json(&app, "/api/dashboard/planner.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["plan"]["hybrid_per_day"], 1.0);

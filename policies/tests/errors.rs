@@ -543,3 +543,53 @@ fn the_dashboard_plan_is_a_path_and_nothing_else() {
     let errs = errors(&format!("{GOOD}dashboard: {{ plam: x.yaml }}\n"));
     assert_eq!(where_(&errs), vec![(12, 14, "dashboard.plam")], "{errs:?}");
 }
+
+#[test]
+fn telemetry_settings_are_checked() {
+    let cfg = load_config(
+        &format!(
+            "{GOOD}telemetry:\n  otlp_endpoint: http://collector:4318/\n  service_name: gw-eu\n"
+        ),
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
+    assert_eq!(cfg.telemetry.service_name.as_deref(), Some("gw-eu"));
+    assert_eq!(
+        load_config(GOOD, "policies.yaml").unwrap().telemetry,
+        Default::default()
+    );
+
+    let errs = errors(&format!(
+        "{GOOD}telemetry:\n  otlp_endpoint: collector:4317\n  service_name: \" \"\n"
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (13, 18, "telemetry.otlp_endpoint"),
+            (14, 17, "telemetry.service_name"),
+        ],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].message.starts_with(
+            "invalid otlp_endpoint \"collector:4317\": expected an http:// or https:// URL"
+        ),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&format!("{GOOD}telemetry:\n  endpoint: http://c:4318\n"));
+    assert_eq!(
+        where_(&errs),
+        vec![(13, 3, "telemetry.endpoint")],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].message.starts_with("unknown field \"endpoint\""),
+        "{}",
+        errs[0]
+    );
+}

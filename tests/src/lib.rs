@@ -1,6 +1,6 @@
 //! Test infrastructure shared by the integration and end-to-end tests: mock
-//! OpenAI and Anthropic upstreams that speak the exact wire formats, and a
-//! harness that runs the real `watershed` binary.
+//! OpenAI and Anthropic upstreams that speak the exact wire formats, an OTLP
+//! trace receiver, and a harness that runs the real `watershed` binary.
 
 pub mod harness;
 pub mod mock;

@@ -24,6 +24,7 @@ use crate::extract::JsonBody;
 use crate::meter::{BudgetHold, Meter, RequestInfo};
 use crate::metrics;
 use crate::state::{AppState, Runtime};
+use crate::telemetry::TraceContext;
 
 pub const PRIVACY_HEADER: &str = "x-watershed-privacy";
 
@@ -142,12 +143,16 @@ async fn handle(
             .map_or(0.0, |f| f64::from(f.gpus) * f.gpu_hour_usd / 3600.0),
         requested_model: prepared.req.model.clone(),
         explanation: Some(std::mem::take(&mut prepared.explanation)),
+        max_tokens: prepared.req.max_tokens,
+        temperature: prepared.req.temperature,
+        trace: TraceContext::from_headers(headers),
     };
     let mut meter = Meter::start(
         info,
         state.ledger.clone(),
         rt.prices.clone(),
         state.metrics.clone(),
+        state.traces.clone(),
     );
     if let Some(reservation) = prepared.reservation.take() {
         meter.hold_budget(BudgetHold {

@@ -9,6 +9,7 @@
 mod access;
 mod error;
 mod raw;
+mod telemetry;
 mod validate;
 mod when;
 
@@ -18,6 +19,7 @@ use std::fmt;
 use indexmap::IndexMap;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use telemetry::otlp_endpoint_problem;
 
 use crate::budget::{BudgetLimits, BudgetState};
 use crate::level::{LevelCondition, LevelSet, NumCondition, PrivacyLevel};
@@ -67,6 +69,9 @@ pub struct Config {
     /// The level each detector's findings give a request (`privacy.detectors`),
     /// every kind present: the built-in level unless the config sets another.
     pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
+    /// Where request traces go (`telemetry:`); the gateway falls back to the
+    /// standard `OTEL_*` environment variables for what this leaves unset.
+    pub telemetry: TelemetrySettings,
     /// What the HTML dashboard shows beside the ledger.
     pub dashboard: DashboardSettings,
     /// Teams by name (`teams:`): default privacy and budget. Requests without a
@@ -112,6 +117,16 @@ pub struct DashboardSettings {
     /// A plan file (YAML), relative to the config file; the built-in seed
     /// example (`config/plans/seed-hybrid.yaml`) when unset.
     pub plan: Option<String>,
+}
+
+/// `telemetry:` — OpenTelemetry trace export over OTLP/HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// The collector's base URL (`http://collector:4318`); spans are posted to
+    /// `{otlp_endpoint}/v1/traces`, as with `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: Option<String>,
 }
 
 /// `difficulty:` — where the classifier's score splits weak from strong.

@@ -48,6 +48,14 @@ pub(crate) struct RawDashboard {
     pub plan: Option<String>,
 }
 
+/// `telemetry:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+}
+
 /// `fleet:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -40,6 +40,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "teams",
     "keys",
     "dashboard",
+    "telemetry",
 ];
 
 /// Which end of a key/value pair an error points at.
@@ -222,6 +223,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let dashboard = dashboard(cx, get("dashboard"));
     let difficulty = difficulty(cx, get("difficulty"));
     let detector_levels = detector_levels(cx, get("privacy"));
+    let telemetry = super::telemetry::telemetry(cx, get("telemetry"));
     cx.difficulty_threshold = difficulty.threshold;
 
     let (models, declared) = models(cx, get("models"));
@@ -256,6 +258,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         teams,
         keys,
         dashboard,
+        telemetry,
     })
 }
 

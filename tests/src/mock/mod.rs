@@ -2,10 +2,12 @@
 //! formats: deterministic answers (plain and streamed), the providers' own error
 //! bodies, and scripted failures (an error status, a hang, a cut stream). Every
 //! request is recorded so tests can assert what the gateway sent, and what it
-//! never sent.
+//! never sent. `otlp` is the receiving end of trace export, a collector's
+//! OTLP/HTTP endpoint.
 
 mod anthropic;
 mod openai;
+pub mod otlp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
