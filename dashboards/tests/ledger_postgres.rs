@@ -99,10 +99,13 @@ async fn the_rollup_migration_fills_rollups_for_rows_stored_before_it() {
     s.migrate().await.unwrap();
     let rows = report_contract::generated(1500);
     s.insert_batch(&rows).await.unwrap();
-    sqlx::raw_sql("DROP TABLE ledger_rollup; DELETE FROM _sqlx_migrations WHERE version = 2")
-        .execute(s.pool())
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE ledger_rollup; DROP TABLE ledger_rollup_backend; \
+         DELETE FROM _sqlx_migrations WHERE version = 2",
+    )
+    .execute(s.pool())
+    .await
+    .unwrap();
     s.migrate().await.unwrap();
     report_contract::rollups_equal_raw_aggregation(&s, rows.len()).await;
 }

@@ -100,10 +100,13 @@ async fn the_rollup_migration_fills_rollups_for_rows_stored_before_it() {
     store.insert_batch(&rows).await.unwrap();
     // Back to the schema before rollups existed, the rows kept; migrating
     // again must rebuild the rollups from them.
-    sqlx::raw_sql("DROP TABLE ledger_rollup; DELETE FROM _sqlx_migrations WHERE version = 2")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE ledger_rollup; DROP TABLE ledger_rollup_backend; \
+         DELETE FROM _sqlx_migrations WHERE version = 2",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     report_contract::rollups_equal_raw_aggregation(&store, rows.len()).await;
     let _ = std::fs::remove_file(path);

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::report::rollup::{
     self, bind_rollup, day_label, summarize_sql, summary_from_row, upsert_sql, Dialect, Dimension,
-    Summary,
+    RollupTable, Summary,
 };
 
 /// A ledger in one SQLite database.
@@ -91,19 +91,21 @@ impl LedgerStore for SqliteStore {
         // Only what this batch inserted counts, so a replay adds nothing.
         // Keys go in sorted order, so concurrent writers lock rollup rows in
         // the same order.
-        let deltas: Vec<_> = rollup::rollup(
+        let fine = rollup::rollup(
             rows.into_iter()
                 .filter(|r| inserted.contains(&r.request_id)),
-        )
-        .into_iter()
-        .collect();
-        for chunk in deltas.chunks(ROLLUP_CHUNK) {
-            let sql = upsert_sql(Dialect::Sqlite, chunk.len());
-            let mut q = sqlx::query(&sql);
-            for (k, s) in chunk {
-                q = bind_rollup!(q, k, s);
+        );
+        let coarse = rollup::by_backend(&fine);
+        for (table, deltas) in [(RollupTable::Fine, fine), (RollupTable::ByBackend, coarse)] {
+            let deltas: Vec<_> = deltas.into_iter().collect();
+            for chunk in deltas.chunks(ROLLUP_CHUNK) {
+                let sql = upsert_sql(Dialect::Sqlite, table, chunk.len());
+                let mut q = sqlx::query(&sql);
+                for (k, s) in chunk {
+                    q = bind_rollup!(q, table, k, s);
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

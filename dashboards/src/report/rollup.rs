@@ -382,20 +382,53 @@ impl Dialect {
     }
 }
 
-/// The key columns of `ledger_rollup`, in bind order.
-pub const KEY_COLUMNS: [&str; 8] = [
-    "day",
-    "team",
-    "key_id",
-    "route",
-    "backend",
-    "backend_kind",
-    "model",
-    "privacy",
-];
+/// The two rollup tables. `Fine` has every dimension a report groups by;
+/// `ByBackend` (day, team, backend, model) is 10-20 times smaller and serves
+/// everything but the key and route breakdowns, which is what keeps the
+/// dashboard's queries fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupTable {
+    Fine,
+    ByBackend,
+}
 
-/// Integer sums stored in `ledger_rollup`, in bind order.
-const INT_COLUMNS: [&str; 9] = [
+impl RollupTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            RollupTable::Fine => "ledger_rollup",
+            RollupTable::ByBackend => "ledger_rollup_backend",
+        }
+    }
+
+    /// Its key columns, in bind order.
+    pub fn key_columns(self) -> &'static [&'static str] {
+        match self {
+            RollupTable::Fine => &[
+                "day",
+                "team",
+                "key_id",
+                "route",
+                "backend",
+                "backend_kind",
+                "model",
+                "privacy",
+            ],
+            RollupTable::ByBackend => &["day", "team", "backend", "backend_kind", "model"],
+        }
+    }
+
+    /// The table that can answer a grouping by `by` (`None`: the whole
+    /// selection).
+    pub fn for_grouping(by: Option<Dimension>) -> Self {
+        match by {
+            Some(Dimension::Key | Dimension::Route) => RollupTable::Fine,
+            _ => RollupTable::ByBackend,
+        }
+    }
+}
+
+/// Integer sums stored in both rollup tables, in bind order.
+const INT_COLUMNS: [&str; 10] = [
     "requests",
     "ok_requests",
     "errors",
@@ -405,9 +438,10 @@ const INT_COLUMNS: [&str; 9] = [
     "cached_tokens",
     "ok_completion_tokens",
     "ttft_count",
+    "privacy_routed",
 ];
 
-/// Float sums stored in `ledger_rollup`, in bind order.
+/// Float sums stored in both rollup tables, in bind order.
 const REAL_COLUMNS: [&str; 6] = [
     "cost_usd",
     "counterfactual_usd",
@@ -421,9 +455,13 @@ fn bucket_column(i: usize) -> String {
     format!("h{i:02}")
 }
 
-/// Every column of `ledger_rollup`, in bind order.
-fn all_columns() -> Vec<String> {
-    let mut cols: Vec<String> = KEY_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+/// Every column of `table`, in bind order.
+fn all_columns(table: RollupTable) -> Vec<String> {
+    let mut cols: Vec<String> = table
+        .key_columns()
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
     cols.extend(INT_COLUMNS.iter().map(|c| (*c).to_owned()));
     cols.extend(REAL_COLUMNS.iter().map(|c| (*c).to_owned()));
     cols.push("latency_min_ms".into());
@@ -432,15 +470,31 @@ fn all_columns() -> Vec<String> {
     cols
 }
 
-/// Binds per rollup row.
-pub fn params_per_row() -> usize {
-    KEY_COLUMNS.len() + INT_COLUMNS.len() + REAL_COLUMNS.len() + 2 + LATENCY_BUCKETS
+/// Binds per row of `table`.
+pub fn params_per_row(table: RollupTable) -> usize {
+    table.key_columns().len() + INT_COLUMNS.len() + REAL_COLUMNS.len() + 2 + LATENCY_BUCKETS
 }
 
-/// An upsert of `rows` rollup rows that adds each to the stored row with the
-/// same key (or inserts it).
-pub fn upsert_sql(d: Dialect, rows: usize) -> String {
-    let cols = all_columns();
+/// The rows of the by-backend table that `fine` adds up to.
+pub fn by_backend(fine: &BTreeMap<RollupKey, Summary>) -> BTreeMap<RollupKey, Summary> {
+    let mut out: BTreeMap<RollupKey, Summary> = BTreeMap::new();
+    for (k, s) in fine {
+        let coarse = RollupKey {
+            key_id: String::new(),
+            route: String::new(),
+            privacy: String::new(),
+            ..k.clone()
+        };
+        out.entry(coarse).or_default().merge(s);
+    }
+    out
+}
+
+/// An upsert of `rows` rows into `table` that adds each to the stored row
+/// with the same key (or inserts it).
+pub fn upsert_sql(d: Dialect, table: RollupTable, rows: usize) -> String {
+    let t = table.name();
+    let cols = all_columns(table);
     let per = cols.len();
     let values: Vec<String> = (0..rows)
         .map(|r| {
@@ -451,41 +505,42 @@ pub fn upsert_sql(d: Dialect, rows: usize) -> String {
     let mut set: Vec<String> = INT_COLUMNS
         .iter()
         .chain(REAL_COLUMNS.iter())
-        .map(|c| format!("{c} = ledger_rollup.{c} + excluded.{c}"))
+        .map(|c| format!("{c} = {t}.{c} + excluded.{c}"))
         .collect();
     set.push(format!(
-        "latency_min_ms = {}(ledger_rollup.latency_min_ms, excluded.latency_min_ms)",
+        "latency_min_ms = {}({t}.latency_min_ms, excluded.latency_min_ms)",
         d.least()
     ));
     set.push(format!(
-        "latency_max_ms = {}(ledger_rollup.latency_max_ms, excluded.latency_max_ms)",
+        "latency_max_ms = {}({t}.latency_max_ms, excluded.latency_max_ms)",
         d.greatest()
     ));
     set.extend((0..LATENCY_BUCKETS).map(|i| {
         let c = bucket_column(i);
-        format!("{c} = ledger_rollup.{c} + excluded.{c}")
+        format!("{c} = {t}.{c} + excluded.{c}")
     }));
     format!(
-        "INSERT INTO ledger_rollup ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+        "INSERT INTO {t} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
         cols.join(", "),
         values.join(", "),
-        KEY_COLUMNS.join(", "),
+        table.key_columns().join(", "),
         set.join(", ")
     )
 }
 
-/// Binds one rollup row, in `all_columns` order, to a query of either store.
+/// Binds one row of `$table`, in `all_columns` order, to a query of either
+/// store.
 macro_rules! bind_rollup {
-    ($query:expr, $k:expr, $s:expr) => {{
-        let mut q = $query
-            .bind($k.day)
-            .bind(&$k.team)
-            .bind(&$k.key_id)
-            .bind(&$k.route)
-            .bind(&$k.backend)
-            .bind(&$k.backend_kind)
-            .bind(&$k.model)
-            .bind(&$k.privacy)
+    ($query:expr, $table:expr, $k:expr, $s:expr) => {{
+        let mut q = $query.bind($k.day).bind(&$k.team);
+        if $table == $crate::report::rollup::RollupTable::Fine {
+            q = q.bind(&$k.key_id).bind(&$k.route);
+        }
+        q = q.bind(&$k.backend).bind(&$k.backend_kind).bind(&$k.model);
+        if $table == $crate::report::rollup::RollupTable::Fine {
+            q = q.bind(&$k.privacy);
+        }
+        q = q
             .bind($s.requests)
             .bind($s.ok_requests)
             .bind($s.errors)
@@ -495,6 +550,7 @@ macro_rules! bind_rollup {
             .bind($s.cached_tokens)
             .bind($s.ok_completion_tokens)
             .bind($s.ttft_count)
+            .bind($s.privacy_routed)
             .bind($s.cost_usd)
             .bind($s.counterfactual_usd)
             .bind($s.engine_seconds)
@@ -596,23 +652,15 @@ pub fn day_label(day: i64) -> String {
         .unwrap_or_else(|| format!("day {day}"))
 }
 
-/// A grouped read of the rollups: one row per value of `by` (one row for the
+/// A grouped read of the rollups (from the smallest table that can answer it): one row per value of `by` (one row for the
 /// whole selection when `by` is `None`), days `from_day <= day < to_day`, one
 /// team when `team` is bound. Columns: the group, then `summary_columns`.
 pub fn summarize_sql(d: Dialect, by: Option<Dimension>, team: bool) -> String {
     let local = local_kind();
-    let home = KEPT_HOME_LEVELS
-        .iter()
-        .map(|l| format!("'{l}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut cols = Vec::new();
     for c in INT_COLUMNS {
         cols.push(d.sum_int(c));
     }
-    cols.push(d.sum_int(&format!(
-        "CASE WHEN privacy IN ({home}) THEN requests ELSE 0 END"
-    )));
     cols.push(d.sum_int(&format!(
         "CASE WHEN backend_kind = '{local}' THEN requests ELSE 0 END"
     )));
@@ -633,8 +681,9 @@ pub fn summarize_sql(d: Dialect, by: Option<Dimension>, team: bool) -> String {
         None => "0",
     };
     let mut sql = format!(
-        "SELECT {group} AS g, {} FROM ledger_rollup WHERE day >= {} AND day < {}",
+        "SELECT {group} AS g, {} FROM {} WHERE day >= {} AND day < {}",
         cols.join(", "),
+        RollupTable::for_grouping(by).name(),
         d.param(1),
         d.param(2)
     );
@@ -651,8 +700,8 @@ pub fn summarize_sql(d: Dialect, by: Option<Dimension>, team: bool) -> String {
 macro_rules! summary_from_row {
     ($row:expr) => {{
         let row = $row;
-        // Column 0 is the group; then 9 integer sums, the kept-home and local
-        // request counts, 6 float sums, the local cost, min, max, buckets.
+        // Column 0 is the group; then 10 integer sums (the last the kept-home
+        // count), the local request count, 6 float sums, the local cost, min, max, buckets.
         let int = |i: usize| -> Result<i64, sqlx::Error> { row.try_get::<i64, _>(i) };
         let real =
             |i: usize| -> Result<Option<f64>, sqlx::Error> { row.try_get::<Option<f64>, _>(i) };
@@ -824,11 +873,13 @@ mod tests {
 
     #[test]
     fn upsert_has_one_placeholder_per_column() {
-        let sql = upsert_sql(Dialect::Postgres, 2);
-        let per = params_per_row();
-        assert_eq!(per, 107);
+        let sql = upsert_sql(Dialect::Postgres, RollupTable::Fine, 2);
+        let per = params_per_row(RollupTable::Fine);
+        assert_eq!(per, 108);
+        assert_eq!(params_per_row(RollupTable::ByBackend), 105);
         assert!(sql.contains(&format!("${}", 2 * per)));
         assert!(!sql.contains(&format!("${}", 2 * per + 1)));
-        assert!(upsert_sql(Dialect::Sqlite, 1).contains("MIN(ledger_rollup.latency_min_ms"));
+        assert!(upsert_sql(Dialect::Sqlite, RollupTable::ByBackend, 1)
+            .contains("MIN(ledger_rollup_backend.latency_min_ms"));
     }
 }
