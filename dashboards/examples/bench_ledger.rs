@@ -195,6 +195,7 @@ fn request(i: u64, n: u64, days: i64, rng: &mut Lcg) -> LedgerRecord {
         stream: rng.below(2) == 0,
         attempts: 1 + i64::from(rng.below(20) == 0),
         difficulty: Some(f64::from(rng.below(1000)) / 1000.0),
+        explanation: None,
     }
 }
 
