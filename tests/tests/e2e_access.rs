@@ -263,7 +263,7 @@ async fn keys_budgets_redaction_and_explanations() {
     let resp = http.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let mut explained = Value::Null;
-    for _ in 0..50 {
+    for _ in 0..100 {
         let resp = http
             .get(&url)
             .bearer_auth("admin-secret")
