@@ -59,6 +59,8 @@ routes:
     to: [gpt-5.4-mini]
   - name: everything-else
     to: [local]
+teams:
+  default: {{ budget: {{ daily_usd: 1000 }} }}
 "#,
             model.display(),
             openai.base_url
@@ -196,5 +198,17 @@ routes:
     for (q, want) in expect {
         assert_eq!(query(q).await, Some(want), "{q}");
     }
+    // The budget gauges: the two closed answers were paid from the day's $1,000.
+    let remaining =
+        query("watershed_budget_remaining_usd{scope=\"team\",name=\"default\",window=\"daily\"}")
+            .await
+            .expect("the budget gauge is scraped");
+    let spent = 1000.0 - remaining;
+    assert!(spent > 0.0 && spent < 1.0, "spent {spent}");
+    let ratio =
+        query("watershed_budget_used_ratio{scope=\"team\",name=\"default\",window=\"daily\"}")
+            .await
+            .unwrap();
+    assert!((ratio - spent / 1000.0).abs() < 1e-12, "{ratio} vs {spent}");
     gw.stop().unwrap();
 }
