@@ -42,6 +42,8 @@ struct Prepared {
     caller: Caller,
     /// The route's `redact` option.
     redact: bool,
+    /// The all-closed reference model: the route's own, else the config's.
+    counterfactual: Option<String>,
     /// Budget state of the caller, and what was done about it.
     budget: BudgetState,
     downgraded: Option<String>,
@@ -129,13 +131,7 @@ async fn handle(
         stream: prepared.req.stream,
         difficulty: prepared.difficulty,
         estimated_prompt_tokens: prepared.estimated_tokens,
-        counterfactual_model: rt
-            .config
-            .routes
-            .iter()
-            .find(|r| r.name == prepared.route)
-            .and_then(|r| r.counterfactual.clone())
-            .or_else(|| rt.config.counterfactual.clone()),
+        counterfactual_model: prepared.counterfactual.take(),
         fleet_usd_per_engine_second: rt
             .config
             .fleet
@@ -284,22 +280,20 @@ fn prepare(
         });
         v.to_string()
     };
-    let route = decision.route;
-    let redact = cfg
-        .routes
-        .iter()
-        .find(|r| r.name == route)
-        .is_some_and(|r| r.redact);
+    let rule = cfg.route(&decision.route);
     Ok(Prepared {
         request_id: request_id.to_owned(),
         req,
-        route,
+        redact: rule.is_some_and(|r| r.redact),
+        counterfactual: rule
+            .and_then(|r| r.counterfactual.clone())
+            .or_else(|| cfg.counterfactual.clone()),
+        route: decision.route,
         privacy: decision.privacy,
         targets,
         difficulty: facts.difficulty,
         estimated_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
         caller,
-        redact,
         budget: verdict.state,
         downgraded,
         reservation,

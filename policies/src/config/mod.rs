@@ -160,6 +160,11 @@ impl Config {
         self.keys.values().find(|k| k.sha256 == sha256)
     }
 
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
     /// A team by name.
     pub fn team(&self, name: &str) -> Option<&Team> {
         self.teams.get(name)
