@@ -5,6 +5,7 @@
 //! the page) that the gateway serves.
 
 pub mod charts;
+pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod ledger;

@@ -497,6 +497,9 @@ mod tests {
     use crate::planner::Plan;
     use crate::pricing::PriceTable;
 
+    /// 2026-11-26: plans are priced at a fixed instant.
+    const NOW_MS: i64 = 1_795_651_200_000;
+
     fn view() -> (DashboardData, PlannerView) {
         let f = Filter::new(
             "2026-11-01".parse().unwrap_or_default(),
@@ -516,7 +519,7 @@ mod tests {
         let planner = PlannerView {
             source: "test plan".into(),
             result: plan
-                .evaluate(&PriceTable::builtin())
+                .evaluate(&PriceTable::builtin(), NOW_MS)
                 .map_err(|e| e.to_string()),
         };
         let data = DashboardData {

@@ -85,8 +85,8 @@ pub struct ApiPrice {
 }
 
 impl ApiPrice {
-    /// USD per million tokens of this traffic.
-    pub fn blended(&self, prices: &PriceTable) -> Result<f64, LedgerError> {
+    /// USD per million tokens of this traffic at the prices in force at `at_ms`.
+    pub fn blended(&self, prices: &PriceTable, at_ms: i64) -> Result<f64, LedgerError> {
         if let Some(b) = self.blended_usd_per_mtok {
             return Ok(b);
         }
@@ -102,7 +102,7 @@ impl ApiPrice {
                 self.model
             )));
         }
-        let p = prices.price_for(&self.model).ok_or_else(|| {
+        let p = prices.price_at(&self.model, at_ms).ok_or_else(|| {
             LedgerError::Invalid(format!("no price for model \"{}\"", self.model))
         })?;
         Ok(f * p.input + (1.0 - f) * p.output)
@@ -144,7 +144,8 @@ impl Plan {
         serde_json::from_value(v).map_err(|e| LedgerError::Invalid(format!("invalid plan: {e}")))
     }
 
-    pub fn evaluate(&self, prices: &PriceTable) -> Result<PlanResult, LedgerError> {
+    /// Evaluates the plan at the prices in force at `at_ms` (unix ms).
+    pub fn evaluate(&self, prices: &PriceTable, at_ms: i64) -> Result<PlanResult, LedgerError> {
         if self.tiers.is_empty() {
             return Err(LedgerError::Invalid(
                 "a plan needs at least one tier".into(),
@@ -159,7 +160,7 @@ impl Plan {
                 )));
             }
             let mtok = t.tokens_per_day / 1_000_000.0;
-            let closed_rate = t.all_closed.blended(prices)?;
+            let closed_rate = t.all_closed.blended(prices, at_ms)?;
             let all_closed_per_day = mtok * closed_rate;
             let (hybrid_per_day, solution, break_even) = match &t.serve {
                 Serving::SelfHosted(s) => (
@@ -173,7 +174,7 @@ impl Plan {
                     break_even(s.per_day(), closed_rate),
                 ),
                 Serving::Api(a) => {
-                    let rate = a.blended(prices)?;
+                    let rate = a.blended(prices, at_ms)?;
                     let alt = t
                         .self_hosted_alternative
                         .as_ref()

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate};
 use serde::{Deserialize, Serialize};
 use watershed_providers::Usage;
 
@@ -312,31 +312,26 @@ impl PriceTable {
             .map(|d| &d.price)
     }
 
-    /// The price in force now.
-    pub fn price_for(&self, model: &str) -> Option<&Price> {
-        self.price_at(model, Utc::now().timestamp_millis())
-    }
-
-    /// USD for `usage` on `model` at today's price; `None` when unpriced.
-    pub fn try_cost(&self, model: &str, usage: Usage) -> Option<f64> {
-        self.price_for(model).map(|p| p.cost(usage))
-    }
-
     /// USD for `usage` on `model` at the price in force at `ts_ms`.
     pub fn cost_at(&self, model: &str, ts_ms: i64, usage: Usage) -> Option<f64> {
         self.price_at(model, ts_ms).map(|p| p.cost(usage))
     }
 
-    /// USD for `usage` on `model`; an unpriced model costs 0 (and is logged).
-    pub fn cost(&self, model: &str, usage: Usage) -> f64 {
-        self.cost_for(&[model], usage)
+    /// USD for `usage` on `model` at the price in force at `ts_ms`; an
+    /// unpriced model costs 0 (and is logged).
+    pub fn cost(&self, model: &str, ts_ms: i64, usage: Usage) -> f64 {
+        self.cost_for(&[model], ts_ms, usage)
     }
 
     /// USD for `usage` priced as the first of `candidates` that has a price
     /// (target id, configured model name, the name the backend reported);
-    /// 0 when none has one.
-    pub fn cost_for(&self, candidates: &[&str], usage: Usage) -> f64 {
-        match candidates.iter().find_map(|m| self.try_cost(m, usage)) {
+    /// 0 when none has one. The price is the one in force at `ts_ms` (the
+    /// request's start), so a price change never splits one request.
+    pub fn cost_for(&self, candidates: &[&str], ts_ms: i64, usage: Usage) -> f64 {
+        match candidates
+            .iter()
+            .find_map(|m| self.cost_at(m, ts_ms, usage))
+        {
             Some(c) => c,
             None => {
                 tracing::debug!(models = ?candidates, "no price for model; costed at 0");
@@ -367,11 +362,16 @@ mod tests {
         (a - b).abs() < 1e-12
     }
 
+    /// The instant prices are asked for: fixed, so no test depends on today.
+    fn now() -> i64 {
+        parse_date_ms("2026-11-26").unwrap()
+    }
+
     #[test]
     fn builtin_prices_match_the_seed_chapter() {
         let t = PriceTable::builtin();
         let io = |m: &str| {
-            let p = t.price_for(m).unwrap();
+            let p = t.price_at(m, now()).unwrap();
             (p.input, p.output, p.cached_input)
         };
         assert_eq!(io("gpt-5.4"), (2.50, 15.00, 0.25));
@@ -392,26 +392,26 @@ mod tests {
         let t = PriceTable::builtin();
         // 1M in + 1M out on Opus: $5 + $25.
         assert!(close(
-            t.cost("claude-opus-4.6", usage(1_000_000, 1_000_000, 0)),
+            t.cost("claude-opus-4.6", now(), usage(1_000_000, 1_000_000, 0)),
             30.0
         ));
         // GPT-5.4 mini: 1200 prompt of which 200 cached, 340 completion:
         // 1000 * 0.75 + 200 * 0.075 + 340 * 4.50 = 750 + 15 + 1530 = 2295 per 1e6.
         assert!(close(
-            t.cost("gpt-5.4-mini", usage(1200, 340, 200)),
+            t.cost("gpt-5.4-mini", now(), usage(1200, 340, 200)),
             0.002295
         ));
         // DeepSeek: 10_000 in, 2_000 out = 2800 + 840 = 3640 per 1e6.
         assert!(close(
-            t.cost("deepseek-v3.2", usage(10_000, 2_000, 0)),
+            t.cost("deepseek-v3.2", now(), usage(10_000, 2_000, 0)),
             0.00364
         ));
         // More cached than prompt is clamped to the prompt.
         assert!(close(
-            t.cost("claude-sonnet-4.6", usage(100, 0, 500)),
+            t.cost("claude-sonnet-4.6", now(), usage(100, 0, 500)),
             100.0 * 0.3 / 1e6
         ));
-        assert!(close(t.cost("gpt-5.4", usage(0, 0, 0)), 0.0));
+        assert!(close(t.cost("gpt-5.4", now(), usage(0, 0, 0)), 0.0));
     }
 
     #[test]
@@ -419,18 +419,18 @@ mod tests {
         let t = PriceTable::builtin();
         // Exactly 200K is still standard: 200_000 * 2 + 1000 * 12 = 412_000 per 1e6.
         assert!(close(
-            t.cost("gemini-3.1-pro", usage(200_000, 1000, 0)),
+            t.cost("gemini-3.1-pro", now(), usage(200_000, 1000, 0)),
             0.412
         ));
         // One more token and the whole request is at $4/$18:
         // 200_001 * 4 + 1000 * 18 = 818_004 per 1e6.
         assert!(close(
-            t.cost("gemini-3.1-pro", usage(200_001, 1000, 0)),
+            t.cost("gemini-3.1-pro", now(), usage(200_001, 1000, 0)),
             0.818004
         ));
         // Cached tokens above the threshold at $0.40:
         // 200_000 * 4 + 100_001 * 0.40 ... (300_001 prompt, 100_001 cached)
-        let c = t.cost("gemini-3.1-pro", usage(300_001, 0, 100_001));
+        let c = t.cost("gemini-3.1-pro", now(), usage(300_001, 0, 100_001));
         assert!(close(c, (200_000.0 * 4.0 + 100_001.0 * 0.40) / 1e6), "{c}");
     }
 
@@ -449,11 +449,17 @@ mod tests {
         // A prefix must end at a separator: "gpt-5.40" is not "gpt-5.4".
         assert_eq!(r("gpt-5.40"), None);
         assert_eq!(r("smollm2-135m-instruct"), None);
-        assert_eq!(t.cost("smollm2-135m-instruct", usage(10, 10, 0)), 0.0);
-        assert_eq!(t.try_cost("smollm2-135m-instruct", usage(10, 10, 0)), None);
+        assert_eq!(
+            t.cost("smollm2-135m-instruct", now(), usage(10, 10, 0)),
+            0.0
+        );
+        assert_eq!(
+            t.cost_at("smollm2-135m-instruct", now(), usage(10, 10, 0)),
+            None
+        );
         // The first candidate with a price wins.
         assert!(close(
-            t.cost_for(&["my-target", "gpt-5.4"], usage(1_000_000, 0, 0)),
+            t.cost_for(&["my-target", "gpt-5.4"], now(), usage(1_000_000, 0, 0)),
             2.5
         ));
     }
@@ -467,12 +473,15 @@ mod tests {
         }))
         .unwrap();
         let t = PriceTable::with_overrides(o).unwrap();
-        let opus = t.price_for("claude-opus-4.6").unwrap();
+        let opus = t.price_at("claude-opus-4.6", now()).unwrap();
         assert_eq!(
             (opus.input, opus.output, opus.cached_input),
             (4.0, 20.0, 4.0)
         );
-        assert!(close(t.cost("my-vllm", usage(1000, 1000, 500)), 0.000275));
+        assert!(close(
+            t.cost("my-vllm", now(), usage(1000, 1000, 500)),
+            0.000275
+        ));
         let april = parse_date_ms("2026-04-01").unwrap();
         let before = t.price_at("gpt-5.4", april - 1).unwrap();
         let after = t.price_at("gpt-5.4", april).unwrap();

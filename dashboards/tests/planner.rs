@@ -7,6 +7,10 @@ use watershed_dashboards::planner::Plan;
 use watershed_dashboards::pricing::PriceTable;
 use watershed_dashboards::render::Format;
 
+/// The instant the plans are priced at (2026-11-26): fixed, so the outcome
+/// never depends on the day the test runs.
+const NOW_MS: i64 = 1_795_651_200_000;
+
 fn seed_plan() -> Plan {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -23,7 +27,9 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn the_seed_example_comes_out_as_the_chapter_computes_it() {
-    let r = seed_plan().evaluate(&PriceTable::builtin()).unwrap();
+    let r = seed_plan()
+        .evaluate(&PriceTable::builtin(), NOW_MS)
+        .unwrap();
     let per_tier: Vec<(f64, f64)> = r
         .tiers
         .iter()
@@ -84,7 +90,7 @@ fn api_prices_can_come_from_the_price_table() {
         }]
     }))
     .unwrap();
-    let r = plan.evaluate(&PriceTable::builtin()).unwrap();
+    let r = plan.evaluate(&PriceTable::builtin(), NOW_MS).unwrap();
     // DeepSeek blended 0.5*0.28 + 0.5*0.42 = 0.35 -> 0.70/day; Opus
     // 0.75*5 + 0.25*25 = 10 -> 20/day; no self-hosted side -> no break-even.
     assert!(close(r.tiers[0].hybrid_per_day, 0.70));
@@ -98,13 +104,15 @@ fn bad_plans_are_refused_with_the_reason() {
     let unknown = Plan::from_value(serde_json::json!({ "tiers": [], "tierz": 1 }));
     assert!(unknown.unwrap_err().to_string().contains("tierz"));
     let empty = Plan::from_value(serde_json::json!({ "tiers": [] })).unwrap();
-    assert!(empty.evaluate(&PriceTable::builtin()).is_err());
+    assert!(empty.evaluate(&PriceTable::builtin(), NOW_MS).is_err());
     let unpriced = Plan::from_value(serde_json::json!({ "tiers": [{
         "name": "t", "tokens_per_day": 1,
         "serve": { "api": { "model": "nope", "input_fraction": 0.5 } },
         "all_closed": { "model": "gpt-5.4", "blended_usd_per_mtok": 9 }
     }]}))
     .unwrap();
-    let err = unpriced.evaluate(&PriceTable::builtin()).unwrap_err();
+    let err = unpriced
+        .evaluate(&PriceTable::builtin(), NOW_MS)
+        .unwrap_err();
     assert!(err.to_string().contains("\"nope\""), "{err}");
 }

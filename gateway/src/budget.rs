@@ -7,6 +7,17 @@
 //!
 //! The book lives in the process: replicas each enforce it against what the
 //! ledger held when they started plus what they served since.
+//!
+//! The book has no clock of its own: every call that decides by the date
+//! (seed, verdict, reserve, settle, publish) is given `now` by its caller,
+//! which reads it from the application's one clock
+//! (`watershed_dashboards::clock`).
+//!
+//! A request's cost counts in the windows of the instant it was reserved —
+//! its start, the same instant as its ledger record's `ts_ms` — not of the
+//! instant it settled. A request reserved at 23:59:59 and settled at
+//! 00:00:03 is yesterday's spend (and last month's, across a month end), so
+//! the live book agrees with what a replica seeded from the ledger reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -165,14 +176,24 @@ pub struct Reservation {
     book: Arc<BudgetBook>,
     scopes: Vec<Scope>,
     amount: f64,
+    /// When the reservation was made: the windows its cost belongs to.
+    at: DateTime<Utc>,
     done: bool,
 }
 
 impl Reservation {
-    /// Replaces the reservation with what the request really cost.
-    pub fn settle(mut self, cost_usd: f64) {
-        self.book.finish(&self.scopes, self.amount, cost_usd);
+    /// Replaces the reservation with what the request really cost. `now` is
+    /// the settle time; the cost is counted in the windows the reservation
+    /// was made in (see the module doc), and only while they are current.
+    pub fn settle(mut self, cost_usd: f64, now: DateTime<Utc>) {
+        self.book
+            .finish(&self.scopes, self.amount, cost_usd, self.at, now);
         self.done = true;
+    }
+
+    /// When the reservation was made.
+    pub fn at(&self) -> DateTime<Utc> {
+        self.at
     }
 
     pub fn amount(&self) -> f64 {
@@ -183,7 +204,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.book.finish(&self.scopes, self.amount, 0.0);
+            self.book.release(&self.scopes, self.amount);
         }
     }
 }
@@ -279,19 +300,48 @@ impl BudgetBook {
             book: self.clone(),
             scopes,
             amount,
+            at: now,
             done: false,
         }
     }
 
-    fn finish(&self, scopes: &[Scope], reserved: f64, cost: f64) {
-        let now = Utc::now();
+    /// Frees a reservation that cost nothing (the request failed first, or
+    /// the client went away before any target answered).
+    fn release(&self, scopes: &[Scope], reserved: f64) {
+        self.with(|m| {
+            for s in scopes {
+                if let Some(e) = m.get_mut(s) {
+                    e.reserved_usd = (e.reserved_usd - reserved).max(0.0);
+                }
+            }
+        });
+    }
+
+    /// Turns a reservation made at `at` into spend of `cost`, settled at
+    /// `now`: the cost goes to `at`'s day and month, which still count only
+    /// if they are the current windows at `now`.
+    fn finish(
+        &self,
+        scopes: &[Scope],
+        reserved: f64,
+        cost: f64,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        // A clock that stepped back (or a settle "before" its reservation)
+        // must not reopen an old window: roll to the later of the two.
+        let roll_to = now.max(at);
         self.with(|m| {
             for s in scopes {
                 let e = m.entry(s.clone()).or_default();
-                e.roll(now);
+                e.roll(roll_to);
                 e.reserved_usd = (e.reserved_usd - reserved).max(0.0);
-                e.day_usd += cost;
-                e.month_usd += cost;
+                if e.day == day_index(at) {
+                    e.day_usd += cost;
+                }
+                if e.month == month_index(at) {
+                    e.month_usd += cost;
+                }
             }
         });
     }
@@ -404,7 +454,7 @@ mod tests {
         );
         assert_eq!(v.resets_in_s(now), Some(14 * 3600));
         // Settled for less than reserved: the difference is free again.
-        r1.settle(0.1);
+        r1.settle(0.1, now);
         assert_eq!(
             book.verdict(&cfg, &caller(), 0.3, now).state,
             BudgetState::Available
@@ -452,13 +502,13 @@ mod tests {
         let book = Arc::new(BudgetBook::default());
         let metrics = Metrics::default();
         let now = at("2026-11-26T10:00:00Z");
-        book.reserve(&cfg, &caller(), 0.0, now).settle(0.6);
+        book.reserve(&cfg, &caller(), 0.0, now).settle(0.6, now);
         book.publish(&cfg, &metrics, now);
         book.publish(&cfg, &metrics, now);
         let text = metrics.render();
         assert!(
             text.contains(
-                "watershed_budget_alerts_total{scope=\"team\",name=\"support\",window=\"daily\"} 1"
+                "watershed_budget_alerts_total{scope=\"team\",name=\"support\",window=\"daily\"} 1.0"
             ),
             "{text}"
         );
@@ -474,5 +524,58 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_reservation_settled_after_midnight_counts_in_the_window_it_was_made_in() {
+        let cfg = config();
+        let book = Arc::new(BudgetBook::default());
+        // Reserved on the last second of November, settled in December.
+        let before = at("2026-11-30T23:59:59Z");
+        let after = at("2026-12-01T00:00:03Z");
+        let r = book.reserve(&cfg, &caller(), 0.9, before);
+        assert_eq!(r.at(), before);
+        book.reserve(&cfg, &caller(), 0.2, before)
+            .settle(0.2, before);
+        // November's last day is spent: $0.20 settled and $0.90 reserved of $1.00.
+        let v = book.verdict(&cfg, &caller(), 0.0, before);
+        assert_eq!(v.state, BudgetState::Exhausted);
+        r.settle(0.9, after);
+        // December starts fresh in both windows: the late settle is November's.
+        // (0.4 stays under the team's 50 % alert mark of a fresh $1.00 day.)
+        let v = book.verdict(&cfg, &caller(), 0.4, after);
+        assert_eq!(v.state, BudgetState::Available, "{}", v.describe(after));
+        let metrics = Metrics::default();
+        book.publish(&cfg, &metrics, after);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "watershed_budget_remaining_usd{scope=\"team\",name=\"support\",window=\"daily\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "watershed_budget_used_ratio{scope=\"key\",name=\"bot\",window=\"monthly\"} 0.0"
+            ),
+            "{text}"
+        );
+
+        // Within one day, a settle seconds later counts in that day.
+        let book = Arc::new(BudgetBook::default());
+        let t = at("2028-02-29T12:00:00Z");
+        book.reserve(&cfg, &caller(), 0.5, t)
+            .settle(0.5, at("2028-02-29T12:00:05Z"));
+        let v = book.verdict(&cfg, &caller(), 0.6, at("2028-02-29T23:59:59Z"));
+        assert_eq!(v.state, BudgetState::Exhausted);
+        assert_eq!(
+            reset_time(BudgetWindow::Daily, t),
+            at("2028-03-01T00:00:00Z")
+        );
+        // A reservation dropped unsettled frees its money in any window.
+        let book = Arc::new(BudgetBook::default());
+        drop(book.reserve(&cfg, &caller(), 0.9, at("2026-12-31T23:59:50Z")));
+        let v = book.verdict(&cfg, &caller(), 0.4, at("2027-01-01T00:00:05Z"));
+        assert_eq!(v.state, BudgetState::Available);
     }
 }

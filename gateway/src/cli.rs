@@ -157,7 +157,7 @@ pub fn main() -> ExitCode {
                     plan,
                 })
                 .map_err(|e| e.to_string());
-            match args.and_then(|a| crate::report::run(&a)) {
+            match args.and_then(|a| clock().and_then(|c| crate::report::run(&a, c.now()))) {
                 Ok(text) => {
                     print!("{text}");
                     if !text.ends_with('\n') {
@@ -190,7 +190,7 @@ pub fn main() -> ExitCode {
         },
         Command::Policy {
             command: PolicyCommand::Explain { config, request },
-        } => match explain(&config, &request) {
+        } => match clock().and_then(|c| explain(&config, &request, c.now())) {
             Ok(v) => {
                 println!("{v:#}");
                 ExitCode::SUCCESS
@@ -223,6 +223,7 @@ pub fn main() -> ExitCode {
 fn explain(
     config_path: &std::path::Path,
     request: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<serde_json::Value, String> {
     use serde_json::Value;
     let loaded = config::load(Some(config_path)).map_err(|e| e.to_string())?;
@@ -275,10 +276,9 @@ fn explain(
             .map_err(|e| format!("cannot start the async runtime: {e}"))?
             .block_on(async {
                 let store = watershed_dashboards::ledger::open_store(&cfg.ledger.url).await?;
-                crate::serve::seed_budgets(&*store).await
+                crate::serve::seed_budgets(&*store, now).await
             })
             .map_err(|e| format!("cannot read spend from ledger {}: {e:#}", cfg.ledger.url))?;
-        let now = chrono::Utc::now();
         let verdict = book.verdict(cfg, &caller, 0.0, now);
         facts.budget = verdict.state;
         Some(verdict.describe(now))
@@ -381,4 +381,10 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// The clock a command decides dates by: the wall clock, or the one
+/// `WATERSHED_CLOCK_START` starts.
+fn clock() -> Result<watershed_dashboards::clock::SharedClock, String> {
+    watershed_dashboards::clock::from_env()
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use watershed_dashboards::clock::SharedClock;
 use watershed_dashboards::ledger::{LedgerHandle, LedgerRecord};
 use watershed_dashboards::pricing::PriceTable;
 use watershed_providers::{BackendKind, Completion, ErrorCode, Usage};
@@ -53,6 +54,8 @@ pub struct BudgetHold {
     pub reservation: Reservation,
     pub book: Arc<BudgetBook>,
     pub config: Arc<watershed_policies::Config>,
+    /// The application's clock: the settle time and the gauges' windows.
+    pub clock: SharedClock,
 }
 
 #[derive(Debug)]
@@ -203,16 +206,18 @@ impl Meter {
     fn cost(&self, model: &str, usage: Usage) -> f64 {
         match &self.backend {
             Some(b) if b.kind == BackendKind::Local => 0.0,
-            Some(b) => self
-                .prices
-                .cost_for(&[b.id.as_str(), b.model_name.as_str(), model], usage),
+            Some(b) => self.prices.cost_for(
+                &[b.id.as_str(), b.model_name.as_str(), model],
+                self.info.ts_ms,
+                usage,
+            ),
             None => 0.0,
         }
     }
 
     fn counterfactual(&self, usage: Usage) -> f64 {
         match &self.info.counterfactual_model {
-            Some(m) => self.prices.cost_for(&[m.as_str()], usage),
+            Some(m) => self.prices.cost_for(&[m.as_str()], self.info.ts_ms, usage),
             None => 0.0,
         }
     }
@@ -227,9 +232,9 @@ impl Meter {
             } else {
                 rec.cost_usd
             };
-            hold.reservation.settle(paid);
-            hold.book
-                .publish(&hold.config, &self.metrics, chrono::Utc::now());
+            let now = hold.clock.now();
+            hold.reservation.settle(paid, now);
+            hold.book.publish(&hold.config, &self.metrics, now);
         }
         self.observe(&rec);
         self.trace(&rec);

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use watershed_dashboards::ledger::open_store;
 use watershed_dashboards::planner::Plan;
 use watershed_dashboards::render::Format;
@@ -27,18 +27,18 @@ pub struct ReportArgs {
 }
 
 /// Runs the report and returns what to print; errors are one line each.
-pub fn run(args: &ReportArgs) -> Result<String, String> {
+/// `now` is the caller's clock: it sets the default period and the prices in force.
+pub fn run(args: &ReportArgs, now: DateTime<Utc>) -> Result<String, String> {
     let loaded = config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     let cfg = &loaded.config;
     if let Some(plan) = &args.plan {
         let prices = crate::state::price_table(cfg).map_err(|e| e.to_string())?;
         let plan_value = load_plan(plan)?;
         let result = plan_value
-            .evaluate(&prices)
+            .evaluate(&prices, now.timestamp_millis())
             .map_err(|e| format!("{}: {e}", plan.display()))?;
         return Ok(result.render(args.format));
     }
-    let now = Utc::now();
     let period = Period::parse(args.from.as_deref(), args.to.as_deref(), now.date_naive())
         .map_err(|e| e.to_string())?;
     let query = ReportQuery {

@@ -42,7 +42,8 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // The ledger writer stops only after every request has drained, so the records
     // of requests that finish during shutdown are written too.
     let ledger_stop = CancellationToken::new();
-    let budgets = seed_budgets(&*store).await?;
+    let clock = watershed_dashboards::clock::from_env().map_err(anyhow::Error::msg)?;
+    let budgets = seed_budgets(&*store, clock.now()).await?;
     let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
 
     // Trace export is set at start-up (a reload does not move it): the config's
@@ -63,10 +64,14 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
             warn!(target_id = %t.id, env = %var, "API key variable is not set; this target answers 503 until it is");
         }
     }
-    let state = Arc::new(AppState::new(runtime, ledger, metrics, traces).with_budgets(budgets));
+    let state = Arc::new(
+        AppState::new(runtime, ledger, metrics, traces)
+            .with_budgets(budgets)
+            .with_clock(clock),
+    );
     state
         .budgets
-        .publish(&cfg, &state.metrics, chrono::Utc::now());
+        .publish(&cfg, &state.metrics, state.clock.now());
     reload::watch(
         state.clone(),
         loaded.path.clone(),
@@ -110,10 +115,12 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     Ok(())
 }
 
-/// Budgets start from what the ledger says was spent this month and today.
-pub(crate) async fn seed_budgets(store: &dyn LedgerStore) -> anyhow::Result<BudgetBook> {
+/// Budgets start from what the ledger says was spent in `now`'s month and day.
+pub(crate) async fn seed_budgets(
+    store: &dyn LedgerStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<BudgetBook> {
     use chrono::{Datelike, TimeZone, Utc};
-    let now = Utc::now();
     let day = now
         .date_naive()
         .and_hms_opt(0, 0, 0)

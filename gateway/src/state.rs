@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
 use crate::telemetry::Traces;
+use watershed_dashboards::clock::SharedClock;
 use watershed_dashboards::ledger::{LedgerHandle, LedgerStore};
 use watershed_dashboards::planner::Plan;
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
@@ -102,6 +103,9 @@ pub struct AppState {
     pub traces: Traces,
     /// Team and key spend against their budgets.
     pub budgets: Arc<BudgetBook>,
+    /// The one clock every calendar decision reads (budget windows, the price
+    /// in force, dashboard defaults): the wall clock unless a test sets one.
+    pub clock: SharedClock,
 }
 
 impl std::fmt::Debug for AppState {
@@ -126,7 +130,14 @@ impl AppState {
             metrics,
             traces,
             budgets: Arc::new(BudgetBook::default()),
+            clock: watershed_dashboards::clock::system(),
         }
+    }
+
+    /// The same state on another clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same state with budgets starting from `book` (spend read from the ledger).

@@ -6,8 +6,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The instant every command's clock starts at: an hour before a year ends,
+/// so budgets, default periods and prices never depend on the day the suite
+/// runs.
+const CLOCK_START: &str = "2026-12-31T23:00:00Z";
+
 fn watershed() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_watershed"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_watershed"));
+    cmd.env("WATERSHED_CLOCK_START", CLOCK_START);
+    cmd
+}
+
+fn clock_start_ms() -> i64 {
+    chrono::DateTime::parse_from_rfc3339(CLOCK_START)
+        .unwrap()
+        .timestamp_millis()
 }
 
 /// Runs `policy explain` on `request` (written into `dir`); its output as text and JSON.
@@ -262,7 +275,7 @@ fn policy_explain_reads_the_budget_state_from_the_ledger() {
     let dir = std::env::temp_dir().join(format!("watershed-explain-budget-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ledger = format!("sqlite://{}/ledger.db", dir.display());
-    // Today the support team has spent $2.00 on a paid target.
+    // Today (on the commands' clock) the support team has spent $2.00 on a paid target.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -274,7 +287,7 @@ fn policy_explain_reads_the_budget_state_from_the_ledger() {
             store
                 .insert_batch(&[watershed_dashboards::ledger::LedgerRecord {
                     request_id: "spent-1".into(),
-                    ts_ms: chrono::Utc::now().timestamp_millis(),
+                    ts_ms: clock_start_ms() - 60_000,
                     team: "support".into(),
                     key_id: "bot".into(),
                     route: "closed".into(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -32,10 +32,24 @@ routes:
 counterfactual: { all_closed: claude-sonnet-4.6 }
 "#;
 
+/// The instant the app's clock is stopped at: five seconds into a new year,
+/// so the outcome never depends on the day the test runs and the year end's
+/// boundaries are crossed on every run.
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2027-01-01T00:00:05Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The state's clock, stopped at `now()`.
+fn clock() -> watershed_dashboards::clock::SharedClock {
+    Arc::new(watershed_dashboards::clock::ManualClock::new(now()))
+}
+
 fn record(id: &str, days_ago: i64, team: &str, cost: f64) -> LedgerRecord {
     LedgerRecord {
         request_id: id.into(),
-        ts_ms: (Utc::now() - Duration::days(days_ago)).timestamp_millis(),
+        ts_ms: (now() - Duration::days(days_ago)).timestamp_millis(),
         team: team.into(),
         key_id: "anonymous".into(),
         route: "everything-else".into(),
@@ -72,12 +86,15 @@ async fn router_with(config: &str, rows: &[LedgerRecord]) -> axum::Router {
     // The writer task is never stopped; the runtime ends with the test.
     let ledger = LedgerWriter::start(store, &TaskTracker::new(), CancellationToken::new());
     let runtime = build_runtime(config, Path::new("."), None).unwrap();
-    app(Arc::new(AppState::new(
-        runtime,
-        ledger,
-        Arc::new(watershed::metrics::Metrics::default()),
-        watershed::telemetry::Traces::disabled(),
-    )))
+    app(Arc::new(
+        AppState::new(
+            runtime,
+            ledger,
+            Arc::new(watershed::metrics::Metrics::default()),
+            watershed::telemetry::Traces::disabled(),
+        )
+        .with_clock(clock()),
+    ))
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -162,7 +179,7 @@ async fn the_page_is_html_that_may_fetch_nothing() {
 
 #[tokio::test]
 async fn chart_json_follows_the_ledger_and_the_filters() {
-    let today = Utc::now().date_naive();
+    let today = now().date_naive();
     let rows = [
         record("a", 0, "legal", 0.5),
         record("b", 0, "support", 0.25),
@@ -237,12 +254,15 @@ async fn the_planner_view_reads_the_configured_plan() {
     );
     let store = open_store("sqlite::memory:").await.unwrap();
     let ledger = LedgerWriter::start(store, &TaskTracker::new(), CancellationToken::new());
-    let app = app(Arc::new(AppState::new(
-        runtime,
-        ledger,
-        Arc::new(watershed::metrics::Metrics::default()),
-        watershed::telemetry::Traces::disabled(),
-    )));
+    let app = app(Arc::new(
+        AppState::new(
+            runtime,
+            ledger,
+            Arc::new(watershed::metrics::Metrics::default()),
+            watershed::telemetry::Traces::disabled(),
+        )
+        .with_clock(clock()),
+    ));
     let (status, body) = get_json(&app, "/api/dashboard/planner.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["plan"]["hybrid_per_day"], 1.0);
@@ -275,7 +295,7 @@ async fn idle_fleet_time_counts_in_hybrid_spend_for_all_teams_only() {
     local.backend_kind = "llama.cpp".into();
     let remote = record("remote", 3, "support", 1.0);
     let app = router_with(&config, &[local, remote]).await;
-    let day = (Utc::now() - Duration::days(3)).date_naive();
+    let day = (now() - Duration::days(3)).date_naive();
     let q = format!("from={day}&to={day}");
 
     let (_, s) = get_json(&app, &format!("/api/dashboard/summary.json?{q}")).await;

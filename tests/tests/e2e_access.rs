@@ -92,9 +92,16 @@ async fn keys_budgets_redaction_and_explanations() {
     let ledger = ledger_dir.join("ledger.db").display().to_string();
     let model = test_model().unwrap().display().to_string();
     let cfg = config(&openai.base_url, &ledger, &model);
+    // Both gateways' clocks start at the same noon, so the restart below
+    // reads "today's" spend back on any date, also when the suite runs
+    // across a real midnight.
     let envs = [
         ("E2E_OPENAI_KEY", "sk-openai"),
         ("E2E_ADMIN_TOKEN", "admin-secret"),
+        (
+            watershed_dashboards::clock::CLOCK_START_ENV,
+            "2027-01-01T12:00:00Z",
+        ),
     ];
     let gw = Gateway::start("e2e-access", &cfg, &envs).unwrap();
     gw.wait_ready(Duration::from_secs(120)).await.unwrap();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde_json::Value;
 use watershed_dashboards::ledger::{open_store, LedgerRecord};
 use watershed_tests::harness::{scratch_dir, Gateway};
@@ -741,7 +741,10 @@ async fn check_json(http: &reqwest::Client, base: &str, query: &str, e: &Expecte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_dashboard_shows_the_ledgers_numbers() {
-    let today = Utc::now().date_naive();
+    // The gateway's clock starts at a fixed noon, so the "last thirty days"
+    // default and every seeded day are the same on any date the test runs.
+    let today = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+    let clock_start = "2026-12-31T12:00:00Z";
     let rows = seed(today);
     let dir = scratch_dir("e2e-dashboard-ledger").unwrap();
     let db = dir.join("ledger.db");
@@ -765,7 +768,7 @@ routes:
 counterfactual: {{ all_closed: claude-sonnet-4.6 }}
 "#
         ),
-        &[],
+        &[(watershed_dashboards::clock::CLOCK_START_ENV, clock_start)],
     )
     .unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();

@@ -556,14 +556,20 @@ async fn the_ledger_can_live_in_postgresql() {
 async fn the_price_in_force_today_is_charged() {
     let openai = MockUpstream::openai().await;
     let anthropic = MockUpstream::anthropic().await;
-    // One price that took effect long ago and one that is not in force yet.
-    let pricing = "pricing:\n  gpt-5.4-mini:\n    - { input: 1.0, output: 2.0, effective_from: 2020-01-01 }\n    - { input: 100.0, output: 200.0, effective_from: 2999-01-01 }\n";
+    // On the gateway's clock it is the last day of February in a leap year:
+    // the price that took effect on the 1st is in force, the one from
+    // 1 March is not yet, whatever the real date is.
+    let pricing = "pricing:\n  gpt-5.4-mini:\n    - { input: 9.0, output: 9.0, effective_from: 2020-01-01 }\n    - { input: 1.0, output: 2.0, effective_from: 2028-02-01 }\n    - { input: 100.0, output: 200.0, effective_from: 2028-03-01 }\n";
     let gw = Gateway::start(
         "e2e-prices",
         &config(&openai.base_url, &anthropic.base_url, pricing),
         &[
             ("E2E_OPENAI_KEY", "sk-openai"),
             ("E2E_ANTHROPIC_KEY", "sk-ant"),
+            (
+                watershed_dashboards::clock::CLOCK_START_ENV,
+                "2028-02-29T12:00:00Z",
+            ),
         ],
     )
     .unwrap();

@@ -31,6 +31,9 @@ pub const PRIVACY_HEADER: &str = "x-watershed-privacy";
 /// Everything decided about a request before dispatch.
 struct Prepared {
     request_id: String,
+    /// The request's instant on the application's clock: its ledger `ts_ms`,
+    /// its budget windows and the prices it is charged at.
+    now: chrono::DateTime<chrono::Utc>,
     req: ChatRequest,
     route: String,
     privacy: PrivacyLevel,
@@ -123,7 +126,7 @@ async fn handle(
     let mut prepared = prepare(state, rt, headers, req, request_id)?;
     let info = RequestInfo {
         request_id: prepared.request_id.clone(),
-        ts_ms: chrono::Utc::now().timestamp_millis(),
+        ts_ms: prepared.now.timestamp_millis(),
         team: prepared.caller.team.clone(),
         key_id: prepared.caller.key_id.clone(),
         route: prepared.route.clone(),
@@ -155,6 +158,7 @@ async fn handle(
             reservation,
             book: state.budgets.clone(),
             config: rt.config.clone(),
+            clock: state.clock.clone(),
         });
     }
     let targets = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy);
@@ -169,7 +173,7 @@ async fn handle(
                 let body = match wire {
                     Wire::OpenAi => openai::response_json(
                         &completion_id(&prepared.request_id),
-                        chrono::Utc::now().timestamp(),
+                        prepared.now.timestamp(),
                         &answer.done.model,
                         &answer,
                     ),
@@ -221,14 +225,14 @@ fn prepare(
     let floor = crate::classify::privacy_floor(cfg, declared, &caller);
     let (mut facts, evidence) = crate::classify::request_facts(cfg, &req, floor);
     facts.team = Some(caller.team.clone());
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     facts.budget = state.budgets.verdict(cfg, &caller, 0.0, now).state;
     let decision = decide(cfg, &facts).map_err(denial_error)?;
     let prompt_tokens = facts.estimated_tokens.unwrap_or(0);
     let mut targets = decision.targets;
     let mut cost = targets
         .iter()
-        .map(|t| upper_bound_usd(rt, t, prompt_tokens, req.max_tokens))
+        .map(|t| upper_bound_usd(rt, t, prompt_tokens, req.max_tokens, now.timestamp_millis()))
         .fold(0.0, f64::max);
     let verdict = state.budgets.verdict(cfg, &caller, cost, now);
     let mut downgraded = None;
@@ -238,7 +242,15 @@ fn prepare(
             .as_ref()
             .map_or(OnExhausted::Reject, |(_, e)| e.on_exhausted);
         let cheapest = (action == OnExhausted::Downgrade)
-            .then(|| cheapest_allowed(rt, decision.privacy, prompt_tokens, req.max_tokens))
+            .then(|| {
+                cheapest_allowed(
+                    rt,
+                    decision.privacy,
+                    prompt_tokens,
+                    req.max_tokens,
+                    now.timestamp_millis(),
+                )
+            })
             .flatten()
             .filter(|(_, c)| {
                 *c == 0.0
@@ -283,6 +295,7 @@ fn prepare(
     let rule = cfg.route(&decision.route);
     Ok(Prepared {
         request_id: request_id.to_owned(),
+        now,
         req,
         redact: rule.is_some_and(|r| r.redact),
         counterfactual: rule
@@ -324,7 +337,13 @@ fn declared_privacy(headers: &HeaderMap) -> Result<Option<PrivacyLevel>, ApiErro
 /// The most a request can cost on `target`: the prompt estimate with a margin
 /// for tokenizers that split finer, and every completion token it may
 /// generate. Local targets cost nothing against budgets.
-fn upper_bound_usd(rt: &Runtime, target: &str, prompt_tokens: u64, max_tokens: Option<u32>) -> f64 {
+fn upper_bound_usd(
+    rt: &Runtime,
+    target: &str,
+    prompt_tokens: u64,
+    max_tokens: Option<u32>,
+    now_ms: i64,
+) -> f64 {
     let Some(t) = rt.target(target) else {
         return 0.0;
     };
@@ -341,7 +360,7 @@ fn upper_bound_usd(rt: &Runtime, target: &str, prompt_tokens: u64, max_tokens: O
         cached_prompt_tokens: 0,
     };
     rt.prices
-        .cost_for(&[t.id.as_str(), t.model_name.as_str()], usage)
+        .cost_for(&[t.id.as_str(), t.model_name.as_str()], now_ms, usage)
 }
 
 /// The cheapest target allowed at `privacy` (a ready local one costs nothing),
@@ -351,6 +370,7 @@ fn cheapest_allowed(
     privacy: PrivacyLevel,
     prompt_tokens: u64,
     max_tokens: Option<u32>,
+    now_ms: i64,
 ) -> Option<(String, f64)> {
     rt.config
         .models
@@ -360,7 +380,7 @@ fn cheapest_allowed(
         .map(|id| {
             (
                 id.clone(),
-                upper_bound_usd(rt, id, prompt_tokens, max_tokens),
+                upper_bound_usd(rt, id, prompt_tokens, max_tokens, now_ms),
             )
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -464,7 +484,7 @@ impl Encoder {
         match wire {
             Wire::OpenAi => Encoder::OpenAi(openai::ChunkBuilder::new(
                 &completion_id(&prepared.request_id),
-                chrono::Utc::now().timestamp(),
+                prepared.now.timestamp(),
                 model,
                 prepared.req.include_usage,
             )),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use tracing::error;
 use watershed_dashboards::dashboard::{self, Context, DashboardData, Filter};
 use watershed_dashboards::page::{self, PlannerView};
@@ -82,7 +82,7 @@ async fn view(
     state: &AppState,
     query: Option<&str>,
 ) -> Result<(DashboardData, PlannerView), ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let filter = parse_filter(query, now.date_naive())?;
     let rt = state.runtime();
     let cx = Context {
@@ -101,7 +101,11 @@ async fn view(
         })?;
     let planner = PlannerView {
         source: rt.plan.source.clone(),
-        result: rt.plan.plan.evaluate(&rt.prices).map_err(|e| e.to_string()),
+        result: rt
+            .plan
+            .plan
+            .evaluate(&rt.prices, now.timestamp_millis())
+            .map_err(|e| e.to_string()),
     };
     Ok((data, planner))
 }
