@@ -10,10 +10,11 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use watershed_policies::difficulty::DifficultyModel;
-use watershed_policies::{detect, Config, Explanation, PiiSpan, PrivacyLevel, RequestFacts};
+use watershed_policies::{detect, Config, Explanation, PrivacyLevel, RequestFacts};
 use watershed_providers::ChatRequest;
 
 use crate::access::Caller;
+use crate::scan::{FailClosed, Scan};
 
 /// An explanation as JSON: the evidence as detector kinds, spans and the
 /// level each gives (never the values), the difficulty, the budget state, each
@@ -23,6 +24,7 @@ pub fn explanation_json(
     e: &Explanation,
     declared: Option<PrivacyLevel>,
     caller: &Caller,
+    fail_closed: Option<&FailClosed>,
 ) -> Value {
     let outcome = match &e.outcome {
         Ok(targets) => json!({
@@ -39,6 +41,7 @@ pub fn explanation_json(
             "declared": declared.map(|l| l.as_str()),
             "default": cfg.server.default_privacy.as_str(),
             "caller_default": caller.privacy_floor(cfg).map(|l| l.as_str()),
+            "fail_closed": fail_closed.map(|f| json!({"reason": f.reason(), "detail": f.to_string()})),
             "evidence": e.evidence.iter().map(|s| json!({
                 "type": s.kind.as_str(),
                 "start": s.start,
@@ -69,21 +72,25 @@ pub fn privacy_floor(
     caller.privacy_floor(cfg).map_or(base, |f| f.max(base))
 }
 
-/// The facts routing decides on, and the detections behind the privacy level.
-/// `floor` is the level before detection (`privacy_floor`); detected values can
-/// only raise it.
+/// The facts routing decides on, from a request's scan (`crate::scan`).
+/// `floor` is the level before detection (`privacy_floor`); detected values
+/// can only raise it, and a scan that could not finish makes the request
+/// `restricted`.
 pub fn request_facts(
     cfg: &Config,
     req: &ChatRequest,
     floor: PrivacyLevel,
-) -> (RequestFacts, Vec<PiiSpan>) {
-    let text = req.text();
-    let spans = detect(&text);
-    let mut facts = RequestFacts::new(req.model.clone(), cfg.privacy_level(&spans, floor));
-    facts.difficulty = DifficultyModel::builtin().ok().map(|m| m.score(&text));
+    scan: &Scan,
+) -> RequestFacts {
+    let privacy = match scan.failed {
+        Some(_) => PrivacyLevel::Restricted,
+        None => cfg.privacy_level(&scan.evidence, floor),
+    };
+    let mut facts = RequestFacts::new(req.model.clone(), privacy);
+    facts.difficulty = scan.difficulty;
     facts.tags = req.metadata.clone();
-    facts.estimated_tokens = Some(text.chars().count().div_ceil(4) as u64);
-    (facts, spans)
+    facts.estimated_tokens = Some(req.text().chars().count().div_ceil(4) as u64);
+    facts
 }
 
 /// The text a line stands for: `prompt`, or the `messages`' contents (strings or

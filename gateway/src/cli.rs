@@ -124,7 +124,12 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(crate::serve::serve(config, listen)) {
+            let result = rt.block_on(crate::serve::serve(config, listen));
+            // Blocking threads still busy (a privacy scan that overran its
+            // budget, say) must not hold the exit: the records are flushed by
+            // now, so they get a bounded moment and are then left behind.
+            rt.shutdown_timeout(SHUTDOWN_BLOCKING_GRACE);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -264,7 +269,8 @@ fn explain(
     let caller = crate::access::caller(cfg, &header_map)
         .map_err(|e| format!("{}: {}", request.display(), e.message))?;
     let floor = crate::classify::privacy_floor(cfg, declared, &caller);
-    let (mut facts, evidence) = crate::classify::request_facts(cfg, &req, floor);
+    let scan = crate::scan::scan_sized(&req, &cfg.scan);
+    let mut facts = crate::classify::request_facts(cfg, &req, floor, &scan);
     facts.team = Some(caller.team.clone());
     // The budget state comes from the spend the config's ledger holds now.
     let budget = if crate::budget::scopes_of(cfg, &caller).is_empty() {
@@ -283,8 +289,8 @@ fn explain(
         facts.budget = verdict.state;
         Some(verdict.describe(now))
     };
-    let e = watershed_policies::explain(cfg, &facts, &evidence);
-    let mut v = crate::classify::explanation_json(cfg, &e, declared, &caller);
+    let e = watershed_policies::explain(cfg, &facts, &scan.evidence);
+    let mut v = crate::classify::explanation_json(cfg, &e, declared, &caller, scan.failed.as_ref());
     if let Some(detail) = budget {
         v["budget_detail"] =
             serde_json::json!({ "state": facts.budget.as_str(), "detail": detail });
@@ -382,6 +388,9 @@ fn init_tracing() {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
+
+/// How long `serve` waits for blocking threads after the ledger is flushed.
+const SHUTDOWN_BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The clock a command decides dates by: the wall clock, or the one
 /// `WATERSHED_CLOCK_START` starts.

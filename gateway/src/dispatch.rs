@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tracing::{info, warn};
 use watershed_policies::privacy::{RedactionMap, Restorer};
-use watershed_policies::{detect, PrivacyLevel};
+use watershed_policies::{PiiSpan, PrivacyLevel};
 use watershed_providers::{ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent};
 
 use crate::meter::Meter;
@@ -26,9 +26,19 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Prepares `req` for a route; `redact` is the route's option.
-    pub fn new(req: ChatRequest, redact: bool, metrics: &Metrics) -> Self {
-        let redacted = redact.then(|| redact_request(&req, metrics)).flatten();
+    /// Prepares `req` for a route; `redact` is the route's option and
+    /// `per_piece` the detections of each of the request's outbound texts
+    /// (`crate::scan::Scan::per_piece`), so redaction rewrites exactly the
+    /// pieces and values the classifier read.
+    pub fn new(
+        req: ChatRequest,
+        redact: bool,
+        per_piece: &[Vec<PiiSpan>],
+        metrics: &Metrics,
+    ) -> Self {
+        let redacted = redact
+            .then(|| redact_request(&req, per_piece, metrics))
+            .flatten();
         Outbound {
             original: req,
             redacted,
@@ -51,23 +61,25 @@ impl Outbound {
 
 fn redact_request(
     req: &ChatRequest,
+    per_piece: &[Vec<PiiSpan>],
     metrics: &Metrics,
 ) -> Option<(ChatRequest, Arc<RedactionMap>)> {
+    if per_piece.iter().all(Vec::is_empty) {
+        return None;
+    }
     let mut map = RedactionMap::new();
     let mut out = req.clone();
-    for m in &mut out.messages {
-        let spans = detect(&m.content);
-        for s in &spans {
+    out.redact_texts(|i, text| {
+        let spans = per_piece.get(i).filter(|s| !s.is_empty())?;
+        for s in spans {
             metrics.add(
                 metrics::REDACTIONS,
                 vec![("kind", s.kind.as_str().to_owned())],
                 1.0,
             );
         }
-        if !spans.is_empty() {
-            m.content = map.redact(&m.content, &spans);
-        }
-    }
+        Some(map.redact(text, spans))
+    });
     (!map.is_empty()).then(|| (out, Arc::new(map)))
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod reload;
 pub mod report;
+pub mod scan;
 pub mod serve;
 pub mod state;
 pub mod telemetry;

@@ -82,6 +82,7 @@ pub const BUDGET_USED_RATIO: &str = "watershed_budget_used_ratio";
 pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
 pub const BUDGET_ACTIONS: &str = "watershed_budget_actions_total";
 pub const REDACTIONS: &str = "watershed_redacted_values_total";
+pub const PRIVACY_FAIL_CLOSED: &str = "watershed_privacy_fail_closed_total";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -134,6 +135,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         BUDGET_ACTIONS,
         "Requests downgraded or rejected because a budget was exhausted",
+    ),
+    (
+        PRIVACY_FAIL_CLOSED,
+        "Requests treated as restricted because their classification could not finish (too large, timeout), by reason",
     ),
     (
         REDACTIONS,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
+use crate::scan::ScanPool;
 use crate::telemetry::Traces;
 use watershed_dashboards::clock::SharedClock;
 use watershed_dashboards::ledger::{LedgerHandle, LedgerStore};
@@ -103,6 +104,9 @@ pub struct AppState {
     pub traces: Traces,
     /// Team and key spend against their budgets.
     pub budgets: Arc<BudgetBook>,
+    /// The bounded pool large requests are classified on; its size
+    /// (`privacy.scan.workers`) is read at start.
+    pub scans: ScanPool,
     /// The one clock every calendar decision reads (budget windows, the price
     /// in force, dashboard defaults): the wall clock unless a test sets one.
     pub clock: SharedClock,
@@ -124,7 +128,9 @@ impl AppState {
         metrics: Arc<Metrics>,
         traces: Traces,
     ) -> Self {
+        let scans = ScanPool::new(runtime.config.scan.workers);
         Self {
+            scans,
             runtime: RwLock::new(Arc::new(runtime)),
             ledger,
             metrics,

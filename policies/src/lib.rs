@@ -18,8 +18,8 @@ pub use budget::{
 pub use config::{
     load_config, otlp_endpoint_problem, ApiKey, Config, ConfigError, ConfigErrors,
     DashboardSettings, DifficultySettings, FleetSettings, GpuLayers, LedgerSettings, LocalSpec,
-    PriceEntry, ProviderKind, RemoteSpec, Route, ServerSettings, Target, TargetSpec, Team,
-    TelemetrySettings, When, ANONYMOUS_KEY, DEFAULT_TEAM,
+    PriceEntry, ProviderKind, RemoteSpec, Route, ScanSettings, ServerSettings, Target, TargetSpec,
+    Team, TelemetrySettings, When, ANONYMOUS_KEY, DEFAULT_TEAM,
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};

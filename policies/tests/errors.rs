@@ -593,3 +593,43 @@ fn telemetry_settings_are_checked() {
         errs[0]
     );
 }
+
+#[test]
+fn the_privacy_scan_bounds_are_checked() {
+    let cfg = load_config(
+        &format!("{GOOD}privacy:\n  scan: {{ max_bytes: 1000, timeout_ms: 50, workers: 3, inline_bytes: 0 }}\n"),
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.scan,
+        watershed_policies::ScanSettings {
+            max_bytes: 1000,
+            timeout_ms: 50,
+            workers: 3,
+            inline_bytes: 0,
+        }
+    );
+    assert_eq!(
+        load_config(GOOD, "policies.yaml").unwrap().scan,
+        watershed_policies::ScanSettings::default()
+    );
+    let errs = errors(&format!(
+        "{GOOD}privacy:\n  scan:\n    timeout_ms: 0\n    workers: 0\n    max_byts: 5\n"
+    ));
+    assert!(
+        errs.iter().any(|e| e.message.contains("max_byts")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{GOOD}privacy:\n  scan:\n    timeout_ms: 0\n    workers: 0\n"
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (14, 17, "privacy.scan.timeout_ms"),
+            (15, 14, "privacy.scan.workers"),
+        ],
+        "{errs:?}"
+    );
+}

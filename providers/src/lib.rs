@@ -12,6 +12,9 @@ pub mod sse;
 pub mod types;
 mod validate;
 
+#[cfg(test)]
+mod outbound_guard;
+
 pub use error::{ErrorCode, ProviderError};
 pub use remote::RemoteTarget;
 pub use types::*;

@@ -79,7 +79,8 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// All message text, in order, for classifiers and token estimates.
+    /// All message text, in order, for token estimates and the difficulty
+    /// score. Privacy classification reads [`ChatRequest::outbound_texts`].
     pub fn text(&self) -> String {
         let mut out = String::new();
         for m in &self.messages {
@@ -89,6 +90,196 @@ impl ChatRequest {
             out.push_str(&m.content);
         }
         out
+    }
+
+    /// Every piece of text a provider adapter may send, in a fixed order:
+    /// the one list the privacy classifier reads. [`ChatRequest::redact_texts`]
+    /// visits the same pieces in the same order, so the i-th piece's
+    /// detections are the ones redaction rewrites.
+    ///
+    /// Both visitors take the request apart without `..`: a field added to
+    /// the canonical request is a compile error here until it is named as
+    /// text or as something that carries none. The unit test
+    /// `every_string_an_adapter_sends_is_an_outbound_text` checks the other
+    /// direction: every string the adapters put in an upstream body comes from
+    /// these pieces or from the gateway itself.
+    pub fn outbound_texts(&self) -> Vec<OutboundText<'_>> {
+        let ChatRequest {
+            // The client's alias: adapters send the target's own model name.
+            model: _,
+            messages,
+            max_tokens: _,
+            temperature: _,
+            top_p: _,
+            stop,
+            seed: _,
+            user,
+            metadata,
+            response_format,
+            stream: _,
+            include_usage: _,
+        } = self;
+        let mut out = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let Message { role: _, content } = m;
+            out.push(OutboundText::new(TextField::Message(i), content));
+        }
+        for (i, s) in stop.iter().enumerate() {
+            out.push(OutboundText::new(TextField::Stop(i), s));
+        }
+        if let Some(u) = user {
+            out.push(OutboundText::new(TextField::User, u));
+        }
+        // No adapter sends metadata today; it is scanned all the same, so an
+        // adapter that starts passing it on cannot open a hole.
+        for (k, v) in metadata {
+            out.push(OutboundText::new(TextField::MetadataKey, k));
+            out.push(OutboundText::new(TextField::MetadataValue, v));
+        }
+        match response_format {
+            None | Some(ResponseFormat::Text | ResponseFormat::JsonObject) => {}
+            Some(ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict: _,
+            }) => {
+                out.push(OutboundText::new(TextField::SchemaName, name));
+                json_strings(schema, &mut |s| {
+                    out.push(OutboundText::new(TextField::Schema, s));
+                });
+            }
+        }
+        out
+    }
+
+    /// Rewrites every piece of [`ChatRequest::outbound_texts`], in the same
+    /// order: `f` gets each piece's index and text and returns its
+    /// replacement, or `None` to keep it.
+    pub fn redact_texts(&mut self, mut f: impl FnMut(usize, &str) -> Option<String>) {
+        let ChatRequest {
+            model: _,
+            messages,
+            max_tokens: _,
+            temperature: _,
+            top_p: _,
+            stop,
+            seed: _,
+            user,
+            metadata,
+            response_format,
+            stream: _,
+            include_usage: _,
+        } = self;
+        let mut i = 0usize;
+        let mut visit = |s: &mut String| {
+            if let Some(new) = f(i, s) {
+                *s = new;
+            }
+            i += 1;
+        };
+        for m in messages.iter_mut() {
+            let Message { role: _, content } = m;
+            visit(content);
+        }
+        stop.iter_mut().for_each(&mut visit);
+        if let Some(u) = user {
+            visit(u);
+        }
+        let old = std::mem::take(metadata);
+        for (mut k, mut v) in old {
+            visit(&mut k);
+            visit(&mut v);
+            metadata.insert(k, v);
+        }
+        match response_format {
+            None | Some(ResponseFormat::Text | ResponseFormat::JsonObject) => {}
+            Some(ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict: _,
+            }) => {
+                visit(name);
+                json_strings_mut(schema, &mut visit);
+            }
+        }
+    }
+}
+
+/// Where a piece of outbound text sits in the request (for explanations and
+/// metrics; never with its value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    /// The content of message `i`.
+    Message(usize),
+    /// Stop sequence `i`.
+    Stop(usize),
+    /// The end-user id (`user`; Anthropic's `metadata.user_id`).
+    User,
+    MetadataKey,
+    MetadataValue,
+    /// The name of a `json_schema` response format.
+    SchemaName,
+    /// A key or string value anywhere in a `json_schema` response format.
+    Schema,
+}
+
+impl TextField {
+    /// The field's name in the OpenAI wire format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextField::Message(_) => "messages",
+            TextField::Stop(_) => "stop",
+            TextField::User => "user",
+            TextField::MetadataKey | TextField::MetadataValue => "metadata",
+            TextField::SchemaName => "response_format.json_schema.name",
+            TextField::Schema => "response_format.json_schema.schema",
+        }
+    }
+}
+
+/// One piece of text that may leave the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundText<'a> {
+    pub field: TextField,
+    pub text: &'a str,
+}
+
+impl<'a> OutboundText<'a> {
+    fn new(field: TextField, text: &'a str) -> Self {
+        OutboundText { field, text }
+    }
+}
+
+/// Every object key and string value in `v`, depth first, keys before values.
+fn json_strings<'a>(v: &'a serde_json::Value, f: &mut impl FnMut(&'a str)) {
+    match v {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, f)),
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                f(k);
+                json_strings(x, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// [`json_strings`] for rewriting, in the same order. Keys are rebuilt, so a
+/// rewritten key keeps its place in the object.
+fn json_strings_mut(v: &mut serde_json::Value, f: &mut impl FnMut(&mut String)) {
+    match v {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| json_strings_mut(x, f)),
+        serde_json::Value::Object(o) => {
+            let old = std::mem::take(o);
+            for (mut k, mut x) in old {
+                f(&mut k);
+                json_strings_mut(&mut x, f);
+                o.insert(k, x);
+            }
+        }
+        _ => {}
     }
 }
 

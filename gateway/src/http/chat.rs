@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::meter::{BudgetHold, Meter, RequestInfo};
 use crate::metrics;
+use crate::scan::Scan;
 use crate::state::{AppState, Runtime};
 use crate::telemetry::TraceContext;
 
@@ -123,7 +124,22 @@ async fn handle(
         Wire::OpenAi => openai::parse_chat_request(&body)?,
         Wire::Anthropic => anthropic::parse_messages_request(&body)?,
     };
-    let mut prepared = prepare(state, rt, headers, req, request_id)?;
+    drop(body);
+    // Classification is bounded and, for large requests, off the async
+    // workers (`crate::scan`); what it found is used for routing and reused,
+    // not recomputed, by redaction.
+    let req = Arc::new(req);
+    let scan = state.scans.scan(&req, &rt.config.scan).await;
+    let req = Arc::try_unwrap(req).unwrap_or_else(|shared| (*shared).clone());
+    if let Some(f) = &scan.failed {
+        warn!(request_id = %request_id, reason = f.reason(), "{f}");
+        state.metrics.add(
+            metrics::PRIVACY_FAIL_CLOSED,
+            vec![("reason", f.reason().to_owned())],
+            1.0,
+        );
+    }
+    let mut prepared = prepare(state, rt, headers, req, &scan, request_id)?;
     let info = RequestInfo {
         request_id: prepared.request_id.clone(),
         ts_ms: prepared.now.timestamp_millis(),
@@ -162,7 +178,12 @@ async fn handle(
         });
     }
     let targets = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy);
-    let outbound = Outbound::new(prepared.req.clone(), prepared.redact, &state.metrics);
+    let outbound = Outbound::new(
+        prepared.req.clone(),
+        prepared.redact,
+        &scan.per_piece,
+        &state.metrics,
+    );
     if prepared.req.stream {
         stream_answer(prepared, outbound, targets, meter, wire).await
     } else {
@@ -206,6 +227,7 @@ fn prepare(
     rt: &Runtime,
     headers: &HeaderMap,
     req: ChatRequest,
+    scan: &Scan,
     request_id: &str,
 ) -> Result<Prepared, ApiError> {
     let cfg = &rt.config;
@@ -223,7 +245,7 @@ fn prepare(
         }
     }
     let floor = crate::classify::privacy_floor(cfg, declared, &caller);
-    let (mut facts, evidence) = crate::classify::request_facts(cfg, &req, floor);
+    let mut facts = crate::classify::request_facts(cfg, &req, floor, scan);
     facts.team = Some(caller.team.clone());
     let now = state.clock.now();
     facts.budget = state.budgets.verdict(cfg, &caller, 0.0, now).state;
@@ -282,8 +304,9 @@ fn prepare(
     let has_budget = !crate::budget::scopes_of(cfg, &caller).is_empty();
     let reservation = has_budget.then(|| state.budgets.reserve(cfg, &caller, cost, now));
     let explanation = {
-        let e = watershed_policies::explain(cfg, &facts, &evidence);
-        let mut v = crate::classify::explanation_json(cfg, &e, declared, &caller);
+        let e = watershed_policies::explain(cfg, &facts, &scan.evidence);
+        let mut v =
+            crate::classify::explanation_json(cfg, &e, declared, &caller, scan.failed.as_ref());
         v["budget_detail"] = serde_json::json!({
             "state": verdict.state.as_str(),
             "reserved_usd": cost,

@@ -69,6 +69,8 @@ pub struct Config {
     /// The level each detector's findings give a request (`privacy.detectors`),
     /// every kind present: the built-in level unless the config sets another.
     pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
+    /// The bounds on classifying one request (`privacy.scan`).
+    pub scan: ScanSettings,
     /// Where request traces go (`telemetry:`); the gateway falls back to the
     /// standard `OTEL_*` environment variables for what this leaves unset.
     pub telemetry: TelemetrySettings,
@@ -127,6 +129,35 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// The `service.name` resource attribute.
     pub service_name: Option<String>,
+}
+
+/// `privacy.scan:` — the bounds on classifying one request. A request whose
+/// outbound text is larger than `max_bytes`, or whose classification does not
+/// finish within `timeout_ms`, is treated as `restricted`: it stays home or is
+/// refused, never sent out unclassified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanSettings {
+    /// Outbound text above this many bytes is not scanned at all.
+    pub max_bytes: u64,
+    /// The longest a classification may take, waiting for a worker included.
+    pub timeout_ms: u64,
+    /// Classifications of large requests that run at once, each on its own
+    /// blocking thread (never on the async workers).
+    pub workers: u32,
+    /// Requests with at most this much outbound text are classified in line:
+    /// they take microseconds, less than a hand-off to another thread.
+    pub inline_bytes: u64,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        ScanSettings {
+            max_bytes: 16 * 1024 * 1024,
+            timeout_ms: 2_000,
+            workers: 2,
+            inline_bytes: 32 * 1024,
+        }
+    }
 }
 
 /// `difficulty:` — where the classifier's score splits weak from strong.

@@ -31,6 +31,17 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPrivacy {
     pub detectors: Option<indexmap::IndexMap<String, String>>,
+    pub scan: Option<RawScan>,
+}
+
+/// `privacy.scan:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScan {
+    pub max_bytes: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub workers: Option<u32>,
+    pub inline_bytes: Option<u64>,
 }
 
 /// `difficulty:`

@@ -18,7 +18,7 @@ use super::raw::{
 use super::{
     Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings,
     GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route,
-    ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
+    ScanSettings, ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_TOKENS_LIMIT, SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
@@ -222,7 +222,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let fleet = fleet(cx, get("fleet"));
     let dashboard = dashboard(cx, get("dashboard"));
     let difficulty = difficulty(cx, get("difficulty"));
-    let detector_levels = detector_levels(cx, get("privacy"));
+    let (detector_levels, scan) = privacy(cx, get("privacy"));
     let telemetry = super::telemetry::telemetry(cx, get("telemetry"));
     cx.difficulty_threshold = difficulty.threshold;
 
@@ -255,6 +255,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         fleet,
         difficulty,
         detector_levels,
+        scan,
         teams,
         keys,
         dashboard,
@@ -355,15 +356,16 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
     })
 }
 
-/// `privacy.detectors`: the level each detector's findings give a request; kinds
-/// not named keep their built-in level.
-fn detector_levels(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<PiiKind, PrivacyLevel> {
+/// `privacy:` — `detectors`, the level each detector's findings give a
+/// request (kinds not named keep their built-in level), and `scan`, the
+/// bounds on classifying one request.
+fn privacy(cx: &mut Ctx<'_>, v: Option<&Value>) -> (BTreeMap<PiiKind, PrivacyLevel>, ScanSettings) {
     let mut out: BTreeMap<PiiKind, PrivacyLevel> = PiiKind::ALL
         .into_iter()
         .map(|k| (k, k.default_level()))
         .collect();
     let Some(raw) = v.and_then(|v| cx.de::<RawPrivacy>(v, "privacy")) else {
-        return out;
+        return (out, ScanSettings::default());
     };
     for (name, level) in raw.detectors.unwrap_or_default() {
         let path = format!("privacy.detectors.{name}");
@@ -383,7 +385,27 @@ fn detector_levels(cx: &mut Ctx<'_>, v: Option<&Value>) -> BTreeMap<PiiKind, Pri
             Err(e) => cx.err(&path, At::Value, e.to_string()),
         }
     }
-    out
+    let mut scan = ScanSettings::default();
+    if let Some(r) = raw.scan {
+        let mut positive = |key: &str, x: Option<u64>, into: &mut u64| match x {
+            Some(0) => cx.err(
+                &format!("privacy.scan.{key}"),
+                At::Value,
+                format!("{key} must be greater than 0"),
+            ),
+            Some(x) => *into = x,
+            None => {}
+        };
+        positive("max_bytes", r.max_bytes, &mut scan.max_bytes);
+        positive("timeout_ms", r.timeout_ms, &mut scan.timeout_ms);
+        let mut workers = u64::from(scan.workers);
+        positive("workers", r.workers.map(u64::from), &mut workers);
+        scan.workers = u32::try_from(workers).unwrap_or(u32::MAX);
+        if let Some(b) = r.inline_bytes {
+            scan.inline_bytes = b;
+        }
+    }
+    (out, scan)
 }
 
 fn difficulty(cx: &mut Ctx<'_>, v: Option<&Value>) -> DifficultySettings {

@@ -1,0 +1,167 @@
+//! The guard on the privacy scan's completeness: every string an adapter
+//! puts in an upstream body must come from `ChatRequest::outbound_texts` (the
+//! pieces the classifier reads and redaction rewrites) or from the gateway
+//! itself (roles, the target's model name, format constants). A request whose
+//! every text field holds a distinct canary is sent through each adapter, and
+//! each canary found in a body must be one the outbound texts hold.
+//!
+//! The request is built without `..Default::default()`, so a field added to
+//! the canonical request fails to compile here until the test sets it too.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::{BackendKind, ChatRequest, Message, RemoteTarget, ResponseFormat, Role};
+
+/// A request whose every string holds a canary `⟦cN⟧`, with `format`.
+fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
+    ChatRequest {
+        model: "⟦alias⟧".into(),
+        messages: vec![
+            Message::new(Role::System, "⟦c1⟧ system"),
+            Message::new(Role::User, "⟦c2⟧ user"),
+            Message::new(Role::Assistant, "⟦c3⟧ assistant"),
+            Message::new(Role::User, "⟦c4⟧ again"),
+        ],
+        max_tokens: Some(16),
+        temperature: Some(0.5),
+        top_p: Some(0.9),
+        stop: vec!["⟦c5⟧".into(), "⟦c6⟧ end".into()],
+        seed: Some(1),
+        user: Some("⟦c7⟧ user id".into()),
+        metadata: [("⟦c8⟧".to_owned(), "⟦c9⟧".to_owned())].into(),
+        response_format: format,
+        stream: true,
+        include_usage: true,
+    }
+}
+
+fn schema_format() -> ResponseFormat {
+    ResponseFormat::JsonSchema {
+        name: "⟦c10⟧".into(),
+        schema: json!({
+            "type": "object",
+            "description": "⟦c11⟧",
+            "properties": {
+                "⟦c12⟧": {"type": "string", "enum": ["⟦c13⟧", "⟦c14⟧"]},
+                "nested": {"type": "array", "items": {"const": "⟦c15⟧"}}
+            }
+        }),
+        strict: true,
+    }
+}
+
+/// Every canary in `s`.
+fn canaries(s: &str, out: &mut BTreeSet<String>) {
+    let mut rest = s;
+    while let Some(i) = rest.find('⟦') {
+        let tail = &rest[i..];
+        match tail.find('⟧') {
+            Some(j) => {
+                out.insert(tail[..j + '⟧'.len_utf8()].to_owned());
+                rest = &tail[j + '⟧'.len_utf8()..];
+            }
+            None => break,
+        }
+    }
+}
+
+/// Every canary in any key or string of `v`.
+fn body_canaries(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::String(s) => canaries(s, out),
+        Value::Array(a) => a.iter().for_each(|x| body_canaries(x, out)),
+        Value::Object(o) => {
+            for (k, x) in o {
+                canaries(k, out);
+                body_canaries(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn scanned(req: &ChatRequest) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for t in req.outbound_texts() {
+        canaries(t.text, &mut out);
+    }
+    out
+}
+
+fn bodies(req: &ChatRequest) -> Vec<(&'static str, Value)> {
+    let openai = RemoteTarget::new("o", BackendKind::Openai, "http://x/v1", "gpt-x");
+    let compat = RemoteTarget::new("c", BackendKind::OpenaiCompatible, "http://y/v1", "m");
+    let anthropic = RemoteTarget::new("a", BackendKind::Anthropic, "http://z", "claude-x");
+    let mut out = Vec::new();
+    for stream in [false, true] {
+        out.push(("openai", crate::openai::upstream_body(&openai, req, stream)));
+        out.push((
+            "compatible",
+            crate::openai::upstream_body(&compat, req, stream),
+        ));
+        // Anthropic refuses JSON formats; it has nothing to send then.
+        if let Ok(b) = crate::anthropic::upstream_body(&anthropic, req, stream) {
+            out.push(("anthropic", b));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_string_an_adapter_sends_is_an_outbound_text() {
+    for format in [
+        None,
+        Some(ResponseFormat::Text),
+        Some(ResponseFormat::JsonObject),
+        Some(schema_format()),
+    ] {
+        let req = canary_request(format);
+        let scanned = scanned(&req);
+        for (adapter, body) in bodies(&req) {
+            let mut sent = BTreeSet::new();
+            body_canaries(&body, &mut sent);
+            let unscanned: Vec<_> = sent.difference(&scanned).collect();
+            assert!(
+                unscanned.is_empty(),
+                "{adapter} sends text the classifier never reads: {unscanned:?} in {body}"
+            );
+            // The test would prove nothing if the adapters sent no request text.
+            assert!(sent.contains("⟦c2⟧"), "{adapter}: {body}");
+        }
+    }
+}
+
+#[test]
+fn the_schema_and_every_text_field_are_scanned_and_redacted_in_the_same_order() {
+    let mut req = canary_request(Some(schema_format()));
+    let all = scanned(&req);
+    for c in 1..=15 {
+        assert!(all.contains(&format!("⟦c{c}⟧")), "⟦c{c}⟧ is not scanned");
+    }
+    assert!(!all.contains("⟦alias⟧"), "the client's alias is never sent");
+    let before: Vec<String> = req
+        .outbound_texts()
+        .iter()
+        .map(|t| t.text.to_owned())
+        .collect();
+    // Redaction sees the same pieces in the same order.
+    let mut seen = Vec::new();
+    req.redact_texts(|i, s| {
+        seen.push((i, s.to_owned()));
+        Some(format!("[R{i}]"))
+    });
+    assert_eq!(
+        seen.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
+        before
+    );
+    assert!(seen.iter().enumerate().all(|(n, (i, _))| n == *i));
+    // After redaction no adapter sends a single canary.
+    assert!(scanned(&req).is_empty(), "{:?}", req.outbound_texts());
+    for (adapter, body) in bodies(&req) {
+        let mut sent = BTreeSet::new();
+        body_canaries(&body, &mut sent);
+        assert!(sent.is_empty(), "{adapter} still sends {sent:?}: {body}");
+    }
+}

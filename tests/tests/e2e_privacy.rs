@@ -1,0 +1,451 @@
+//! The privacy promise under attack, through the real binary and mock
+//! upstreams on port 0:
+//!
+//! - a fixed-seed property test puts a detectable value in a random field of
+//!   a random request (every text field of both wire formats) and checks that
+//!   no untrusted target ever receives it — the request stays home, or the
+//!   value leaves only as a placeholder;
+//! - a flood of large adversarial prompts is classified off the async
+//!   workers: small requests and `/healthz` keep answering meanwhile;
+//! - a request whose classification cannot finish (too large, too slow) is
+//!   treated as restricted, counted on `/metrics` and said in
+//!   `policy explain`; it is never sent out.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use watershed_tests::harness::{binary, Gateway};
+use watershed_tests::mock::MockUpstream;
+
+/// E-mail and IP addresses are `internal` here, so a route with `redact: true`
+/// may send them out as placeholders; everything else the detectors find is
+/// confidential or restricted and may only go to `local`, which cannot load in
+/// this setup (503). The untrusted targets are the two mocks.
+fn config(openai: &str, anthropic: &str, extra: &str) -> String {
+    format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+server: {{ max_body_bytes: 20000000 }}
+privacy:
+  detectors: {{ email: internal, ip: internal }}
+{extra}
+models:
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+  gpt:
+    provider: openai
+    base_url: "{openai}"
+    api_key_env: E2E_OPENAI_KEY
+    timeout_ms: 3000
+  claude:
+    provider: anthropic
+    base_url: "{anthropic}"
+    api_key_env: E2E_ANTHROPIC_KEY
+    timeout_ms: 3000
+routes:
+  - name: home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: claude-redacted
+    when: {{ model: claude }}
+    to: [claude]
+    redact: true
+  - name: gpt-redacted
+    to: [gpt]
+    redact: true
+"#
+    )
+}
+
+async fn start(tag: &str, extra: &str) -> (MockUpstream, MockUpstream, Gateway) {
+    let openai = MockUpstream::openai().await;
+    let anthropic = MockUpstream::anthropic().await;
+    let gw = Gateway::start(
+        tag,
+        &config(&openai.base_url, &anthropic.base_url, extra),
+        &[
+            ("E2E_OPENAI_KEY", "sk-openai"),
+            ("E2E_ANTHROPIC_KEY", "sk-ant"),
+        ],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    (openai, anthropic, gw)
+}
+
+/// A small deterministic generator: the cases are the same on every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// Values the detectors must find, and whether they may leave as a placeholder.
+const VALUES: &[(&str, bool)] = &[
+    ("jane.doe@example.com", true),
+    ("10.20.30.40", true),
+    ("4111 1111 1111 1111", false),
+    ("AKIAIOSFODNN7EXAMPLE", false),
+    ("DE89 3704 0044 0532 0130 00", false),
+    ("+44 20 7946 0958", false),
+];
+
+/// Where the value goes: every text field of both wire formats.
+const OPENAI_FIELDS: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "user-part",
+    "assistant",
+    "user-field",
+    "stop-string",
+    "stop-array",
+    "schema-name",
+    "schema-description",
+    "schema-key",
+    "schema-enum",
+    "metadata",
+];
+const ANTHROPIC_FIELDS: &[&str] = &[
+    "system",
+    "system-blocks",
+    "user",
+    "user-block",
+    "assistant",
+    "stop_sequences",
+    "metadata.user_id",
+];
+
+fn openai_body(field: &str, v: &str, model: &str) -> Value {
+    let text = |s: &str| format!("please look at {s} now");
+    let mut messages = vec![json!({"role": "user", "content": "hello there"})];
+    let mut body = json!({"model": model, "max_tokens": 8});
+    match field {
+        "system" | "developer" | "assistant" => messages.insert(
+            0,
+            json!({"role": if field == "assistant" { "assistant" } else { field }, "content": text(v)}),
+        ),
+        "user" => messages[0]["content"] = json!(text(v)),
+        "user-part" => {
+            messages[0]["content"] = json!([
+                {"type": "text", "text": "first part"},
+                {"type": "text", "text": text(v)}
+            ])
+        }
+        "user-field" => body["user"] = json!(v),
+        "stop-string" => body["stop"] = json!(v),
+        "stop-array" => body["stop"] = json!(["END", v]),
+        "metadata" => body["metadata"] = json!({"ticket": text(v)}),
+        f if f.starts_with("schema") => {
+            let (name, desc, key, en) = match f {
+                "schema-name" => (v, "d", "k", "e"),
+                "schema-description" => ("n", v, "k", "e"),
+                "schema-key" => ("n", "d", v, "e"),
+                _ => ("n", "d", "k", v),
+            };
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": {
+                    "type": "object",
+                    "description": desc,
+                    "properties": {key: {"type": "string", "enum": [en, "other"]}}
+                }}
+            });
+        }
+        other => panic!("unknown field {other}"),
+    }
+    body["messages"] = json!(messages);
+    body
+}
+
+fn anthropic_body(field: &str, v: &str) -> Value {
+    let text = |s: &str| format!("please look at {s} now");
+    let mut body = json!({"model": "claude", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hello there"}]});
+    match field {
+        "system" => body["system"] = json!(text(v)),
+        "system-blocks" => body["system"] = json!([{"type": "text", "text": text(v)}]),
+        "user" => body["messages"][0]["content"] = json!(text(v)),
+        "user-block" => body["messages"][0]["content"] = json!([{"type": "text", "text": text(v)}]),
+        "assistant" => {
+            body["messages"] = json!([
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": text(v)},
+                {"role": "user", "content": "go on"}
+            ])
+        }
+        "stop_sequences" => body["stop_sequences"] = json!(["END", v]),
+        "metadata.user_id" => body["metadata"] = json!({"user_id": v}),
+        other => panic!("unknown field {other}"),
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
+    let (openai, anthropic, gw) = start("e2e-privacy-fields", "").await;
+    let http = reqwest::Client::new();
+    let mut rng = XorShift(0x5eed_cafe_f00d_0001);
+    let (mut home, mut redacted) = (0, 0);
+    // Every field with every value at least once, then random ones: bounded.
+    let mut cases: Vec<(bool, &str, &str, bool)> = Vec::new();
+    for &f in OPENAI_FIELDS {
+        for &(v, leaves) in VALUES {
+            cases.push((true, f, v, leaves));
+        }
+    }
+    for &f in ANTHROPIC_FIELDS {
+        for &(v, leaves) in VALUES {
+            cases.push((false, f, v, leaves));
+        }
+    }
+    for _ in 0..40 {
+        let openai_wire = rng.next().is_multiple_of(2);
+        let f = if openai_wire {
+            rng.pick(OPENAI_FIELDS)
+        } else {
+            rng.pick(ANTHROPIC_FIELDS)
+        };
+        let (v, leaves) = rng.pick(VALUES);
+        cases.push((openai_wire, f, v, leaves));
+    }
+    for (openai_wire, field, value, leaves) in cases {
+        let before = openai.request_count() + anthropic.request_count();
+        let (path, body) = if openai_wire {
+            let model = if rng.next().is_multiple_of(2) {
+                "gpt"
+            } else {
+                "claude"
+            };
+            ("/v1/chat/completions", openai_body(field, value, model))
+        } else {
+            ("/v1/messages", anthropic_body(field, value))
+        };
+        let resp = http
+            .post(format!("{}{path}", gw.base_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let answer = resp.text().await.unwrap();
+        let sent: Vec<String> = openai
+            .requests()
+            .into_iter()
+            .chain(anthropic.requests())
+            .map(|r| r.body.to_string())
+            .collect();
+        let case = format!("{path} {field} {value:?}: {status} {answer}");
+        assert!(
+            sent.iter().all(|b| !b.contains(value)),
+            "{case}: an untrusted target received the value"
+        );
+        let after = sent.len();
+        if leaves {
+            // Internal: it may leave, but only as a placeholder. The Anthropic
+            // adapter refuses JSON formats (400) and sends nothing.
+            let schema_to_claude = field.starts_with("schema") && body["model"] == "claude";
+            if schema_to_claude {
+                assert_eq!(status, 400, "{case}");
+                assert_eq!(after, before, "{case}");
+            } else {
+                assert_eq!(status, 200, "{case}");
+                assert_eq!(after, before + 1, "{case}");
+                // Metadata is scanned and redacted but no adapter sends it.
+                if field != "metadata" {
+                    assert!(
+                        sent.last().unwrap().contains("[EMAIL_1]")
+                            || sent.last().unwrap().contains("[IP_1]"),
+                        "{case}: no placeholder in {}",
+                        sent.last().unwrap()
+                    );
+                }
+                assert!(headers.get("x-watershed-redacted").is_some(), "{case}");
+                redacted += 1;
+            }
+        } else {
+            // Confidential or restricted: only `local` may serve, and it cannot.
+            assert_eq!(status, 503, "{case}");
+            assert_eq!(after, before, "{case}: the request left");
+            home += 1;
+        }
+    }
+    eprintln!("{home} requests stayed home, {redacted} left redacted");
+    assert!(home > 50 && redacted > 20);
+    gw.stop().unwrap();
+}
+
+/// `n` bytes of text that hits every detector's slow path at once.
+fn adversarial(n: usize) -> String {
+    let unit = "4111 1111 1111 1111 12 1.1.1.1 a@b@c@ ::ff:: AKIA password= DE89 +1 555 ";
+    let mut s = String::with_capacity(n + unit.len());
+    while s.len() < n {
+        s.push_str(unit);
+    }
+    s.truncate(n);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_prompts_are_classified_off_the_async_workers() {
+    let (openai, _anthropic, gw) = start(
+        "e2e-privacy-flood",
+        "  scan: { workers: 2, timeout_ms: 60000, inline_bytes: 65536 }",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let big = json!({"model": "gpt", "max_tokens": 8,
+        "messages": [{"role": "user", "content": adversarial(4 << 20)}]})
+    .to_string();
+    // Four 4 MiB adversarial prompts at once, on two blocking workers.
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut flood = Vec::new();
+    for _ in 0..4 {
+        let (http, url, body) = (
+            http.clone(),
+            format!("{}/v1/chat/completions", gw.base_url),
+            big.clone(),
+        );
+        flood.push(tracker.spawn(async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    // Meanwhile small requests and /healthz answer.
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut small = 0;
+    while !flood.iter().all(|h| h.is_finished()) && started.elapsed() < Duration::from_secs(120) {
+        let t = Instant::now();
+        let h = http
+            .get(format!("{}/healthz", gw.base_url))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.status(), 200);
+        let r = http
+            .post(format!("{}/v1/chat/completions", gw.base_url))
+            .timeout(Duration::from_secs(10))
+            .json(&json!({"model": "gpt", "max_tokens": 8,
+                "messages": [{"role": "user", "content": "hello there"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        latencies.push(t.elapsed());
+        small += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    for h in flood {
+        statuses.push(h.await.unwrap());
+    }
+    latencies.sort();
+    eprintln!(
+        "while 4 x 4 MiB adversarial prompts were classified ({:?}): {small} small requests + /healthz, latency p50 {:?}, max {:?}",
+        started.elapsed(),
+        latencies.get(latencies.len() / 2),
+        latencies.last()
+    );
+    assert!(small >= 1, "no small request was tried");
+    // The big prompts hold card numbers: they are confidential and stay home.
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    assert_eq!(
+        openai
+            .requests()
+            .iter()
+            .filter(|r| r.body.to_string().len() > 1 << 20)
+            .count(),
+        0
+    );
+    gw.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_classified_fails_closed_visibly() {
+    let (openai, _anthropic, gw) = start(
+        "e2e-privacy-fail-closed",
+        "  scan: { max_bytes: 100000, timeout_ms: 1, inline_bytes: 1000 }",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post = |text: String| {
+        http.post(format!("{}/v1/chat/completions", gw.base_url))
+            .json(&json!({"model": "gpt", "max_tokens": 8,
+                "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    // Harmless but over the size budget: restricted, so it stays home (503).
+    let r = post("hello ".repeat(20_000)).await.unwrap();
+    assert_eq!(r.status(), 503);
+    // Under the size budget but far over a 1 ms time budget.
+    let r = post("lorem ipsum 12 1.1.1.1 ".repeat(4_000)).await.unwrap();
+    assert_eq!(r.status(), 503);
+    // A small harmless request still goes out.
+    let r = post("hello there".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(openai.request_count(), 1, "an unclassified request left");
+    let metrics = http
+        .get(format!("{}/metrics", gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["too_large", "timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "watershed_privacy_fail_closed_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
+    // `policy explain` says so for the same config.
+    let req = gw.dir.join("big.json");
+    std::fs::write(
+        &req,
+        json!({"model": "gpt", "messages": [{"role": "user", "content": "hello ".repeat(20_000)}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary().unwrap())
+        .args(["policy", "explain", "--config"])
+        .arg(gw.config_path())
+        .arg("--request")
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["privacy"]["level"], "restricted", "{e:#}");
+    assert_eq!(e["privacy"]["fail_closed"]["reason"], "too_large", "{e:#}");
+    assert!(e["privacy"]["fail_closed"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("privacy.scan.max_bytes"));
+    assert_eq!(e["outcome"]["route"], "home", "{e:#}");
+    gw.stop().unwrap();
+}
