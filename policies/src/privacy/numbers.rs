@@ -5,21 +5,37 @@
 use std::net::Ipv6Addr;
 
 use super::{is_alnum_at, Hit, PiiKind};
+use crate::steps;
 
 fn before(i: usize) -> Option<usize> {
     i.checked_sub(1)
 }
 
 /// Digit groups starting at `i`, joined by single separators from `seps`; all joins must
-/// use the same separator. Returns the end offset and each group's length.
-fn digit_chain(b: &[u8], i: usize, seps: &[u8]) -> (usize, Vec<usize>, Option<u8>) {
-    let mut groups = Vec::new();
+/// use the same separator. Returns the end offset and the separator, with each group's
+/// length in `groups` (a buffer the caller reuses, so there is no allocation per
+/// start), or `None` as soon as the chain holds more than `max_digits` digits: no
+/// identifier a caller looks for is longer, and stopping there keeps the scan from each
+/// start position short, so a text of many joined groups ("4111 1111 …") is linear.
+fn digit_chain(
+    b: &[u8],
+    i: usize,
+    seps: &[u8],
+    max_digits: usize,
+    groups: &mut Vec<usize>,
+) -> Option<(usize, Option<u8>)> {
+    groups.clear();
     let mut sep_used: Option<u8> = None;
+    let mut digits = 0;
     let mut j = i;
-    loop {
+    let chain = loop {
         let start = j;
-        while j < b.len() && b[j].is_ascii_digit() {
+        while j < b.len() && b[j].is_ascii_digit() && digits <= max_digits {
             j += 1;
+            digits += 1;
+        }
+        if digits > max_digits {
+            break None;
         }
         groups.push(j - start);
         let next_is_digit = b.get(j + 1).is_some_and(u8::is_ascii_digit);
@@ -28,9 +44,11 @@ fn digit_chain(b: &[u8], i: usize, seps: &[u8]) -> (usize, Vec<usize>, Option<u8
                 sep_used = Some(s);
                 j += 1;
             }
-            _ => return (j, groups, sep_used),
+            _ => break Some((j, sep_used)),
         }
-    }
+    };
+    steps::add(j - i + 1);
+    chain
 }
 
 /// Starts of digit runs that are not inside a longer word or number.
@@ -44,6 +62,7 @@ fn number_starts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 fn digits_of(b: &[u8], start: usize, end: usize) -> Vec<u8> {
+    steps::add(end - start);
     b[start..end]
         .iter()
         .filter(|c| c.is_ascii_digit())
@@ -94,9 +113,15 @@ fn card_prefix(d: &[u8]) -> bool {
     }
 }
 
+/// The longest card number (Visa, JCB, Diners and Discover go up to nineteen digits).
+const MAX_CARD_DIGITS: usize = 19;
+
 pub(crate) fn cards(b: &[u8], out: &mut Vec<Hit>) {
+    let mut groups = Vec::new();
     for i in number_starts(b) {
-        let (end, groups, _) = digit_chain(b, i, b" -");
+        let Some((end, _)) = digit_chain(b, i, b" -", MAX_CARD_DIGITS, &mut groups) else {
+            continue;
+        };
         if is_alnum_at(b, Some(end)) {
             continue;
         }
@@ -115,9 +140,15 @@ pub(crate) fn cards(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
+/// An SSN is three, two and four digits.
+const SSN_DIGITS: usize = 9;
+
 pub(crate) fn ssns(b: &[u8], out: &mut Vec<Hit>) {
+    let mut groups = Vec::new();
     for i in number_starts(b) {
-        let (end, groups, sep) = digit_chain(b, i, b"- ");
+        let Some((end, sep)) = digit_chain(b, i, b"- ", SSN_DIGITS, &mut groups) else {
+            continue;
+        };
         if groups != [3, 2, 4] || sep.is_none() || is_alnum_at(b, Some(end)) {
             continue;
         }
@@ -134,7 +165,11 @@ pub(crate) fn ssns(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
+/// The most digits any accepted phone format has (E.164's fifteen).
+const MAX_PHONE_DIGITS: usize = 15;
+
 pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
+    let mut groups: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -151,12 +186,15 @@ pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
             i += 1;
             continue;
         }
-        // Digits with short runs of separators between them.
+        // Digits with short runs of separators between them, at most `MAX_PHONE_DIGITS`
+        // of them: every format below is shorter, and the bound keeps the scan from each
+        // start short on long runs of digit groups.
         let mut j = i + usize::from(c == b'+');
-        let mut groups: Vec<usize> = Vec::new();
+        groups.clear();
         let mut seps = 0;
         let mut end = j;
-        while j < b.len() {
+        let mut digits = 0;
+        while j < b.len() && digits <= MAX_PHONE_DIGITS {
             let run_start = j;
             while j < b.len()
                 && matches!(b[j], b' ' | b'-' | b'.' | b'(' | b')')
@@ -168,14 +206,20 @@ pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
                 seps += 1;
             }
             let g = j;
-            while j < b.len() && b[j].is_ascii_digit() {
+            while j < b.len() && b[j].is_ascii_digit() && digits <= MAX_PHONE_DIGITS {
                 j += 1;
+                digits += 1;
             }
             if j == g {
                 break;
             }
             groups.push(j - g);
             end = j;
+        }
+        steps::add(j - i + 1);
+        if digits > MAX_PHONE_DIGITS {
+            i += 1;
+            continue;
         }
         let total: usize = groups.iter().sum();
         let next_bad = is_alnum_at(b, Some(end))
@@ -233,6 +277,8 @@ pub(crate) fn emails(b: &[u8], out: &mut Vec<Hit>) {
         while e > at + 1 && matches!(b[e - 1], b'.' | b'-') {
             e -= 1;
         }
+        // Each byte between two `@` is walked by at most the one before and the one after.
+        steps::add(e - s + 1);
         if s == at || b[at - 1] == b'.' {
             continue;
         }
@@ -372,6 +418,7 @@ pub(crate) fn ibans(b: &[u8], out: &mut Vec<Hit>) {
                 break;
             }
         }
+        steps::add(j - i + 1);
         if chars.len() == len && !is_alnum_at(b, Some(j)) && iban_valid(&chars) {
             out.push(Hit {
                 kind: PiiKind::Iban,
@@ -382,13 +429,54 @@ pub(crate) fn ibans(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
+/// A dotted quad has at most three digits per octet.
+const MAX_IPV4_DIGITS: usize = 12;
+
+/// The longest text form of an IPv6 address: six full groups and a dotted quad.
+const MAX_IPV6_LEN: usize = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".len();
+
 /// Words that make a following dotted quad a version number rather than an address.
 const VERSION_WORDS: &[&str] = &["version", "ver", "release", "build", "firmware", "v"];
 
+/// Whether the word right before `i` — after at most one one-byte whitespace — is a
+/// version word. It looks at a bounded number of bytes (the longest version word and
+/// one more), where trimming and splitting all of `text[..i]` walked back over the
+/// whole preceding run of whitespace or letters once per candidate.
+fn after_version_word(text: &str, i: usize) -> bool {
+    let b = text.as_bytes();
+    let mut j = i;
+    if j > 0 && matches!(b[j - 1], b'\t'..=b'\r' | b' ') {
+        j -= 1;
+    }
+    // Two whitespace characters, or one of several bytes, put the word too far away.
+    if text[..j]
+        .chars()
+        .next_back()
+        .is_some_and(char::is_whitespace)
+    {
+        return false;
+    }
+    let longest = VERSION_WORDS.iter().map(|w| w.len()).max().unwrap_or(0);
+    let letters = b[..j]
+        .iter()
+        .rev()
+        .take(longest + 1)
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    steps::add(i - j + letters + 1);
+    let word = &b[j - letters..j];
+    VERSION_WORDS
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(word))
+}
+
 pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
+    let mut groups = Vec::new();
     for i in number_starts(b) {
-        let (end, groups, sep) = digit_chain(b, i, b".");
+        let Some((end, sep)) = digit_chain(b, i, b".", MAX_IPV4_DIGITS, &mut groups) else {
+            continue;
+        };
         if groups.len() != 4 || sep != Some(b'.') || is_alnum_at(b, Some(end)) {
             continue;
         }
@@ -397,15 +485,7 @@ pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
                 && !(o.len() > 1 && o.starts_with('0'))
                 && o.parse::<u16>().is_ok_and(|v| v <= 255)
         });
-        let prev_word = text[..i]
-            .trim_end()
-            .rsplit(|c: char| !c.is_ascii_alphabetic())
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let versioned = VERSION_WORDS.contains(&prev_word.as_str())
-            && text[..i].len() - text[..i].trim_end().len() <= 1;
-        if octets_ok && !versioned {
+        if octets_ok && !after_version_word(text, i) {
             out.push(Hit {
                 kind: PiiKind::Ip,
                 start: i,
@@ -431,10 +511,13 @@ pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
         while e > i && b[e - 1] == b'.' {
             e -= 1;
         }
+        steps::add(run_end - i + 1);
         let cand = &text[i..e];
         let colons = cand.bytes().filter(|&c| c == b':').count();
         let hex = cand.bytes().filter(u8::is_ascii_hexdigit).count();
-        if colons >= 2
+        // No address is longer than `MAX_IPV6_LEN`, so a longer run is not parsed.
+        if cand.len() <= MAX_IPV6_LEN
+            && colons >= 2
             && hex >= 4
             && cand.bytes().any(|c| c.is_ascii_digit())
             && !is_alnum_at(b, Some(run_end))

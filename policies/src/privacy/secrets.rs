@@ -2,6 +2,7 @@
 //! formats, and high-entropy values right after words like password, secret or token.
 
 use super::{is_alnum_at, Hit, PiiKind};
+use crate::steps;
 
 /// Token prefixes with the character class and minimum length of what follows.
 const TOKEN_PREFIXES: &[(&str, usize)] = &[
@@ -84,7 +85,9 @@ pub(crate) fn find(text: &str, out: &mut Vec<Hit>) {
 }
 
 fn run_len(s: &[u8], ok: impl Fn(u8) -> bool) -> usize {
-    s.iter().take_while(|&&c| ok(c)).count()
+    let n = s.iter().take_while(|&&c| ok(c)).count();
+    steps::add(n + 1);
+    n
 }
 
 fn token(rest: &str) -> Option<usize> {
@@ -129,6 +132,7 @@ fn private_keys(text: &str, out: &mut Vec<Hit>) {
     let mut from = 0;
     while let Some(off) = text[from..].find("-----BEGIN ") {
         let start = from + off;
+        steps::add(off + 11);
         let header_end = text[start + 11..].find("-----").map(|e| start + 11 + e + 5);
         let Some(header_end) = header_end else { break };
         if !text[start..header_end].contains("PRIVATE KEY") {
@@ -152,13 +156,9 @@ fn private_keys(text: &str, out: &mut Vec<Hit>) {
     }
 }
 
-/// Shannon entropy in bits per character.
-pub(crate) fn entropy(s: &[u8]) -> f64 {
-    let mut counts = [0u32; 256];
-    for &c in s {
-        counts[usize::from(c)] += 1;
-    }
-    let n = s.len() as f64;
+/// Shannon entropy in bits per character of a text with these byte counts.
+fn entropy(counts: &[u32; 256], len: usize) -> f64 {
+    let n = len as f64;
     counts
         .iter()
         .filter(|&&c| c > 0)
@@ -169,23 +169,116 @@ pub(crate) fn entropy(s: &[u8]) -> f64 {
         .sum()
 }
 
+/// Byte counts of a window of the text that only ever moves forward, so the
+/// overlapping values of `password=password=…` share one count instead of each being
+/// counted from its start to the common end.
+struct Window {
+    counts: [u32; 256],
+    /// Bytes of each character class: lowercase, uppercase, digit, punctuation.
+    classes: [u32; 4],
+    start: usize,
+    end: usize,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            counts: [0; 256],
+            classes: [0; 4],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn class(c: u8) -> Option<usize> {
+        if c.is_ascii_lowercase() {
+            Some(0)
+        } else if c.is_ascii_uppercase() {
+            Some(1)
+        } else if c.is_ascii_digit() {
+            Some(2)
+        } else if c.is_ascii_punctuation() && c != b'_' && c != b'-' {
+            Some(3)
+        } else {
+            None
+        }
+    }
+
+    fn count(&mut self, bytes: &[u8], add: bool) {
+        steps::add(bytes.len());
+        for &c in bytes {
+            let slot = &mut self.counts[usize::from(c)];
+            let class = Self::class(c).map(|k| &mut self.classes[k]);
+            if add {
+                *slot += 1;
+                if let Some(k) = class {
+                    *k += 1;
+                }
+            } else {
+                *slot -= 1;
+                if let Some(k) = class {
+                    *k -= 1;
+                }
+            }
+        }
+    }
+
+    /// Moves the window to `b[start..end]`; `start` must not be before the window's.
+    fn set(&mut self, b: &[u8], start: usize, end: usize) {
+        if (self.start..=self.end).contains(&start) && end == self.end {
+            self.count(&b[self.start..start], false);
+        } else {
+            self.count(&b[self.start..self.end], false);
+            self.count(&b[start..end], true);
+        }
+        self.start = start;
+        self.end = end;
+    }
+
+    fn classes(&self) -> usize {
+        self.classes.iter().filter(|&&n| n > 0).count()
+    }
+
+    fn entropy(&self) -> f64 {
+        entropy(&self.counts, self.end - self.start)
+    }
+}
+
+fn is_value_end(c: u8) -> bool {
+    c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'`' | b',' | b';')
+}
+
 /// `password: Xy7#kq9!Lm`, `DB_TOKEN="..."`: the value after a secret word, when it
 /// looks random (long enough, several character classes, high entropy).
+///
+/// Occurrences of a word in one identifier (`password_password`) end it at the same
+/// place and so have the same value: only the first is judged. Values that start inside
+/// the previous value end where it ends, and their byte counts slide with a `Window`.
+/// Together these keep every byte walked a bounded number of times per word.
 fn keyword_values(text: &str, out: &mut Vec<Hit>) {
     let lower = text.to_ascii_lowercase();
     let b = text.as_bytes();
     for word in SECRET_WORDS {
         let mut from = 0;
+        let mut ident = (0, 0);
+        let mut window = Window::new();
         while let Some(off) = lower[from..].find(word) {
             let k = from + off;
+            steps::add(off + word.len());
             from = k + word.len();
             // Skip the rest of the identifier (DB_PASSWORD_PROD), then `:`/`=` and quotes.
             let mut j = k + word.len();
+            if (ident.0..=ident.1).contains(&j) {
+                continue;
+            }
+            let ident_start = j;
             while j < b.len() && is_token_char(b[j]) {
                 j += 1;
             }
+            steps::add(j - ident_start + 1);
+            ident = (ident_start, j);
             let sep_start = j;
-            while j < b.len() && matches!(b[j], b' ' | b'\t' | b'"' | b'\'') {
+            while j < b.len() && j - sep_start <= 3 && matches!(b[j], b' ' | b'\t' | b'"' | b'\'') {
                 j += 1;
             }
             if !matches!(b.get(j), Some(b':' | b'=')) || j - sep_start > 3 {
@@ -195,29 +288,21 @@ fn keyword_values(text: &str, out: &mut Vec<Hit>) {
             if b.get(j) == Some(&b'=') {
                 j += 1;
             }
+            let quotes = j;
             while j < b.len() && matches!(b[j], b' ' | b'\t' | b'"' | b'\'' | b'`') {
                 j += 1;
             }
+            steps::add(j - quotes + 1);
             let v = j;
-            while j < b.len()
-                && !b[j].is_ascii_whitespace()
-                && !matches!(b[j], b'"' | b'\'' | b'`' | b',' | b';')
-            {
-                j += 1;
+            if (window.start..=window.end).contains(&v) && window.end > window.start {
+                j = window.end;
+            } else {
+                while j < b.len() && !is_value_end(b[j]) {
+                    j += 1;
+                }
             }
-            let value = &b[v..j];
-            let classes = [
-                value.iter().any(u8::is_ascii_lowercase),
-                value.iter().any(u8::is_ascii_uppercase),
-                value.iter().any(u8::is_ascii_digit),
-                value
-                    .iter()
-                    .any(|&c| c.is_ascii_punctuation() && c != b'_' && c != b'-'),
-            ]
-            .iter()
-            .filter(|&&x| x)
-            .count();
-            if value.len() >= 8 && classes >= 2 && entropy(value) >= 2.5 {
+            window.set(b, v, j);
+            if j - v >= 8 && window.classes() >= 2 && window.entropy() >= 2.5 {
                 out.push(Hit {
                     kind: PiiKind::Secret,
                     start: v,
