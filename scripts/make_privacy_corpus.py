@@ -778,7 +778,7 @@ def targeted(r, lang):
                "process.env.API_TOKEN", "{{ secret }}", "********", "xxx", "changeme"]:
         lines.append(("yaml", Text().t(f"{pw}: {ph}\ntoken: {ph}")))
     lines.append(("code", Text().t(f'<img src="/static/logo@2x.png" alt="logo"> {r.choice(L["filler"])}')))
-    lines.append(("log", Text().t("cert policy OID 1.3.6.1.4.1.311.21.7 and 2.5.29.37; Version=4.0.0.0; v1.2.3.4")))
+    lines.append(("log", Text().t("cert policy OID 1.3.6.1.4.1.311.21.7, EKU OID 2.5.29.37; Version=4.0.0.0; v1.2.3.4")))
     return lines
 
 
