@@ -12,7 +12,9 @@ shapes. The corpus is deterministic for a seed, so it can be regenerated and rev
     python3 scripts/make_privacy_corpus.py --seed 7 --out x.jsonl
 
 The tuned corpus (seed 1) is what the detectors were improved against; the held-out
-corpus (seed 2) draws other values and other template choices and is only reported.
+corpus (seed 2) draws other values and other template choices, and half of its prose
+facts and a quarter of its hard negatives come from templates (``HELD_OUT``) that only
+it uses.
 """
 
 import argparse
@@ -468,6 +470,114 @@ LANG = {
     },
 }
 
+# Sentences only the held-out corpus uses (half its prose facts draw from them), written
+# before that corpus was first scored, so it also measures phrasings never tuned on.
+HELD_OUT = {
+    "en": {
+        "email": ["You can reach the account owner at {v} anytime."],
+        "phone": ["Give us a ring on {v} if the issue persists."],
+        "password": ["FYI the new admin password = {v}"],
+        "ssn": ["Applicant SSN: {v}"],
+        "card": ["The card on file ends in the number {v}."],
+        "iban": ["Refund goes to IBAN {v} next week."],
+        "ip": ["Blocked IP {v} after repeated failures."],
+        "token": ["Accidentally committed {v} to the repo."],
+    },
+    "de": {
+        "email": ["Die Rechnung ging an {v} raus."],
+        "phone": ["Erreichbar unter Telefonnummer {v} ab 9 Uhr."],
+        "password": ["Zugangsdaten: Benutzer admin, Passwort {v}"],
+        "ssn": ["Die SSN des Mitarbeiters lautet {v}."],
+        "card": ["Zahlung per Karte {v} fehlgeschlagen."],
+        "iban": ["Erstattung auf das Konto {v}."],
+        "ip": ["Zugriff von IP {v} blockiert."],
+        "token": ["Im Log stand der Schlüssel {v}."],
+    },
+    "fr": {
+        "email": ["La facture a été envoyée à {v} hier."],
+        "phone": ["Vous pouvez me joindre au {v} en journée."],
+        "password": ["Identifiants : admin / mot de passe {v}"],
+        "ssn": ["Le SSN du salarié américain est {v}."],
+        "card": ["Le paiement avec la carte {v} a échoué."],
+        "iban": ["Remboursement sur le compte {v}."],
+        "ip": ["Accès bloqué depuis l'IP {v}."],
+        "token": ["La clé {v} était dans le dépôt public."],
+    },
+    "es": {
+        "email": ["La factura se envió a {v} ayer."],
+        "phone": ["Puede llamarme al teléfono {v} por la tarde."],
+        "password": ["Credenciales: usuario admin, contraseña {v}"],
+        "ssn": ["El SSN del empleado es {v}."],
+        "card": ["El pago con la tarjeta {v} falló."],
+        "iban": ["Reembolso a la cuenta {v}."],
+        "ip": ["Acceso bloqueado desde la IP {v}."],
+        "token": ["La clave {v} estaba en el repositorio."],
+    },
+    "it": {
+        "email": ["La fattura è stata inviata a {v} ieri."],
+        "phone": ["Mi trovi al numero di telefono {v} fino alle 18."],
+        "password": ["Credenziali: utente admin, password {v}"],
+        "ssn": ["Il SSN del dipendente è {v}."],
+        "card": ["Il pagamento con la carta {v} non è andato a buon fine."],
+        "iban": ["Rimborso sul conto {v}."],
+        "ip": ["Accesso bloccato dall'IP {v}."],
+        "token": ["La chiave {v} era nel repository."],
+    },
+    "nl": {
+        "email": ["De factuur is gisteren naar {v} gestuurd."],
+        "phone": ["Je kunt me bellen op telefoonnummer {v} overdag."],
+        "password": ["Inloggegevens: gebruiker admin, wachtwoord {v}"],
+        "ssn": ["Het SSN van de medewerker is {v}."],
+        "card": ["Betaling met kaart {v} is mislukt."],
+        "iban": ["Terugbetaling naar rekening {v}."],
+        "ip": ["Toegang geblokkeerd vanaf IP {v}."],
+        "token": ["De sleutel {v} stond in de repository."],
+    },
+    "pt": {
+        "email": ["A fatura foi enviada para {v} ontem."],
+        "phone": ["Pode me ligar no telefone {v} à tarde."],
+        "password": ["Credenciais: usuário admin, senha {v}"],
+        "ssn": ["O SSN do funcionário é {v}."],
+        "card": ["O pagamento com o cartão {v} falhou."],
+        "iban": ["Reembolso para a conta {v}."],
+        "ip": ["Acesso bloqueado a partir do IP {v}."],
+        "token": ["A chave {v} estava no repositório."],
+    },
+    "hi": {
+        "email": ["बिल कल {v} पर भेजा गया था।"],
+        "phone": ["आप मुझसे फ़ोन नंबर {v} पर संपर्क कर सकते हैं।"],
+        "password": ["लॉगिन: उपयोगकर्ता admin, पासवर्ड {v}"],
+        "ssn": ["कर्मचारी का SSN {v} है।"],
+        "card": ["कार्ड {v} से भुगतान विफल रहा।"],
+        "iban": ["रिफंड खाते {v} में जाएगा।"],
+        "ip": ["IP {v} से पहुँच रोकी गई।"],
+        "token": ["रिपॉज़िटरी में कुंजी {v} मिली।"],
+    },
+    "ja": {
+        "email": ["請求書は昨日 {v} に送付しました。"],
+        "phone": ["日中は電話番号 {v} までご連絡ください。"],
+        "password": ["ログイン情報：ユーザー admin、パスワード {v}"],
+        "ssn": ["従業員のSSNは {v} です。"],
+        "card": ["カード {v} での支払いに失敗しました。"],
+        "iban": ["返金先の口座は {v} です。"],
+        "ip": ["IP {v} からのアクセスをブロックしました。"],
+        "token": ["リポジトリにキー {v} が含まれていました。"],
+    },
+}
+
+# Hard negatives only the held-out corpus uses.
+HELD_OUT_NEGATIVES = [
+    lambda r: f"tracking 1Z{dg(r, 6)}A{dg(r, 9)}",
+    lambda r: f"build #{dg(r, 5)} took {r.randrange(2, 59)}m{r.randrange(10, 59)}s",
+    lambda r: f"ETag: W/\"{hexs(r, 32)}\"",
+    lambda r: f"customer {dg(r, 10, '123456789')} (no phone on file)",
+    lambda r: f"the password policy requires {r.randrange(8, 17)} characters",
+    lambda r: f"token_type: Bearer, expires_in: {r.randrange(600, 7200)}",
+    lambda r: f"git@github.com:example/repo-{r.randrange(10, 99)}.git",
+    lambda r: f"ratio {r.randrange(1, 9)}.{dg(r, 2)}.{dg(r, 2)}.{dg(r, 2)}.{dg(r, 2)} (not a phone)",
+]
+
+
 # Keys for structured contexts, per kind; phone and SSN keys are the context words.
 KEYS = {
     "email": ["email", "contact_email", "reply_to"],
@@ -499,8 +609,10 @@ LABEL = {"email": "email", "phone": "phone", "card": "credit_card", "iban": "iba
          "ssn": "ssn", "ip": "ip", "password": "secret", "token": "secret", "dburl": "secret"}
 
 
-def fact(r, lang, kind, structured):
+def fact(r, lang, kind, structured, held_out=False):
     L = LANG[lang]
+    if held_out and r.random() < 0.5:
+        L = {**L, **HELD_OUT[lang]}
     if kind == "email":
         return Fact("email", email(r, lang), r.choice(L["email"]), r.choice(KEYS["email"]))
     if kind == "phone":
@@ -687,8 +799,10 @@ PW_WORD = {
 }
 
 
-def hard_negative(r, lang):
+def hard_negative(r, lang, held_out=False):
     """A phrase that looks like personal data or a secret and is neither."""
+    if held_out and r.random() < 0.25:
+        return r.choice(HELD_OUT_NEGATIVES)(r)
     order, version, invoice, released = NEG_WORDS[lang]
     pw = PW_WORD[lang]
     b64 = base64.b64encode(r.choice([b"Hello, world", b"release notes v2", b"{\"theme\":\"dark\"}", b"lorem ipsum dolor sit amet"])).decode()
@@ -785,7 +899,7 @@ def targeted(r, lang):
 # ---------------------------------------------------------------- assembly
 
 
-def generate(seed, per_combo):
+def generate(seed, per_combo, held_out=False):
     r = random.Random(seed)
     rows = []
 
@@ -801,7 +915,7 @@ def generate(seed, per_combo):
                 roll = r.random()
                 n_facts = 0 if roll < 0.4 else (1 if roll < 0.8 else 2)
                 kinds = r.sample(KINDS, n_facts)
-                facts = [fact(r, lang, k, structured) for k in kinds]
+                facts = [fact(r, lang, k, structured, held_out) for k in kinds]
                 if context == "csv":
                     # A CSV cell is far from its header, so bare national numbers are out.
                     for f in facts:
@@ -811,7 +925,7 @@ def generate(seed, per_combo):
                             f.value = ssn(r, "dash")
                     # A password in a cell has no keyword beside it: only shaped keys are.
                     facts = [fact(r, lang, "token", True) if f.key in KEYS["password"] + list(PW_KEY_LOCAL.values()) else f for f in facts]
-                negs = [hard_negative(r, lang) for _ in range(r.randrange(0 if facts else 1, 3))]
+                negs = [hard_negative(r, lang, held_out) for _ in range(r.randrange(0 if facts else 1, 3))]
                 add(lang, context, render(r, lang, context, facts, negs))
         for context, text_obj in targeted(r, lang):
             add(lang, context, text_obj)
@@ -844,13 +958,15 @@ def main():
     p.add_argument("--seed", type=int)
     p.add_argument("--out")
     p.add_argument("--per-combo", type=int, default=5)
+    p.add_argument("--held-out", action="store_true", help="also use the held-out templates")
     a = p.parse_args()
-    jobs = [(a.seed, a.out)] if a.seed is not None else [
-        (1, "policies/tests/data/privacy_corpus.jsonl"),
-        (2, "policies/tests/data/privacy_corpus_holdout.jsonl"),
+    p_held = a.held_out
+    jobs = [(a.seed, a.out, p_held)] if a.seed is not None else [
+        (1, "policies/tests/data/privacy_corpus.jsonl", False),
+        (2, "policies/tests/data/privacy_corpus_holdout.jsonl", True),
     ]
-    for seed, out in jobs:
-        rows = generate(seed, a.per_combo)
+    for seed, out, held_out in jobs:
+        rows = generate(seed, a.per_combo, held_out)
         with open(out, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

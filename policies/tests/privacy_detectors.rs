@@ -508,3 +508,13 @@ fn object_identifiers_are_no_addresses() {
 fn four_part_assembly_versions_are_no_addresses() {
     assert_eq!(found("Version=4.0.0.0, v1.2.3.4"), vec![]);
 }
+
+#[test]
+fn an_ssh_git_remote_is_no_email() {
+    assert_eq!(found("git clone git@github.com:example/repo.git"), vec![]);
+}
+
+#[test]
+fn a_latin_word_after_a_bare_number_gives_it_no_meaning() {
+    assert_eq!(found("customer 6619268048 (no phone on file)"), vec![]);
+}

@@ -77,7 +77,10 @@ pub(crate) const SSN_WORDS: &[(&str, Bound)] = &[
 
 /// The most bytes between a context word and its number ("Meine Handynummer ist ").
 const GAP_BEFORE: usize = 32;
-/// The most bytes between a number and a context word after it ("… पर कॉल करें").
+/// The most bytes between a number and a context word after it ("… पर कॉल करें"). Only
+/// words in Devanagari or Japanese count after the number: those languages put the verb
+/// or the noun last, where a Latin-script word after a number ("(no phone on file)")
+/// is about something else.
 const GAP_AFTER: usize = 24;
 
 /// Where the context words of one list occur in one text, as sorted byte ranges.
@@ -119,7 +122,8 @@ impl Context {
     /// with no digit and no line break between: a word belongs to the nearest number only
     /// ("SSN 123-45-6789, order 987654321" does not make the order number an SSN). A word
     /// after the number counts only when no number follows the word closely: in
-    /// "order 423731141 Chiamami al +39 …" the word introduces the next number.
+    /// "order 423731141 Chiamami al +39 …" the word introduces the next number. Only
+    /// non-Latin words count after the number (see `GAP_AFTER`).
     pub(crate) fn near(&self, b: &[u8], start: usize, end: usize) -> bool {
         let clean = |from: usize, to: usize| {
             steps::add(to.saturating_sub(from) + 1);
@@ -135,7 +139,10 @@ impl Context {
             .is_some_and(|(_, e)| e <= start && start - e <= GAP_BEFORE && clean(e, start));
         let j = self.spans.partition_point(|&(s, _)| s < end);
         let after = self.spans.get(j).is_some_and(|&(s, e)| {
-            s - end <= GAP_AFTER && clean(end, s) && clean(e, (e + GAP_BEFORE).min(b.len()))
+            !b[s].is_ascii()
+                && s - end <= GAP_AFTER
+                && clean(end, s)
+                && clean(e, (e + GAP_BEFORE).min(b.len()))
         });
         steps::add(1);
         before || after

@@ -417,7 +417,10 @@ pub(crate) fn emails(b: &[u8], out: &mut Vec<Hit>) {
         }
         // Each byte between two `@` is walked by at most the one before and the one after.
         steps::add(e - s + 1);
-        if s == at || b[at - 1] == b'.' || in_url_authority(b, s) {
+        // `git@github.com:org/repo.git` is an SSH remote: a user at a host, then a path.
+        let remote =
+            b.get(e) == Some(&b':') && b.get(e + 1).is_some_and(|c| !c.is_ascii_whitespace());
+        if s == at || b[at - 1] == b'.' || remote || in_url_authority(b, s) {
             continue;
         }
         let domain = &b[at + 1..e];
