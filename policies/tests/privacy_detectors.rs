@@ -518,3 +518,8 @@ fn an_ssh_git_remote_is_no_email() {
 fn a_latin_word_after_a_bare_number_gives_it_no_meaning() {
     assert_eq!(found("customer 6619268048 (no phone on file)"), vec![]);
 }
+
+#[test]
+fn a_word_after_secret_in_prose_is_no_value_unless_it_looks_like_a_password() {
+    assert_eq!(found(r"they were a secret admirer.\nA) Rebecca"), vec![]);
+}

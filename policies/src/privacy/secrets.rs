@@ -315,14 +315,24 @@ impl Window {
         self.classes.iter().filter(|&&n| n > 0).count()
     }
 
+    fn has_digit(&self) -> bool {
+        self.classes[2] > 0
+    }
+
     fn entropy(&self) -> f64 {
         entropy(&self.counts, self.end - self.start)
     }
 }
 
-fn is_value_end(c: u8) -> bool {
-    // A secret value is ASCII: a non-ASCII byte ends it ("パスワードはXk9#mP2qです").
-    c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'`' | b',' | b';') || !c.is_ascii()
+/// Whether the value being read ends at `b[j]`: at whitespace, a quote or a list
+/// separator, at a non-ASCII byte (a secret value is ASCII: "パスワードはXk9#mP2qです"),
+/// or at a written-out line break (`\n` in JSON-escaped text).
+fn is_value_end(b: &[u8], j: usize) -> bool {
+    let c = b[j];
+    c.is_ascii_whitespace()
+        || matches!(c, b'"' | b'\'' | b'`' | b',' | b';')
+        || !c.is_ascii()
+        || (c == b'\\' && matches!(b.get(j + 1), Some(b'n' | b'r' | b't')))
 }
 
 /// Whether a value is a reference to a secret, a placeholder or a mask rather than the
@@ -553,7 +563,7 @@ fn keyword_values(text: &str, out: &mut Vec<Hit>) {
             if (window.start..=window.end).contains(&v) && window.end > window.start {
                 j = window.end;
             } else {
-                while j < b.len() && !is_value_end(b[j]) {
+                while j < b.len() && !is_value_end(b, j) {
                     j += 1;
                 }
             }
@@ -563,9 +573,11 @@ fn keyword_values(text: &str, out: &mut Vec<Hit>) {
             while e > v && matches!(b[e - 1], b'.' | b')' | b']') && j - e < 2 {
                 e -= 1;
             }
+            // A value with no separator or connector before it ("use the password …") must
+            // look more like a password: three classes, one of them digits.
             let classes = window.classes();
-            let random =
-                j - v >= 8 && window.entropy() >= 2.5 && classes >= 2 + usize::from(!explicit);
+            let strong = explicit || (classes >= 3 && window.has_digit());
+            let random = j - v >= 8 && window.entropy() >= 2.5 && classes >= 2 && strong;
             // A value that ends in a colon is the next key ("auth: basic password: …").
             let key = b[v..e].ends_with(b":");
             if random && !key && !is_placeholder(&b[v..e]) {
