@@ -334,21 +334,18 @@ fn is_phone(
         let trunk_zero = usize::from(b[i..end].windows(3).any(|w| w == b"(0)"));
         return (8..=15 + trunk_zero).contains(&total) && groups.len() <= 7;
     }
-    let d = digits_of(b, i, end);
-    let first = |k: usize| d.get(k).copied().unwrap_or(0);
-    let us = (groups == [3, 3, 4] || (groups == [1, 3, 3, 4] && first(0) == 1))
-        && joins.count > 0
-        && !joins.slash
-        && {
+    // The digits are read only for the North American shape, which needs them.
+    let us =
+        (groups == [3, 3, 4] || groups == [1, 3, 3, 4]) && joins.count > 0 && !joins.slash && {
+            let d = digits_of(b, i, end);
             let o = usize::from(groups.len() == 4);
-            first(o) >= 2 && first(o + 3) >= 2
+            (o == 0 || d[0] == 1) && d[o] >= 2 && d[o + 3] >= 2
         };
     let area_code = c == b'('
         && groups.len() >= 2
         && (2..=5).contains(&groups[0])
         && (10..=11).contains(&total);
-    let trunk = first(0) == 0
-        && c != b'('
+    let trunk = c == b'0'
         && groups.len() >= 2
         && (2..=6).contains(&groups[0])
         && groups.iter().all(|&g| g >= 2)

@@ -73,6 +73,19 @@ pub const FAMILIES: &[Family] = &[
         name: "mixed text",
         shape: Shape::Mixed,
     },
+    // The context words, prose keywords and URL passwords of the quality work.
+    rep("digit singles", "1 "),
+    rep("phone words", "Telefon 0170 "),
+    rep("phone words after", "98765 43210 पर कॉल "),
+    rep("SSN words", "SSN 123456789 "),
+    rep("prose password", "the password for the wifi is x "),
+    rep("password fillers", "password password password "),
+    rep("ja password", "パスワードは"),
+    rep("URL authorities", "postgres://a:b@"),
+    rep("URL without end", "://a:"),
+    rep("placeholders", "password: ${DB_PASSWORD} "),
+    rep("escaped breaks", "password: Xk9#mP2q\\n"),
+    rep("auth schemes", "Authorization: Bearer "),
 ];
 
 /// Paragraphs of the mixed family, cycled.
