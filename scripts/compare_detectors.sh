@@ -14,6 +14,6 @@ fi
 cargo build --quiet --release -p watershed-policies --example detect_jsonl
 
 .venv-compare/bin/python scripts/compare_detectors.py \
-    --watershed target/release/examples/detect_jsonl \
+    --watershed target/release/examples/detect_jsonl --overlap \
     policies/tests/data/privacy_corpus.jsonl \
     policies/tests/data/privacy_corpus_holdout.jsonl
