@@ -202,3 +202,32 @@ fn a_database_url_password_makes_the_text_restricted() {
     );
     assert!(spans.iter().all(|s| s.kind != PiiKind::Email), "{spans:?}");
 }
+
+#[test]
+fn every_corpus_line_with_a_secret_is_restricted() {
+    let corpora = [
+        include_str!("data/privacy_corpus.jsonl"),
+        include_str!("data/privacy_corpus_holdout.jsonl"),
+    ];
+    let mut urls = 0;
+    for line in corpora.iter().flat_map(|c| c.lines()) {
+        let row: Value = serde_json::from_str(line).expect("corpus line is JSON");
+        let text = row["text"].as_str().expect("text");
+        let secret = row["spans"]
+            .as_array()
+            .expect("spans")
+            .iter()
+            .any(|s| s["type"] == "secret");
+        if !secret {
+            continue;
+        }
+        urls += usize::from(text.contains("://"));
+        assert_eq!(
+            level_of(&detect(text), PrivacyLevel::Public),
+            PrivacyLevel::Restricted,
+            "{}",
+            row["id"]
+        );
+    }
+    assert!(urls >= 10, "only {urls} lines with a secret in a URL");
+}
