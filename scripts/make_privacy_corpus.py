@@ -4,9 +4,11 @@ languages and eleven contexts, each with the exact character spans of the person
 and secrets it holds (``spans: []`` for the hard negatives).
 
 Everything is synthetic: names are invented, domains are example.com/.org/.net, cards are
-Luhn-valid test-style numbers, IBANs have valid checksums for random account numbers,
-SSNs are random numbers in the valid ranges, keys are random strings in the published
-shapes. The corpus is deterministic for a seed, so it can be regenerated and reviewed:
+published test numbers or Luhn-valid numbers under test-style prefixes, IBANs have valid
+checksums for random account numbers, SSNs are random numbers in the valid ranges,
+North American and British phone numbers come from the ranges kept for fiction (others
+are random digits in each country's format), addresses from the documentation and
+private ranges, keys are random strings in the published shapes. The corpus is deterministic for a seed, so it can be regenerated and reviewed:
 
     python3 scripts/make_privacy_corpus.py            # both files
     python3 scripts/make_privacy_corpus.py --seed 7 --out x.jsonl
@@ -86,12 +88,26 @@ def luhn_break(number):
     return number[:-1] + str((last + 1 + 3) % 10)
 
 
+# Card numbers the networks and payment processors publish for testing.
+TEST_CARDS = [
+    "4242424242424242", "4000056655665556", "4111111111111111", "4012888888881881",
+    "5555555555554444", "5105105105105100", "2223003122003222", "5200828282828210",
+    "378282246310005", "371449635398431", "6011111111111117", "6011000990139424",
+    "3566002020360505", "3530111333300000",
+]
+
+
 def card(r):
-    prefix, length = r.choice([
-        ("4", 16), ("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("2720", 16),
-        ("34", 15), ("37", 15), ("6011", 16), ("65", 16), ("3530", 16),
-    ])
-    n = luhn_complete(r, prefix, length)
+    """A published test number, or a Luhn-valid number under a test-style issuer prefix."""
+    if r.random() < 0.5:
+        n = r.choice(TEST_CARDS)
+    else:
+        prefix, length = r.choice([
+            ("400000", 16), ("424242", 16), ("555555", 16), ("222300", 16), ("378282", 15),
+            ("601100", 16), ("353011", 16),
+        ])
+        n = luhn_complete(r, prefix, length)
+    length = len(n)
     style = r.randrange(3)
     if style == 0:
         return n
@@ -152,7 +168,9 @@ def dg(r, n, first=None):
 # Phone formats per language: (needs_context, maker). A number that is only a bare run of
 # digits is a phone number only with a phone word near it, so those are marked.
 def phone_formats(lang):
-    us = lambda r: (dg(r, 3, "23456789"), dg(r, 3, "23456789"), dg(r, 4))
+    # North American numbers use the 555-0100..0199 block kept for fiction, British
+    # ones Ofcom's drama ranges, so no generated number can be a real subscriber's.
+    us = lambda r: (dg(r, 3, "23456789"), "555", f"01{dg(r, 2)}")
     fm = {
         "en": [
             (False, lambda r: "({}) {}-{}".format(*us(r))),
@@ -160,10 +178,10 @@ def phone_formats(lang):
             (False, lambda r: "+1 {} {} {}".format(*us(r))),
             (False, lambda r: "+1-{}-{}-{}".format(*us(r))),
             (True, lambda r: "{}{}{}".format(*us(r))),
-            (False, lambda r: f"+44 20 {dg(r, 4)} {dg(r, 4)}"),
-            (False, lambda r: f"07{dg(r, 3)} {dg(r, 6)}"),
-            (True, lambda r: f"07{dg(r, 9)}"),
-            (False, lambda r: f"+447{dg(r, 9)}"),
+            (False, lambda r: f"+44 20 7946 0{dg(r, 3)}"),
+            (False, lambda r: f"07700 900{dg(r, 3)}"),
+            (True, lambda r: f"07700900{dg(r, 3)}"),
+            (False, lambda r: f"+447700900{dg(r, 3)}"),
         ],
         "de": [
             (False, lambda r: f"01{dg(r, 2, '567')}/{dg(r, 8)}"),
