@@ -192,11 +192,13 @@ const MAX_PHONE_DIGITS: usize = 15;
 struct Joins {
     /// Separator runs between groups.
     count: usize,
-    /// Some join holds a dot ("06.12.34.56.78"), or a slash ("0179/56734631").
+    /// Some join holds a dot ("06.12.34.56.78").
     dot: bool,
-    slash: bool,
-    /// Some join other than the first is not a dot, or not a slash.
+    /// Some join holds no dot.
     not_dot: bool,
+    /// Some join holds a slash ("0179/56734631").
+    slash: bool,
+    /// A join after the first holds a slash.
     slash_later: bool,
 }
 
@@ -274,7 +276,7 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
                 let later = joins.count > 0;
                 joins.count += 1;
                 joins.dot |= run.contains(&b'.');
-                joins.not_dot |= !run.contains(&b'.') && later;
+                joins.not_dot |= !run.contains(&b'.');
                 joins.slash |= run.contains(&b'/');
                 joins.slash_later |= run.contains(&b'/') && later;
             }
