@@ -523,3 +523,15 @@ fn a_latin_word_after_a_bare_number_gives_it_no_meaning() {
 fn a_word_after_secret_in_prose_is_no_value_unless_it_looks_like_a_password() {
     assert_eq!(found(r"they were a secret admirer.\nA) Rebecca"), vec![]);
 }
+
+#[test]
+fn the_word_key_in_other_languages_and_pass_introduce_secrets() {
+    assert_eq!(
+        found("WLAN-Schlüssel: Sommer2024!"),
+        one(PiiKind::Secret, "Sommer2024!")
+    );
+    assert_eq!(
+        found("wifi: MyNetwork / pass: Tr0ub4dor&3"),
+        one(PiiKind::Secret, "Tr0ub4dor&3")
+    );
+}

@@ -51,6 +51,7 @@ const SECRET_WORDS: &[(&str, Follow)] = &[
     ("password", Follow::Ident),
     ("passwd", Follow::Ident),
     ("pwd", Follow::Whole),
+    ("pass", Follow::Whole),
     ("passphrase", Follow::Ident),
     ("passcode", Follow::Ident),
     ("secret", Follow::Ident),
@@ -80,6 +81,14 @@ const SECRET_WORDS: &[(&str, Follow)] = &[
     ("पासवर्ड", Follow::Ident),
     ("パスワード", Follow::Ident),
     ("暗証番号", Follow::Ident),
+    // "Key" in the other languages; English "key" names too many things that are not
+    // secrets ("primary key", "sort_key") to be one of these words.
+    ("schlüssel", Follow::Ident),
+    ("clé", Follow::Ident),
+    ("clave", Follow::Whole),
+    ("chiave", Follow::Whole),
+    ("sleutel", Follow::Ident),
+    ("chave", Follow::Whole),
 ];
 
 /// Words of prose that join a secret word to its value: "the wifi password is …",
