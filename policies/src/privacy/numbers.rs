@@ -146,6 +146,14 @@ const SSN_DIGITS: usize = 9;
 pub(crate) fn ssns(b: &[u8], out: &mut Vec<Hit>) {
     let mut groups = Vec::new();
     for i in number_starts(b) {
+        // Only a first group of three digits and a separator can start one; checking
+        // that first keeps long runs of other numbers cheap.
+        let starts = b
+            .get(i..i + 4)
+            .is_some_and(|s| s[..3].iter().all(u8::is_ascii_digit) && matches!(s[3], b'-' | b' '));
+        if !starts {
+            continue;
+        }
         let Some((end, sep)) = digit_chain(b, i, b"- ", SSN_DIGITS, &mut groups) else {
             continue;
         };

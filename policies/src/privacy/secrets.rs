@@ -262,7 +262,12 @@ fn keyword_values(text: &str, out: &mut Vec<Hit>) {
         let mut from = 0;
         let mut ident = (0, 0);
         let mut window = Window::new();
-        while let Some(off) = lower[from..].find(word) {
+        loop {
+            // The search walks the rest of the text whether or not it finds the word.
+            let Some(off) = lower[from..].find(word) else {
+                steps::add(lower.len() - from);
+                break;
+            };
             let k = from + off;
             steps::add(off + word.len());
             from = k + word.len();
