@@ -17,6 +17,7 @@ use std::time::Instant;
 use adversarial::{text, FAMILIES};
 use watershed_policies::detect;
 use watershed_policies::difficulty::DifficultyModel;
+use watershed_policies::steps;
 
 const MIB: usize = 1 << 20;
 const SIZES: [(usize, &str); 6] = [
@@ -28,11 +29,11 @@ const SIZES: [(usize, &str); 6] = [
     (4 * MIB, "4 MiB"),
 ];
 
-/// The best time in seconds of `f` over enough runs to cover about 1 MiB of text (three
+/// The best time in seconds of `f` over enough runs to cover about 8 MiB of text (five
 /// at least). The best rather than the median, because on a shared machine the noise
 /// is other processes taking the core, which only ever adds time.
 fn best_secs(len: usize, mut f: impl FnMut()) -> f64 {
-    let runs = (MIB / len.max(1)).clamp(3, 20_000);
+    let runs = (8 * MIB / len.max(1)).clamp(5, 80_000);
     let times: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
@@ -61,7 +62,7 @@ fn main() {
         "| family | size | spans | detect ms | detect ms/MiB | difficulty ms | difficulty ms/MiB |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
-    // (family, detect ms/MiB at 16 KiB and 4 MiB, difficulty the same)
+    // (family, detect ms/MiB at every size, the difficulty score's)
     let mut summary = Vec::new();
     for family in FAMILIES
         .iter()
@@ -69,9 +70,12 @@ fn main() {
     {
         let mut d = [0.0; SIZES.len()];
         let mut c = [0.0; SIZES.len()];
+        let mut w = [0.0; SIZES.len()];
         for (k, &(len, label)) in SIZES.iter().enumerate() {
             let t = text(family, len);
+            steps::take();
             let spans = detect(&t).len();
+            w[k] = steps::take() as f64 / t.len() as f64;
             let ds = best_secs(t.len(), || {
                 black_box(detect(black_box(&t)));
             });
@@ -89,18 +93,45 @@ fn main() {
                 c[k]
             );
         }
-        summary.push((family.name, d, c));
+        summary.push((family.name, d, c, w));
     }
-    println!();
-    println!("| family | detect ms/MiB at 4 MiB | ratio 4 MiB / 16 KiB | difficulty ms/MiB at 4 MiB | ratio 4 MiB / 16 KiB |");
-    println!("|---|---:|---:|---:|---:|");
-    let (mut worst, mut worst_ratio) = (0.0f64, 0.0f64);
-    for (name, d, c) in &summary {
-        let (dr, cr) = (d[5] / d[2], c[5] / c[2]);
-        worst = worst.max(d[5]).max(c[5]);
-        worst_ratio = worst_ratio.max(dr).max(cr);
-        println!("| {name} | {:.1} | {dr:.2} | {:.1} | {cr:.2} |", d[5], c[5]);
+    for (what, detector) in [("detect", true), ("difficulty score", false)] {
+        println!();
+        println!("{what}, ms per MiB by size; ratio = ms/MiB at 4 MiB over ms/MiB at 16 KiB:");
+        if detector {
+            // The counted work per byte (`steps`) is deterministic, so it shows the
+            // algorithm's growth without the machine's noise.
+            println!("(work/B: the detectors' counted steps per byte at 16 KiB and 4 MiB)");
+        }
+        println!();
+        let sizes: Vec<&str> = SIZES.iter().map(|(_, label)| *label).collect();
+        let (head, rule) = if detector {
+            (" work/B 16 KiB | work/B 4 MiB |", "---:|---:|")
+        } else {
+            ("", "")
+        };
+        println!("| family | {} | ratio |{head}", sizes.join(" | "));
+        println!("|---|{}---:|{rule}", "---:|".repeat(SIZES.len()));
+        for (name, d, c, w) in &summary {
+            let row = if detector { d } else { c };
+            let cells: Vec<String> = row.iter().map(|x| format!("{x:.1}")).collect();
+            let work = if detector {
+                format!(" {:.1} | {:.1} |", w[2], w[5])
+            } else {
+                String::new()
+            };
+            let ratio = row[5] / row[2];
+            println!("| {name} | {} | {ratio:.2} |{work}", cells.join(" | "));
+        }
     }
+    let worst = summary
+        .iter()
+        .flat_map(|(_, d, c, _)| [d[5], c[5]])
+        .fold(0.0, f64::max);
+    let worst_ratio = summary
+        .iter()
+        .flat_map(|(_, d, c, _)| [d[5] / d[2], c[5] / c[2]])
+        .fold(0.0, f64::max);
     println!();
     println!(
         "worst at 4 MiB: {worst:.1} ms/MiB (target <= 100); worst ratio 4 MiB / 16 KiB: {worst_ratio:.2}"

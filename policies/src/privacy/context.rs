@@ -2,8 +2,8 @@
 //! "phone", "Telefon", "電話" or "SSN" stands right beside it, in any of the languages the
 //! corpus covers. Without such a word the same digits are an order or invoice number.
 //!
-//! The words are found once per text, in one pass per word, and a candidate asks for
-//! the nearest one before or after it: the cost stays linear in the text's length.
+//! The words are found once per text, all in one pass, and a candidate asks for the
+//! nearest one before or after it: the cost stays linear in the text's length.
 
 use crate::steps;
 
@@ -89,21 +89,18 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Finds every occurrence of `words` in `text` (one forward search per word).
+    /// Finds every occurrence of `words` in `text`, in one pass over its lowered form.
     pub(crate) fn find(text: &str, lower: &str, words: &[(&str, Bound)]) -> Context {
         let b = lower.as_bytes();
         let letter = |i: Option<usize>| {
             i.and_then(|i| b.get(i))
                 .is_some_and(u8::is_ascii_alphabetic)
         };
+        let found = super::words::find_all(b, words);
         let mut spans = Vec::new();
-        for &(word, bound) in words {
-            let mut from = 0;
-            while let Some(off) = lower[from..].find(word) {
-                let s = from + off;
+        for (&(word, bound), starts) in words.iter().zip(&found) {
+            for &s in starts {
                 let e = s + word.len();
-                steps::add(off + word.len());
-                from = e;
                 let ascii = word.is_ascii();
                 let before_ok =
                     !ascii || matches!(bound, Bound::Inside) || !letter(s.checked_sub(1));

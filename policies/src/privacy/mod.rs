@@ -14,6 +14,7 @@ mod context;
 mod numbers;
 mod redact;
 mod secrets;
+mod words;
 
 pub use redact::{redact, RedactionMap, Restorer};
 

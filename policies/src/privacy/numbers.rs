@@ -156,6 +156,21 @@ pub(crate) fn ssns(text: &str, out: &mut Vec<Hit>) {
     let mut groups = Vec::new();
     let mut context: Option<Context> = None;
     for i in number_starts(b) {
+        // Only a first group of three digits and a separator, or nine digits alone, can
+        // start one; checking that first keeps long runs of other numbers cheap.
+        let shaped_start = b
+            .get(i..i + 4)
+            .is_some_and(|s| s[..3].iter().all(u8::is_ascii_digit) && matches!(s[3], b'-' | b' '));
+        let run = b[i..]
+            .iter()
+            .take(SSN_DIGITS + 1)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        steps::add(run + 1);
+        let starts = shaped_start || run == SSN_DIGITS;
+        if !starts {
+            continue;
+        }
         let Some((end, sep)) = digit_chain(b, i, b"- ", SSN_DIGITS, &mut groups) else {
             continue;
         };

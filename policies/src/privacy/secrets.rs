@@ -2,7 +2,7 @@
 //! formats, passwords in URLs, and high-entropy values right after words like password,
 //! secret, token, Passwort, mot de passe or パスワード (after a colon, or in prose).
 
-use super::{is_alnum_at, Hit, PiiKind};
+use super::{is_alnum_at, words, Hit, PiiKind};
 use crate::steps;
 
 /// Token prefixes with the character class and minimum length of what follows.
@@ -532,14 +532,12 @@ fn url_passwords(text: &str, out: &mut Vec<Hit>) {
 fn keyword_values(text: &str, out: &mut Vec<Hit>) {
     let lower = text.to_ascii_lowercase();
     let b = text.as_bytes();
-    for &(word, follow) in SECRET_WORDS {
-        let mut from = 0;
+    // One pass finds every word (the search counts its own walk).
+    let found = words::find_all(lower.as_bytes(), SECRET_WORDS);
+    for (&(word, follow), starts) in SECRET_WORDS.iter().zip(&found) {
         let mut ident = (0, 0);
         let mut window = Window::new();
-        while let Some(off) = lower[from..].find(word) {
-            let k = from + off;
-            steps::add(off + word.len());
-            from = k + word.len();
+        for &k in starts {
             // A word inside a longer one ("mypassword", "Author") is not the key.
             if word.is_ascii() && is_alnum_at(b, k.checked_sub(1)) {
                 continue;
