@@ -9,6 +9,8 @@ pub mod explain;
 pub mod level;
 pub mod privacy;
 pub mod route;
+#[doc(hidden)]
+pub mod steps;
 pub mod yaml;
 
 pub use budget::{

@@ -355,3 +355,183 @@ fn spans_are_in_characters_not_bytes() {
         ]
     );
 }
+
+/// The kinds and values `detect` reports for `text`, for one-line assertions.
+fn found(text: &str) -> Vec<(PiiKind, String)> {
+    detect(text)
+        .iter()
+        .map(|s| {
+            (
+                s.kind,
+                text.chars().skip(s.start).take(s.end - s.start).collect(),
+            )
+        })
+        .collect()
+}
+
+fn one(kind: PiiKind, value: &str) -> Vec<(PiiKind, String)> {
+    vec![(kind, value.to_string())]
+}
+
+// Misses a tester found, one assertion each.
+
+#[test]
+fn a_compact_ssn_is_found_beside_its_word_and_is_an_order_number_without_it() {
+    assert_eq!(found("My SSN is 569184357"), one(PiiKind::Ssn, "569184357"));
+    assert_eq!(found("order number 569184357"), vec![]);
+}
+
+#[test]
+fn german_mobile_numbers_with_a_slash_or_a_space_are_phones() {
+    assert_eq!(
+        found("Handy: 0179/56734631"),
+        one(PiiKind::Phone, "0179/56734631")
+    );
+    assert_eq!(
+        found("Ruf an: 0179 04198780"),
+        one(PiiKind::Phone, "0179 04198780")
+    );
+}
+
+#[test]
+fn french_numbers_bare_with_their_word_and_with_a_trunk_zero_are_phones() {
+    assert_eq!(
+        found("téléphone : 0170518169"),
+        one(PiiKind::Phone, "0170518169")
+    );
+    assert_eq!(
+        found("Tél. +33 (0)1 83 95 39 48"),
+        one(PiiKind::Phone, "+33 (0)1 83 95 39 48")
+    );
+}
+
+#[test]
+fn an_indian_landline_is_a_phone() {
+    assert_eq!(
+        found("फ़ोन: 069661 83301"),
+        one(PiiKind::Phone, "069661 83301")
+    );
+}
+
+#[test]
+fn us_and_uk_numbers_without_separators_are_phones_beside_a_phone_word() {
+    assert_eq!(
+        found("call me at 4155550132"),
+        one(PiiKind::Phone, "4155550132")
+    );
+    assert_eq!(
+        found("mobile 07700900123"),
+        one(PiiKind::Phone, "07700900123")
+    );
+}
+
+#[test]
+fn a_german_e164_mobile_is_a_phone_not_a_card() {
+    assert_eq!(
+        found("+4915221559094"),
+        one(PiiKind::Phone, "+4915221559094")
+    );
+}
+
+#[test]
+fn a_wifi_password_in_prose_is_a_secret() {
+    assert_eq!(
+        found("the wifi password is Tr0ub4dor&3"),
+        one(PiiKind::Secret, "Tr0ub4dor&3")
+    );
+}
+
+#[test]
+fn passwords_after_keywords_in_other_languages_are_secrets() {
+    for text in [
+        "Passwort: Sommer2024!x",
+        "mot de passe : Sommer2024!x",
+        "contraseña: Sommer2024!x",
+        "het wachtwoord is Sommer2024!x",
+        "a senha é Sommer2024!x",
+        "パスワードは Sommer2024!x です",
+        "पासवर्ड: Sommer2024!x",
+    ] {
+        assert_eq!(found(text), one(PiiKind::Secret, "Sommer2024!x"), "{text}");
+    }
+}
+
+#[test]
+fn a_database_url_password_is_a_secret_and_the_url_no_email() {
+    assert_eq!(
+        found("postgres://app:q7Lm2xVr9Tz@db.example.com:5432/app"),
+        one(PiiKind::Secret, "q7Lm2xVr9Tz")
+    );
+}
+
+#[test]
+fn the_ipv6_loopback_is_an_address() {
+    assert_eq!(found("listening on [::1]:8080"), one(PiiKind::Ip, "::1"));
+}
+
+// False alarms a tester found, one assertion each.
+
+#[test]
+fn an_author_and_an_authority_are_no_secrets() {
+    assert_eq!(found("Author: Michelle Harper-Lindqvist"), vec![]);
+    assert_eq!(found("authority: login.example-corp.org"), vec![]);
+}
+
+#[test]
+fn placeholders_and_references_are_no_secrets() {
+    for value in [
+        "${DB_PASSWORD}",
+        "<REDACTED>",
+        "os.environ['DB_PASSWORD']",
+        "settings.GITHUB_TOKEN",
+        "process.env.API_TOKEN",
+        "{{ secret }}",
+        "********",
+        "xxx",
+        "changeme",
+    ] {
+        assert_eq!(found(&format!("password: {value}")), vec![], "{value}");
+    }
+}
+
+#[test]
+fn a_retina_image_name_is_no_email() {
+    assert_eq!(found("<img src=\"/static/logo@2x.png\">"), vec![]);
+}
+
+#[test]
+fn object_identifiers_are_no_addresses() {
+    assert_eq!(found("OID 1.3.6.1.4.1.311 and OID 2.5.29.37"), vec![]);
+}
+
+#[test]
+fn four_part_assembly_versions_are_no_addresses() {
+    assert_eq!(found("Version=4.0.0.0, v1.2.3.4"), vec![]);
+}
+
+#[test]
+fn an_ssh_git_remote_is_no_email() {
+    assert_eq!(found("git clone git@github.com:example/repo.git"), vec![]);
+}
+
+#[test]
+fn a_latin_word_after_a_bare_number_gives_it_no_meaning() {
+    assert_eq!(found("customer 6619268048 (no phone on file)"), vec![]);
+}
+
+#[test]
+fn a_word_after_secret_in_prose_is_no_value_unless_it_looks_like_a_password() {
+    assert_eq!(found(r"they were a secret admirer.\nA) Rebecca"), vec![]);
+}
+
+#[test]
+fn the_word_key_in_other_languages_and_pass_introduce_secrets() {
+    assert_eq!(
+        found("WLAN-Schlüssel: Sommer2024!"),
+        one(PiiKind::Secret, "Sommer2024!")
+    );
+    assert_eq!(
+        found("wifi: MyNetwork / pass: Tr0ub4dor&3"),
+        one(PiiKind::Secret, "Tr0ub4dor&3")
+    );
+}

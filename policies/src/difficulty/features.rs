@@ -6,6 +6,8 @@
 //! bytes, and the bucket taken from the hash's top bits. Any change here must be
 //! made in the script too, and the parity test will say if the two disagree.
 
+use crate::steps;
+
 /// FNV-1a 64 offset basis.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// FNV-1a 64 prime.
@@ -113,6 +115,7 @@ pub(crate) fn collapse(text: &str) -> Vec<u8> {
         }
         out.push(b.to_ascii_lowercase());
     }
+    steps::add(text.len());
     out
 }
 
@@ -204,6 +207,8 @@ pub(crate) fn walk_sparse(
             counts[G_TAIL] += 1;
         });
     }
+    // One pass over the bytes per group, and one step per feature occurrence.
+    steps::add(4 * collapsed.len() + counts.iter().sum::<usize>());
     counts
 }
 
@@ -239,6 +244,7 @@ pub(crate) fn dense(text: &str) -> [f64; DENSE_LEN] {
         words += 1;
         word_bytes += w.len();
     });
+    steps::add(2 * n);
     let lines = if n == 0 { 0 } else { newlines + 1 };
     let denom = n.max(1) as f64;
     [

@@ -4,22 +4,39 @@
 
 use std::net::Ipv6Addr;
 
+use super::context::{Context, PHONE_WORDS, SSN_WORDS};
 use super::{is_alnum_at, Hit, PiiKind};
+use crate::steps;
 
 fn before(i: usize) -> Option<usize> {
     i.checked_sub(1)
 }
 
 /// Digit groups starting at `i`, joined by single separators from `seps`; all joins must
-/// use the same separator. Returns the end offset and each group's length.
-fn digit_chain(b: &[u8], i: usize, seps: &[u8]) -> (usize, Vec<usize>, Option<u8>) {
-    let mut groups = Vec::new();
+/// use the same separator. Returns the end offset and the separator, with each group's
+/// length in `groups` (a buffer the caller reuses, so there is no allocation per
+/// start), or `None` as soon as the chain holds more than `max_digits` digits: no
+/// identifier a caller looks for is longer, and stopping there keeps the scan from each
+/// start position short, so a text of many joined groups ("4111 1111 …") is linear.
+fn digit_chain(
+    b: &[u8],
+    i: usize,
+    seps: &[u8],
+    max_digits: usize,
+    groups: &mut Vec<usize>,
+) -> Option<(usize, Option<u8>)> {
+    groups.clear();
     let mut sep_used: Option<u8> = None;
+    let mut digits = 0;
     let mut j = i;
-    loop {
+    let chain = loop {
         let start = j;
-        while j < b.len() && b[j].is_ascii_digit() {
+        while j < b.len() && b[j].is_ascii_digit() && digits <= max_digits {
             j += 1;
+            digits += 1;
+        }
+        if digits > max_digits {
+            break None;
         }
         groups.push(j - start);
         let next_is_digit = b.get(j + 1).is_some_and(u8::is_ascii_digit);
@@ -28,9 +45,11 @@ fn digit_chain(b: &[u8], i: usize, seps: &[u8]) -> (usize, Vec<usize>, Option<u8
                 sep_used = Some(s);
                 j += 1;
             }
-            _ => return (j, groups, sep_used),
+            _ => break Some((j, sep_used)),
         }
-    }
+    };
+    steps::add(j - i + 1);
+    chain
 }
 
 /// Starts of digit runs that are not inside a longer word or number.
@@ -44,6 +63,7 @@ fn number_starts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 fn digits_of(b: &[u8], start: usize, end: usize) -> Vec<u8> {
+    steps::add(end - start);
     b[start..end]
         .iter()
         .filter(|c| c.is_ascii_digit())
@@ -94,9 +114,19 @@ fn card_prefix(d: &[u8]) -> bool {
     }
 }
 
+/// The longest card number (Visa, JCB, Diners and Discover go up to nineteen digits).
+const MAX_CARD_DIGITS: usize = 19;
+
 pub(crate) fn cards(b: &[u8], out: &mut Vec<Hit>) {
+    let mut groups = Vec::new();
     for i in number_starts(b) {
-        let (end, groups, _) = digit_chain(b, i, b" -");
+        // A leading `+` is a country code: "+4915221559094" is a phone, never a card.
+        if i > 0 && b[i - 1] == b'+' {
+            continue;
+        }
+        let Some((end, _)) = digit_chain(b, i, b" -", MAX_CARD_DIGITS, &mut groups) else {
+            continue;
+        };
         if is_alnum_at(b, Some(end)) {
             continue;
         }
@@ -115,10 +145,45 @@ pub(crate) fn cards(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
-pub(crate) fn ssns(b: &[u8], out: &mut Vec<Hit>) {
+/// An SSN is three, two and four digits.
+const SSN_DIGITS: usize = 9;
+
+/// Social security numbers: three, two and four digits joined by dashes or spaces, or the
+/// nine digits written together when a word like "SSN" stands beside them (alone, a
+/// nine-digit run is far more often an order number). Either way in the valid ranges.
+pub(crate) fn ssns(text: &str, out: &mut Vec<Hit>) {
+    let b = text.as_bytes();
+    let mut groups = Vec::new();
+    let mut context: Option<Context> = None;
     for i in number_starts(b) {
-        let (end, groups, sep) = digit_chain(b, i, b"- ");
-        if groups != [3, 2, 4] || sep.is_none() || is_alnum_at(b, Some(end)) {
+        // Only a first group of three digits and a separator, or nine digits alone, can
+        // start one; checking that first keeps long runs of other numbers cheap.
+        let shaped_start = b
+            .get(i..i + 4)
+            .is_some_and(|s| s[..3].iter().all(u8::is_ascii_digit) && matches!(s[3], b'-' | b' '));
+        let run = b[i..]
+            .iter()
+            .take(SSN_DIGITS + 1)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        steps::add(run + 1);
+        let starts = shaped_start || run == SSN_DIGITS;
+        if !starts {
+            continue;
+        }
+        let Some((end, sep)) = digit_chain(b, i, b"- ", SSN_DIGITS, &mut groups) else {
+            continue;
+        };
+        if is_alnum_at(b, Some(end)) {
+            continue;
+        }
+        let shaped = groups == [3, 2, 4] && sep.is_some();
+        let compact = groups == [9] && {
+            let ctx = context
+                .get_or_insert_with(|| Context::find(text, &text.to_ascii_lowercase(), SSN_WORDS));
+            ctx.near(b, i, end)
+        };
+        if !shaped && !compact {
             continue;
         }
         let d = digits_of(b, i, end);
@@ -134,14 +199,56 @@ pub(crate) fn ssns(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
-pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
+/// The most digits any accepted phone format has (E.164's fifteen).
+const MAX_PHONE_DIGITS: usize = 15;
+
+/// How the groups of a phone candidate are joined, for the national-format rules.
+#[derive(Default, Clone, Copy)]
+struct Joins {
+    /// Separator runs between groups.
+    count: usize,
+    /// Some join holds a dot ("06.12.34.56.78").
+    dot: bool,
+    /// Some join holds no dot.
+    not_dot: bool,
+    /// Some join holds a slash ("0179/56734631").
+    slash: bool,
+    /// A join after the first holds a slash.
+    slash_later: bool,
+}
+
+impl Joins {
+    /// Dates and times mix joins ("01.02.2026 10"); phone numbers keep one kind, except
+    /// that a slash only ever follows the trunk prefix. Dotted numbers are phone numbers
+    /// only in pairs of digits ("06.12.34.56.78"): a dotted quad is an address or a
+    /// version.
+    fn consistent(&self, groups: &[usize]) -> bool {
+        let mixed_dots = self.dot && self.not_dot;
+        !mixed_dots
+            && !self.slash_later
+            && (!self.dot || (groups.len() >= 4 && groups[1..].iter().all(|&g| g == 2)))
+    }
+}
+
+/// Phone numbers: international (a leading `+` and 8 to 15 digits, with "(0)" allowed),
+/// North American (`(415) 555-0132`, `415-555-0132`), national numbers with a trunk `0`
+/// in groups (`0179 04198780`, `01 70 51 81 69`, `03-1234-5678`, `(11) 91234-5678`), and
+/// any run of 9 to 12 digits — bare or grouped — that a phone word stands beside
+/// (`Telefon: 0170518169`, `móvil 612 34 56 78`, `98765 43210 पर कॉल करें`).
+pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
+    let b = text.as_bytes();
+    let mut groups: Vec<usize> = Vec::new();
+    let mut context: Option<Context> = None;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
+        let paren = |n: usize| {
+            b.get(i + n + 1) == Some(&b')')
+                && b.len() > i + n
+                && b[i + 1..i + 1 + n].iter().all(u8::is_ascii_digit)
+        };
         let starts = (c == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-            || (c == b'('
-                && b.get(i + 4) == Some(&b')')
-                && b[i + 1..i + 4].iter().all(u8::is_ascii_digit))
+            || (c == b'(' && (2..=5).any(paren))
             || c.is_ascii_digit();
         let prev = before(i).map(|p| b[p]);
         let prev_ok = !prev.is_some_and(|p| {
@@ -151,55 +258,64 @@ pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
             i += 1;
             continue;
         }
-        // Digits with short runs of separators between them.
+        // Digits with short runs of separators between them, at most `MAX_PHONE_DIGITS`
+        // of them (one more for a "(0)"): every format below is shorter, and the bound
+        // keeps the scan from each start short on long runs of digit groups.
         let mut j = i + usize::from(c == b'+');
-        let mut groups: Vec<usize> = Vec::new();
-        let mut seps = 0;
+        groups.clear();
+        let mut joins = Joins::default();
         let mut end = j;
-        while j < b.len() {
+        let mut digits = 0;
+        // The chain without its last group, when a space joined that group: in
+        // "+81-3-3972-7371 12:57:30" the number ends before the time.
+        let mut shorter: Option<(Joins, usize)> = None;
+        while j < b.len() && digits <= MAX_PHONE_DIGITS + 1 {
             let run_start = j;
             while j < b.len()
-                && matches!(b[j], b' ' | b'-' | b'.' | b'(' | b')')
+                && matches!(b[j], b' ' | b'-' | b'.' | b'/' | b'(' | b')')
                 && j - run_start < 2
             {
                 j += 1;
             }
-            if j > run_start {
-                seps += 1;
-            }
+            let run = &b[run_start..j];
             let g = j;
-            while j < b.len() && b[j].is_ascii_digit() {
+            while j < b.len() && b[j].is_ascii_digit() && digits <= MAX_PHONE_DIGITS + 1 {
                 j += 1;
+                digits += 1;
             }
             if j == g {
                 break;
             }
+            shorter = (run == b" " && !groups.is_empty()).then_some((joins, end));
+            if !run.is_empty() && !groups.is_empty() {
+                let later = joins.count > 0;
+                joins.count += 1;
+                joins.dot |= run.contains(&b'.');
+                joins.not_dot |= !run.contains(&b'.');
+                joins.slash |= run.contains(&b'/');
+                joins.slash_later |= run.contains(&b'/') && later;
+            }
             groups.push(j - g);
             end = j;
         }
-        let total: usize = groups.iter().sum();
-        let next_bad = is_alnum_at(b, Some(end))
-            || (matches!(b.get(end), Some(b'.' | b'-' | b'/' | b':'))
-                && b.get(end + 1).is_some_and(u8::is_ascii_digit));
-        let first = |k: usize| digits_of(b, i, end).get(k).copied().unwrap_or(0);
-        let ok = !next_bad
-            && if c == b'+' {
-                (8..=15).contains(&total) && groups.len() <= 6
-            } else {
-                let us = (groups == [3, 3, 4] || (groups == [1, 3, 3, 4] && first(0) == 1))
-                    && seps > 0
-                    && {
-                        let o = usize::from(groups.len() == 4);
-                        first(o) >= 2 && first(o + 3) >= 2
-                    };
-                let trunk = first(0) == 0
-                    && c != b'('
-                    && groups.len() >= 2
-                    && (2..=5).contains(&groups[0])
-                    && groups.iter().all(|&g| g >= 2)
-                    && (10..=11).contains(&total);
-                us || trunk
-            };
+        steps::add(j - i + 1);
+        if digits > MAX_PHONE_DIGITS + 1 {
+            i += 1;
+            continue;
+        }
+        let mut ctx = |start: usize, end: usize| {
+            context
+                .get_or_insert_with(|| Context::find(text, &text.to_ascii_lowercase(), PHONE_WORDS))
+                .near(b, start, end)
+        };
+        let mut ok = is_phone(b, i, end, &groups, &joins, &mut ctx);
+        if !ok {
+            if let Some((fewer, shorter_end)) = shorter {
+                groups.pop();
+                ok = is_phone(b, i, shorter_end, &groups, &fewer, &mut ctx);
+                end = shorter_end;
+            }
+        }
         if ok {
             out.push(Hit {
                 kind: PiiKind::Phone,
@@ -211,6 +327,86 @@ pub(crate) fn phones(b: &[u8], out: &mut Vec<Hit>) {
             i += 1;
         }
     }
+}
+
+/// Whether the digit groups of `b[i..end]`, joined as `joins` says, form a phone number
+/// (the rules are on `phones`); `near` says whether a phone word stands beside a span.
+fn is_phone(
+    b: &[u8],
+    i: usize,
+    end: usize,
+    groups: &[usize],
+    joins: &Joins,
+    near: &mut impl FnMut(usize, usize) -> bool,
+) -> bool {
+    let c = b[i];
+    let total: usize = groups.iter().sum();
+    let next_bad = is_alnum_at(b, Some(end))
+        || (matches!(b.get(end), Some(b'.' | b'-' | b'/' | b':'))
+            && b.get(end + 1).is_some_and(u8::is_ascii_digit));
+    if next_bad {
+        return false;
+    }
+    if c == b'+' {
+        let trunk_zero = usize::from(b[i..end].windows(3).any(|w| w == b"(0)"));
+        return (8..=15 + trunk_zero).contains(&total) && groups.len() <= 7;
+    }
+    // The digits are read only for the North American shape, which needs them.
+    let us =
+        (groups == [3, 3, 4] || groups == [1, 3, 3, 4]) && joins.count > 0 && !joins.slash && {
+            let d = digits_of(b, i, end);
+            let o = usize::from(groups.len() == 4);
+            (o == 0 || d[0] == 1) && d[o] >= 2 && d[o + 3] >= 2
+        };
+    let area_code = c == b'('
+        && groups.len() >= 2
+        && (2..=5).contains(&groups[0])
+        && (10..=11).contains(&total);
+    let trunk = c == b'0'
+        && groups.len() >= 2
+        && (2..=6).contains(&groups[0])
+        && groups.iter().all(|&g| g >= 2)
+        && (10..=12).contains(&total);
+    let mut worded = || {
+        c != b'('
+            && !joins.dot
+            && (9..=12).contains(&total)
+            && groups.iter().all(|&g| g >= 2)
+            && near(i, end)
+    };
+    joins.consistent(groups) && (us || area_code || trunk || worded())
+}
+
+/// File types that follow an `@` in asset names ("logo@2x.png") and are no top-level
+/// domain an address could end in.
+const ASSET_SUFFIXES: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "webp", "svg", "ico", "bmp", "tif", "tiff", "avif", "heic", "pdf",
+    "css", "scss", "js", "mjs", "ts", "tsx", "jsx", "map", "woff", "woff2", "ttf", "otf", "mp3",
+    "mp4", "wav", "webm", "json", "yaml", "yml", "txt", "lock",
+];
+
+/// Whether a domain label is a density suffix of an image ("2x", "3x", "1.5x" ends in one).
+fn is_scale_label(label: &[u8]) -> bool {
+    label.len() >= 2
+        && label.ends_with(b"x")
+        && label[..label.len() - 1].iter().all(u8::is_ascii_digit)
+}
+
+/// Whether the local part starting at `s` is the user of a URL's authority
+/// (`postgres://app@db…`, `https://user:pass@host`): a user name, not an address. It
+/// looks back over at most one user name and password, so the work per `@` is bounded.
+fn in_url_authority(b: &[u8], s: usize) -> bool {
+    const MAX_USERINFO: usize = 256;
+    let mut k = s;
+    if k >= 1 && b[k - 1] == b':' {
+        k -= 1;
+        let floor = k.saturating_sub(MAX_USERINFO);
+        while k > floor && is_local_char(b[k - 1]) {
+            k -= 1;
+        }
+    }
+    steps::add(s - k + 2);
+    k >= 2 && b[k - 1] == b'/' && b[k - 2] == b'/'
 }
 
 fn is_local_char(c: u8) -> bool {
@@ -233,7 +429,12 @@ pub(crate) fn emails(b: &[u8], out: &mut Vec<Hit>) {
         while e > at + 1 && matches!(b[e - 1], b'.' | b'-') {
             e -= 1;
         }
-        if s == at || b[at - 1] == b'.' {
+        // Each byte between two `@` is walked by at most the one before and the one after.
+        steps::add(e - s + 1);
+        // `git@github.com:org/repo.git` is an SSH remote: a user at a host, then a path.
+        let remote =
+            b.get(e) == Some(&b':') && b.get(e + 1).is_some_and(|c| !c.is_ascii_whitespace());
+        if s == at || b[at - 1] == b'.' || remote || in_url_authority(b, s) {
             continue;
         }
         let domain = &b[at + 1..e];
@@ -242,7 +443,11 @@ pub(crate) fn emails(b: &[u8], out: &mut Vec<Hit>) {
         };
         let tld = &domain[dot + 1..];
         let labels_ok = domain.split(|&c| c == b'.').all(|l| !l.is_empty());
-        if labels_ok && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic) {
+        let asset = ASSET_SUFFIXES
+            .iter()
+            .any(|x| x.as_bytes().eq_ignore_ascii_case(tld))
+            || is_scale_label(&domain[..domain.iter().position(|&c| c == b'.').unwrap_or(0)]);
+        if labels_ok && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic) && !asset {
             out.push(Hit {
                 kind: PiiKind::Email,
                 start: s,
@@ -372,6 +577,7 @@ pub(crate) fn ibans(b: &[u8], out: &mut Vec<Hit>) {
                 break;
             }
         }
+        steps::add(j - i + 1);
         if chars.len() == len && !is_alnum_at(b, Some(j)) && iban_valid(&chars) {
             out.push(Hit {
                 kind: PiiKind::Iban,
@@ -382,13 +588,71 @@ pub(crate) fn ibans(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
-/// Words that make a following dotted quad a version number rather than an address.
-const VERSION_WORDS: &[&str] = &["version", "ver", "release", "build", "firmware", "v"];
+/// A dotted quad has at most three digits per octet.
+const MAX_IPV4_DIGITS: usize = 12;
+
+/// The longest text form of an IPv6 address: six full groups and a dotted quad.
+const MAX_IPV6_LEN: usize = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".len();
+
+/// Words that make a following dotted quad a version number or an object identifier
+/// rather than an address.
+const VERSION_WORDS: &[&str] = &["version", "ver", "release", "build", "firmware", "v", "oid"];
+
+/// The longest word looked at before a dotted quad ("AssemblyInformationalVersion").
+const MAX_VERSION_WORD: usize = 28;
+
+/// Whether the word right before `i` is a version word, or ends in "version"
+/// (`AssemblyVersion`, `FileVersion`). Between the word and the number there may be one
+/// one-byte whitespace, up to three bytes of assignment or call syntax (`Version=4.0.0.0`,
+/// `AssemblyVersion("1.0.0.0")`, `AssemblyVersion(\"1.0.0.0\")` in JSON, `OID: 2.5.4.3`)
+/// and one more whitespace. It looks at a
+/// bounded number of bytes, where trimming and splitting all of `text[..i]` walked back
+/// over the whole preceding run of whitespace or letters once per candidate.
+fn after_version_word(text: &str, i: usize) -> bool {
+    let b = text.as_bytes();
+    let space = |c: u8| matches!(c, b'\t'..=b'\r' | b' ');
+    let mut j = i;
+    if j > 0 && space(b[j - 1]) {
+        j -= 1;
+    }
+    let mut syntax = 0;
+    while j > 0 && syntax < 3 && matches!(b[j - 1], b'=' | b':' | b'(' | b'"' | b'\'' | b'\\') {
+        j -= 1;
+        syntax += 1;
+    }
+    if syntax > 0 && j > 0 && space(b[j - 1]) {
+        j -= 1;
+    }
+    // Two whitespace characters, or one of several bytes, put the word too far away.
+    if text[..j]
+        .chars()
+        .next_back()
+        .is_some_and(char::is_whitespace)
+    {
+        return false;
+    }
+    let letters = b[..j]
+        .iter()
+        .rev()
+        .take(MAX_VERSION_WORD + 1)
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    steps::add(i - j + letters + 1);
+    let word = &b[j - letters..j];
+    let tail = b"version";
+    VERSION_WORDS
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(word))
+        || (word.len() > tail.len() && word[word.len() - tail.len()..].eq_ignore_ascii_case(tail))
+}
 
 pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
+    let mut groups = Vec::new();
     for i in number_starts(b) {
-        let (end, groups, sep) = digit_chain(b, i, b".");
+        let Some((end, sep)) = digit_chain(b, i, b".", MAX_IPV4_DIGITS, &mut groups) else {
+            continue;
+        };
         if groups.len() != 4 || sep != Some(b'.') || is_alnum_at(b, Some(end)) {
             continue;
         }
@@ -397,15 +661,7 @@ pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
                 && !(o.len() > 1 && o.starts_with('0'))
                 && o.parse::<u16>().is_ok_and(|v| v <= 255)
         });
-        let prev_word = text[..i]
-            .trim_end()
-            .rsplit(|c: char| !c.is_ascii_alphabetic())
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let versioned = VERSION_WORDS.contains(&prev_word.as_str())
-            && text[..i].len() - text[..i].trim_end().len() <= 1;
-        if octets_ok && !versioned {
+        if octets_ok && !after_version_word(text, i) {
             out.push(Hit {
                 kind: PiiKind::Ip,
                 start: i,
@@ -431,11 +687,16 @@ pub(crate) fn ips(text: &str, out: &mut Vec<Hit>) {
         while e > i && b[e - 1] == b'.' {
             e -= 1;
         }
+        steps::add(run_end - i + 1);
         let cand = &text[i..e];
         let colons = cand.bytes().filter(|&c| c == b':').count();
         let hex = cand.bytes().filter(u8::is_ascii_hexdigit).count();
-        if colons >= 2
-            && hex >= 4
+        // No address is longer than `MAX_IPV6_LEN`, so a longer run is not parsed.
+        if cand.len() <= MAX_IPV6_LEN
+            && colons >= 2
+            // Short forms need four hex digits to be told from `a::b` paths and times,
+            // except the loopback address, which is written `::1` everywhere.
+            && (hex >= 4 || cand == "::1")
             && cand.bytes().any(|c| c.is_ascii_digit())
             && !is_alnum_at(b, Some(run_end))
             && b.get(run_end) != Some(&b'_')
