@@ -16,6 +16,10 @@ use watershed_providers::ChatRequest;
 use crate::access::Caller;
 use crate::scan::{FailClosed, Scan};
 
+/// The most detections an explanation lists (`evidence_count` says how many
+/// there were in all).
+pub const MAX_EVIDENCE: usize = 64;
+
 /// An explanation as JSON: the evidence as detector kinds, spans and the
 /// level each gives (never the values), the difficulty, the budget state, each
 /// rule checked up to the one that matched, and the outcome.
@@ -42,7 +46,10 @@ pub fn explanation_json(
             "default": cfg.server.default_privacy.as_str(),
             "caller_default": caller.privacy_floor(cfg).map(|l| l.as_str()),
             "fail_closed": fail_closed.map(|f| json!({"reason": f.reason(), "detail": f.to_string()})),
-            "evidence": e.evidence.iter().map(|s| json!({
+            // Bounded: a long prompt can hold thousands of detections, and
+            // the explanation is kept in every ledger record.
+            "evidence_count": e.evidence.len(),
+            "evidence": e.evidence.iter().take(MAX_EVIDENCE).map(|s| json!({
                 "type": s.kind.as_str(),
                 "start": s.start,
                 "end": s.end,
@@ -260,5 +267,33 @@ mod tests {
         assert!(lines[1]["error"].as_str().unwrap().starts_with("not JSON"));
         assert_eq!(lines[2]["error"], "\"prompt\" must be a string");
         assert_eq!(lines[3]["privacy"], "internal");
+    }
+
+    #[test]
+    fn an_explanation_lists_a_bounded_number_of_detections() {
+        let cfg = config("internal", "");
+        let req = ChatRequest {
+            model: "m".into(),
+            messages: vec![watershed_providers::Message::new(
+                watershed_providers::Role::User,
+                "host 10.0.0.1 ".repeat(100),
+            )],
+            ..ChatRequest::default()
+        };
+        let scan = crate::scan::scan_now(&req);
+        assert_eq!(scan.evidence.len(), 100);
+        let facts = request_facts(&cfg, &req, PrivacyLevel::Internal, &scan);
+        let e = watershed_policies::explain(&cfg, &facts, &scan.evidence);
+        let caller = Caller {
+            key_id: "k".into(),
+            team: "t".into(),
+        };
+        let v = explanation_json(&cfg, &e, None, &caller, None);
+        assert_eq!(v["privacy"]["evidence_count"], 100);
+        assert_eq!(
+            v["privacy"]["evidence"].as_array().unwrap().len(),
+            MAX_EVIDENCE
+        );
+        assert!(v["privacy"]["fail_closed"].is_null());
     }
 }

@@ -293,7 +293,10 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
 /// `n` bytes of text that hits every detector's slow path at once.
 fn adversarial(n: usize) -> String {
     let unit = "4111 1111 1111 1111 12 1.1.1.1 a@b@c@ ::ff:: AKIA password= DE89 +1 555 ";
+    // One clear card number makes the whole request confidential (it stays
+    // home); the rest is near-misses that exercise every scanner.
     let mut s = String::with_capacity(n + unit.len());
+    s.push_str("pay with card 4111 1111 1111 1111 please. ");
     while s.len() < n {
         s.push_str(unit);
     }
@@ -329,7 +332,8 @@ async fn large_prompts_are_classified_off_the_async_workers() {
                 .send()
                 .await
                 .unwrap();
-            r.status().as_u16()
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
         }));
     }
     // Meanwhile small requests and /healthz answer.
@@ -371,7 +375,7 @@ async fn large_prompts_are_classified_off_the_async_workers() {
     );
     assert!(small >= 1, "no small request was tried");
     // The big prompts hold card numbers: they are confidential and stay home.
-    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    assert!(statuses.iter().all(|(s, _)| *s == 503), "{statuses:?}");
     assert_eq!(
         openai
             .requests()
