@@ -14,7 +14,7 @@ use watershed_policies::steps;
 
 const SIZES: [usize; 2] = [64 << 10, 256 << 10];
 
-/// The most work per byte any family needs today (single digits, "1 1 …") is 41; a
+/// The most work per byte any family needs today (single digits, "1 1 …") is 26; a
 /// scanner that walks again from every candidate needs thousands at these sizes.
 const MAX_STEPS_PER_BYTE: f64 = 64.0;
 

@@ -235,41 +235,29 @@ impl Joins {
 /// in groups (`0179 04198780`, `01 70 51 81 69`, `03-1234-5678`, `(11) 91234-5678`), and
 /// any run of 9 to 12 digits — bare or grouped — that a phone word stands beside
 /// (`Telefon: 0170518169`, `móvil 612 34 56 78`, `98765 43210 पर कॉल करें`).
+///
+/// A maximal chain of digit groups is walked once; every position in it where a number
+/// may start is then judged on the rest of the chain, which is only read when it holds
+/// at most `MAX_PHONE_DIGITS` digits (one more for a "(0)"): every format is shorter.
+/// Walking the chain again from each start made long runs of short groups ("1 1 1 …")
+/// cost the chain's length, bounded but large, at every one of its groups.
 pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
+    let mut parts: Vec<Part> = Vec::new();
+    let mut suffix: Vec<usize> = Vec::new();
     let mut groups: Vec<usize> = Vec::new();
     let mut context: Option<Context> = None;
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        let paren = |n: usize| {
-            b.get(i + n + 1) == Some(&b')')
-                && b.len() > i + n
-                && b[i + 1..i + 1 + n].iter().all(u8::is_ascii_digit)
-        };
-        let starts = (c == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-            || (c == b'(' && (2..=5).any(paren))
-            || c.is_ascii_digit();
-        let prev = before(i).map(|p| b[p]);
-        let prev_ok = !prev.is_some_and(|p| {
-            p.is_ascii_alphanumeric() || matches!(p, b'#' | b'$' | b'.' | b'-' | b'/' | b'+' | b'_')
-        });
-        if !starts || !prev_ok {
+        if !phone_start(b, i) {
             i += 1;
             continue;
         }
-        // Digits with short runs of separators between them, at most `MAX_PHONE_DIGITS`
-        // of them (one more for a "(0)"): every format below is shorter, and the bound
-        // keeps the scan from each start short on long runs of digit groups.
-        let mut j = i + usize::from(c == b'+');
-        groups.clear();
-        let mut joins = Joins::default();
-        let mut end = j;
-        let mut digits = 0;
-        // The chain without its last group, when a space joined that group: in
-        // "+81-3-3972-7371 12:57:30" the number ends before the time.
-        let mut shorter: Option<(Joins, usize)> = None;
-        while j < b.len() && digits <= MAX_PHONE_DIGITS + 1 {
+        // The maximal chain from `i`: digit groups joined by runs of at most two
+        // separators.
+        parts.clear();
+        let mut j = i + usize::from(b[i] == b'+');
+        while j < b.len() {
             let run_start = j;
             while j < b.len()
                 && matches!(b[j], b' ' | b'-' | b'.' | b'/' | b'(' | b')')
@@ -277,17 +265,114 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
             {
                 j += 1;
             }
-            let run = &b[run_start..j];
             let g = j;
-            while j < b.len() && b[j].is_ascii_digit() && digits <= MAX_PHONE_DIGITS + 1 {
+            while j < b.len() && b[j].is_ascii_digit() {
                 j += 1;
-                digits += 1;
             }
             if j == g {
                 break;
             }
-            shorter = (run == b" " && !groups.is_empty()).then_some((joins, end));
-            if !run.is_empty() && !groups.is_empty() {
+            parts.push(Part {
+                run: run_start,
+                start: g,
+                end: j,
+            });
+        }
+        steps::add(j - i + 1);
+        let Some(last) = parts.last() else {
+            i += 1;
+            continue;
+        };
+        let chain_end = last.end;
+        // Digits from each group to the end of the chain.
+        suffix.clear();
+        suffix.resize(parts.len() + 1, 0);
+        for k in (0..parts.len()).rev() {
+            suffix[k] = suffix[k + 1] + (parts[k].end - parts[k].start);
+        }
+        steps::add(parts.len());
+        let mut free = i;
+        for k in 0..parts.len() {
+            // Where a number may start at this group: the chain's own start, else an
+            // opening parenthesis just before the group, then the group's first digit.
+            let first = if k == 0 {
+                Some(i)
+            } else {
+                parts[k].start.checked_sub(1).filter(|&p| b[p] == b'(')
+            };
+            let digit = Some(parts[k].start).filter(|&d| first != Some(d));
+            for cand in [first, digit].into_iter().flatten() {
+                if cand < free || !phone_start(b, cand) || suffix[k] > MAX_PHONE_DIGITS + 1 {
+                    continue;
+                }
+                let mut ctx = |start: usize, end: usize| {
+                    context
+                        .get_or_insert_with(|| {
+                            Context::find(text, &text.to_ascii_lowercase(), PHONE_WORDS)
+                        })
+                        .near(b, start, end)
+                };
+                if let Some(end) = judge(b, cand, &parts[k..], &mut groups, &mut ctx) {
+                    out.push(Hit {
+                        kind: PiiKind::Phone,
+                        start: cand,
+                        end,
+                    });
+                    free = end;
+                    break;
+                }
+            }
+        }
+        i = chain_end.max(i + 1);
+    }
+}
+
+/// One digit group of a phone candidate: where the separators before it begin, and its
+/// digits.
+struct Part {
+    run: usize,
+    start: usize,
+    end: usize,
+}
+
+/// Whether a phone number may start at `i`: a `+` and a digit, an area code in
+/// parentheses, or a digit, not inside a longer word, number or reference.
+fn phone_start(b: &[u8], i: usize) -> bool {
+    let c = b[i];
+    let paren = |n: usize| {
+        b.get(i + n + 1) == Some(&b')')
+            && b.len() > i + n
+            && b[i + 1..i + 1 + n].iter().all(u8::is_ascii_digit)
+    };
+    let starts = (c == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+        || (c == b'(' && (2..=5).any(paren))
+        || c.is_ascii_digit();
+    let prev_ok = !before(i).map(|p| b[p]).is_some_and(|p| {
+        p.is_ascii_alphanumeric() || matches!(p, b'#' | b'$' | b'.' | b'-' | b'/' | b'+' | b'_')
+    });
+    starts && prev_ok
+}
+
+/// Judges the number starting at `start` made of `parts` (the rest of a chain, at most
+/// `MAX_PHONE_DIGITS + 1` digits): its end when the whole is a phone number, or, when a
+/// space joined the last group, the whole less that group ("+81-3-3972-7371 12:57:30"
+/// ends before the time).
+fn judge(
+    b: &[u8],
+    start: usize,
+    parts: &[Part],
+    groups: &mut Vec<usize>,
+    near: &mut impl FnMut(usize, usize) -> bool,
+) -> Option<usize> {
+    groups.clear();
+    let mut joins = Joins::default();
+    let mut shorter: Option<(Joins, usize)> = None;
+    let mut end = start;
+    for (k, p) in parts.iter().enumerate() {
+        if k > 0 {
+            let run = &b[p.run..p.start];
+            shorter = (run == b" ").then_some((joins, end));
+            if !run.is_empty() {
                 let later = joins.count > 0;
                 joins.count += 1;
                 joins.dot |= run.contains(&b'.');
@@ -295,38 +380,17 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
                 joins.slash |= run.contains(&b'/');
                 joins.slash_later |= run.contains(&b'/') && later;
             }
-            groups.push(j - g);
-            end = j;
         }
-        steps::add(j - i + 1);
-        if digits > MAX_PHONE_DIGITS + 1 {
-            i += 1;
-            continue;
-        }
-        let mut ctx = |start: usize, end: usize| {
-            context
-                .get_or_insert_with(|| Context::find(text, &text.to_ascii_lowercase(), PHONE_WORDS))
-                .near(b, start, end)
-        };
-        let mut ok = is_phone(b, i, end, &groups, &joins, &mut ctx);
-        if !ok {
-            if let Some((fewer, shorter_end)) = shorter {
-                groups.pop();
-                ok = is_phone(b, i, shorter_end, &groups, &fewer, &mut ctx);
-                end = shorter_end;
-            }
-        }
-        if ok {
-            out.push(Hit {
-                kind: PiiKind::Phone,
-                start: i,
-                end,
-            });
-            i = end;
-        } else {
-            i += 1;
-        }
+        groups.push(p.end - p.start);
+        end = p.end;
     }
+    steps::add(end - start + 1);
+    if is_phone(b, start, end, groups, &joins, near) {
+        return Some(end);
+    }
+    let (fewer, shorter_end) = shorter?;
+    groups.pop();
+    is_phone(b, start, shorter_end, groups, &fewer, near).then_some(shorter_end)
 }
 
 /// Whether the digit groups of `b[i..end]`, joined as `joins` says, form a phone number
