@@ -69,8 +69,11 @@ fn redact_request(
     }
     let mut map = RedactionMap::new();
     let mut out = req.clone();
+    // Every piece goes through the map once anything was detected, also the
+    // pieces with no detection: a literal "[EMAIL_1]" the client wrote must
+    // not be restored into the value that placeholder stands for.
     out.redact_texts(|i, text| {
-        let spans = per_piece.get(i).filter(|s| !s.is_empty())?;
+        let spans = per_piece.get(i).map_or(&[][..], Vec::as_slice);
         for s in spans {
             metrics.add(
                 metrics::REDACTIONS,
@@ -210,4 +213,42 @@ pub async fn chat_stream(
         }
     }
     Err(last.unwrap_or_else(|| no_target(route)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use watershed_providers::{Message, Role};
+
+    #[test]
+    fn a_literal_placeholder_in_another_field_is_not_restored_into_a_value() {
+        let req = ChatRequest {
+            model: "m".into(),
+            messages: vec![
+                Message::new(Role::User, "write to zoe@example.com"),
+                Message::new(Role::User, "and keep [EMAIL_1] as it is"),
+            ],
+            ..ChatRequest::default()
+        };
+        let scan = crate::scan::scan_now(&req);
+        let out = Outbound::new(req.clone(), true, &scan.per_piece, &Metrics::default());
+        let (sent, map) = out.redacted.clone().unwrap();
+        assert!(!sent.messages[0].content.contains("zoe@example.com"));
+        // What the target saw restores to exactly what the client wrote.
+        for (s, o) in sent.messages.iter().zip(&req.messages) {
+            assert_eq!(map.restore(&s.content), o.content, "{}", s.content);
+        }
+        assert_eq!(out.redacted_values(), map.len());
+        // Nothing detected: nothing is rewritten.
+        let plain = ChatRequest {
+            messages: vec![Message::new(Role::User, "keep [EMAIL_1]")],
+            ..ChatRequest::default()
+        };
+        let scan = crate::scan::scan_now(&plain);
+        assert!(
+            Outbound::new(plain, true, &scan.per_piece, &Metrics::default())
+                .redacted
+                .is_none()
+        );
+    }
 }
