@@ -276,15 +276,21 @@ fn explain(
     let budget = if crate::budget::scopes_of(cfg, &caller).is_empty() {
         None
     } else {
+        let url = cfg.ledger_url(|k| std::env::var(k).ok())?;
         let book = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?
             .block_on(async {
-                let store = watershed_dashboards::ledger::open_store(&cfg.ledger.url).await?;
+                let store = watershed_dashboards::ledger::open_store(&url).await?;
                 crate::serve::seed_budgets(&*store, now).await
             })
-            .map_err(|e| format!("cannot read spend from ledger {}: {e:#}", cfg.ledger.url))?;
+            .map_err(|e| {
+                format!(
+                    "cannot read spend from ledger {}: {e:#}",
+                    watershed_policies::mask_url_password(&url)
+                )
+            })?;
         let verdict = book.verdict(cfg, &caller, 0.0, now);
         facts.budget = verdict.state;
         Some(verdict.describe(now))

@@ -51,18 +51,21 @@ pub fn run(args: &ReportArgs, now: DateTime<Utc>) -> Result<String, String> {
         counterfactual_model: cfg.counterfactual.clone(),
         now_ms: now.timestamp_millis(),
     };
-    let url = args
-        .ledger
-        .clone()
-        .unwrap_or_else(|| cfg.ledger.url.clone());
+    let url = match &args.ledger {
+        Some(u) => u.clone(),
+        None => cfg.ledger_url(|k| std::env::var(k).ok())?,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = rt.block_on(async {
-        let store = open_store(&url)
-            .await
-            .map_err(|e| format!("cannot open ledger {url}: {e}"))?;
+        let store = open_store(&url).await.map_err(|e| {
+            format!(
+                "cannot open ledger {}: {e}",
+                watershed_policies::mask_url_password(&url)
+            )
+        })?;
         report::report(&*store, &query, args.by)
             .await
             .map_err(|e| e.to_string())

@@ -35,9 +35,15 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let store = open_store(&cfg.ledger.url)
-        .await
-        .with_context(|| format!("cannot open ledger {}", cfg.ledger.url))?;
+    let ledger_url = cfg
+        .ledger_url(|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    let store = open_store(&ledger_url).await.with_context(|| {
+        format!(
+            "cannot open ledger {}",
+            watershed_policies::mask_url_password(&ledger_url)
+        )
+    })?;
     store.migrate().await.context("ledger migration failed")?;
     // The ledger writer stops only after every request has drained, so the records
     // of requests that finish during shutdown are written too.

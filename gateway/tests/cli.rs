@@ -647,3 +647,47 @@ fn report_refuses_bad_arguments_clearly() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn report_reads_the_ledger_url_from_the_variable_ledger_url_env_names() {
+    let (config, url) = report_fixture("url-env");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        &format!("url: {url}"),
+        "url_env: CLI_TEST_LEDGER_URL",
+        1,
+    );
+    assert!(text.contains("url_env: CLI_TEST_LEDGER_URL"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let args = [
+        "report",
+        "--config",
+        config.to_str().unwrap(),
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-02",
+        "--by",
+        "team",
+    ];
+    let out = watershed()
+        .args(args)
+        .env("CLI_TEST_LEDGER_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("legal")), "{stdout}");
+    // Unset, the command says which variable is missing.
+    let out = watershed()
+        .args(args)
+        .env_remove("CLI_TEST_LEDGER_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CLI_TEST_LEDGER_URL is not set"), "{err}");
+}

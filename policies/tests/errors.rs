@@ -633,3 +633,57 @@ fn the_privacy_scan_bounds_are_checked() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn the_ledger_url_may_come_from_the_environment_and_never_shows_its_password() {
+    let cfg = load_config(
+        &format!("{GOOD}ledger: {{ url_env: WATERSHED_LEDGER_URL }}\n"),
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.ledger.url_env.as_deref(), Some("WATERSHED_LEDGER_URL"));
+    let env = |v: Option<&'static str>| move |_: &str| v.map(str::to_owned);
+    assert_eq!(
+        cfg.ledger_url(env(Some("postgres://app:s3cret@db:5432/ws"))),
+        Ok("postgres://app:s3cret@db:5432/ws".to_owned())
+    );
+    let unset = cfg.ledger_url(env(None)).unwrap_err();
+    assert!(unset.contains("WATERSHED_LEDGER_URL is not set"), "{unset}");
+    let wrong = cfg
+        .ledger_url(env(Some("mysql://u:hunter2@db/x")))
+        .unwrap_err();
+    assert!(
+        !wrong.contains("hunter2") && wrong.contains("u:***@db"),
+        "{wrong}"
+    );
+    // Without url_env the config's url is used.
+    let plain = load_config(GOOD, "policies.yaml").unwrap();
+    assert_eq!(
+        plain.ledger_url(env(Some("ignored"))).unwrap(),
+        plain.ledger.url
+    );
+
+    let errs = errors(&format!(
+        "{GOOD}ledger: {{ url: \"mysql://u:hunter2@db/x\", url_env: \"1BAD\" }}\n"
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["ledger.url", "ledger.url_env", "ledger.url_env"],
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().all(|e| !e.message.contains("hunter2")),
+        "{errs:?}"
+    );
+
+    for (url, masked) in [
+        ("postgres://app:s3cret@db/x", "postgres://app:***@db/x"),
+        ("postgresql://app@db/x", "postgresql://app@db/x"),
+        ("postgres://db/x?password=no", "postgres://db/x?password=no"),
+        ("sqlite://watershed.db", "sqlite://watershed.db"),
+        ("postgres://a:b:c@h", "postgres://a:***@h"),
+    ] {
+        assert_eq!(watershed_policies::mask_url_password(url), masked);
+    }
+}

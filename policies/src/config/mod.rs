@@ -172,6 +172,23 @@ pub struct DifficultySettings {
 }
 
 impl Config {
+    /// The ledger url in force: the variable `ledger.url_env` names when the
+    /// config names one (an error when it is unset or not a ledger url), else
+    /// `ledger.url`. `env` reads a variable; the caller passes the process's.
+    pub fn ledger_url(&self, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+        let Some(var) = &self.ledger.url_env else {
+            return Ok(self.ledger.url.clone());
+        };
+        match env(var) {
+            Some(v) if validate::is_ledger_url(v.trim()) => Ok(v.trim().to_owned()),
+            Some(v) => Err(format!(
+                "{var} holds no ledger url (expected sqlite:… or postgres://…): \"{}\"",
+                mask_url_password(&v)
+            )),
+            None => Err(format!("{var} is not set (ledger.url_env)")),
+        }
+    }
+
     /// A request's level: the highest of `floor` (declared or default) and the
     /// level of every detection.
     pub fn privacy_level(&self, spans: &[PiiSpan], floor: PrivacyLevel) -> PrivacyLevel {
@@ -237,11 +254,38 @@ impl Config {
     }
 }
 
+/// `url` with the password of its user info, if any, replaced by `***`, for
+/// messages and logs: `postgres://app:s3cret@db/x` → `postgres://app:***@db/x`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// `ledger:`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
-    /// `sqlite://…` or `postgres://…`.
+    /// `sqlite://…` or `postgres://…`; the default when only `url_env` is set.
     pub url: String,
+    /// An environment variable holding the url instead (`ledger.url_env`), so
+    /// a database password can live in a secret rather than in the policy
+    /// file; the gateway reads it at start.
+    pub url_env: Option<String>,
 }
 
 /// `server:`

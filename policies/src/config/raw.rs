@@ -13,6 +13,7 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLedger {
     pub url: Option<String>,
+    pub url_env: Option<String>,
 }
 
 /// `server:`

@@ -295,23 +295,47 @@ fn check_version(cx: &mut Ctx<'_>, root: &Map<String, Value>) -> Option<u32> {
     }
 }
 
+/// Whether `url` names a ledger store this build has.
+pub(super) fn is_ledger_url(url: &str) -> bool {
+    url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 fn ledger(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<LedgerSettings> {
     let raw: RawLedger = match v {
         Some(v) => cx.de(v, "ledger")?,
         None => RawLedger::default(),
     };
+    if raw.url.is_some() && raw.url_env.is_some() {
+        cx.err(
+            "ledger.url_env",
+            At::Key,
+            "set ledger.url or ledger.url_env, not both",
+        );
+    }
+    if let Some(var) = &raw.url_env {
+        if !is_env_var_name(var) {
+            cx.err(
+                "ledger.url_env",
+                At::Value,
+                format!("\"{var}\" is not an environment variable name"),
+            );
+        }
+    }
     let url = raw.url.unwrap_or_else(|| DEFAULT_LEDGER_URL.to_string());
-    if !(url.starts_with("sqlite:")
-        || url.starts_with("postgres://")
-        || url.starts_with("postgresql://"))
-    {
+    if !is_ledger_url(&url) {
         cx.err(
             "ledger.url",
             At::Value,
-            format!("unsupported ledger url \"{url}\" (expected sqlite:… or postgres://…)"),
+            format!(
+                "unsupported ledger url \"{}\" (expected sqlite:… or postgres://…)",
+                super::mask_url_password(&url)
+            ),
         );
     }
-    Some(LedgerSettings { url })
+    Some(LedgerSettings {
+        url,
+        url_env: raw.url_env,
+    })
 }
 
 fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
