@@ -122,6 +122,21 @@ impl Meter {
         self.backend = Some(target.clone());
     }
 
+    /// The request id, for log lines about this request.
+    pub fn request_id(&self) -> &str {
+        &self.info.request_id
+    }
+
+    /// Counts a retry on `target` (`retry` is 1 for the first).
+    pub fn retried(&self, target: &TargetHandle, retry: u32) {
+        self.metrics.add(
+            crate::metrics::UPSTREAM_RETRIES,
+            vec![("backend", target.id.clone())],
+            1.0,
+        );
+        tracing::info!(request_id = %self.info.request_id, backend = %target.id, retry, "retrying the same target");
+    }
+
     /// Called for every streamed piece of text.
     pub fn delta(&mut self) {
         if self.first_token_ms.is_none() {

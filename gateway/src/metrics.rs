@@ -83,6 +83,7 @@ pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
 pub const BUDGET_ACTIONS: &str = "watershed_budget_actions_total";
 pub const REDACTIONS: &str = "watershed_redacted_values_total";
 pub const PRIVACY_FAIL_CLOSED: &str = "watershed_privacy_fail_closed_total";
+pub const UPSTREAM_RETRIES: &str = "watershed_upstream_retries_total";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -143,6 +144,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         REDACTIONS,
         "Sensitive values replaced by placeholders before leaving the trust boundary, by kind",
+    ),
+    (
+        UPSTREAM_RETRIES,
+        "Retries of the same target after a transient failure (429, 5xx, connect error, timeout), by backend",
     ),
     (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
     (

@@ -37,6 +37,12 @@ pub struct TargetHandle {
     /// Host and port of a remote target's API (`server.address`/`server.port`
     /// on its spans).
     pub server: Option<(String, u16)>,
+    /// Retries on this target after a transient failure (`retries`); none for
+    /// the local engine, whose failures (a full queue, a model that did not
+    /// load) do not pass within a request.
+    pub retries: u32,
+    /// Base of the jittered exponential backoff between retries.
+    pub retry_backoff: Duration,
 }
 
 impl std::fmt::Debug for TargetHandle {
@@ -223,6 +229,8 @@ pub fn build_runtime(
                     model_name,
                     missing_key: None,
                     server: None,
+                    retries: 0,
+                    retry_backoff: Duration::ZERO,
                 }
             }
             TargetSpec::Remote(spec) => {
@@ -266,6 +274,8 @@ pub fn build_runtime(
                     model_name: spec.model.clone(),
                     missing_key,
                     server: server_of(&spec.base_url),
+                    retries: spec.retries,
+                    retry_backoff: Duration::from_millis(spec.retry_backoff_ms),
                 }
             }
         };

@@ -26,11 +26,14 @@ models:
     base_url: "{openai}"
     api_key_env: E2E_OPENAI_KEY
     timeout_ms: 1500
+    # Fallback is what these tests check; retries are e2e_faults's.
+    retries: 0
   claude-sonnet-4.6:
     provider: anthropic
     base_url: "{anthropic}"
     api_key_env: E2E_ANTHROPIC_KEY
     timeout_ms: 1500
+    retries: 0
   gpt-5.4:
     provider: openai
     base_url: "{openai}"

@@ -185,9 +185,11 @@ async fn handle(
         &state.metrics,
     );
     if prepared.req.stream {
-        stream_answer(prepared, outbound, targets, meter, wire).await
+        let limits = dispatch::Limits::of(&rt.config.server);
+        stream_answer(prepared, outbound, targets, meter, wire, limits).await
     } else {
-        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route).await;
+        let limits = dispatch::Limits::of(&rt.config.server);
+        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits).await;
         match result {
             Ok((target, answer)) => {
                 let charged = meter.success(&answer.done);
@@ -446,8 +448,10 @@ async fn stream_answer(
     targets: Vec<Arc<crate::state::TargetHandle>>,
     mut meter: Meter,
     wire: Wire,
+    limits: dispatch::Limits,
 ) -> Result<Response, ApiError> {
-    let upstream = dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route).await;
+    let upstream =
+        dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits).await;
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {

@@ -24,6 +24,8 @@ pub(crate) struct RawServer {
     pub max_tokens_limit: Option<u32>,
     pub require_key: Option<bool>,
     pub admin_key_env: Option<String>,
+    pub request_deadline_ms: Option<u64>,
+    pub stream_deadline_ms: Option<u64>,
 }
 
 /// `privacy:`
@@ -100,6 +102,8 @@ pub(crate) struct RawTarget {
     pub connect_timeout_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub max_tokens_default: Option<u32>,
+    pub retries: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
 }
 
 impl RawTarget {
@@ -118,7 +122,7 @@ impl RawTarget {
     }
 
     /// Fields that only make sense for a remote provider, with whether each is set.
-    pub fn remote_fields(&self) -> [(&'static str, bool); 6] {
+    pub fn remote_fields(&self) -> [(&'static str, bool); 8] {
         [
             ("model", self.model.is_some()),
             ("base_url", self.base_url.is_some()),
@@ -126,6 +130,8 @@ impl RawTarget {
             ("connect_timeout_ms", self.connect_timeout_ms.is_some()),
             ("timeout_ms", self.timeout_ms.is_some()),
             ("max_tokens_default", self.max_tokens_default.is_some()),
+            ("retries", self.retries.is_some()),
+            ("retry_backoff_ms", self.retry_backoff_ms.is_some()),
         ]
     }
 }

@@ -1,0 +1,340 @@
+//! Upstream faults end to end, through the real binary against fault-injecting
+//! mocks: retries on the same target (429 with `retry-after`, 5xx, resets,
+//! timeouts), fallback, the request deadline over hanging targets, streams that
+//! trickle, break before their first event or after it, and what the client
+//! and the ledger are told. Timeouts in the configs are small so every case
+//! ends in seconds; time is asserted only with generous bounds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Row;
+use watershed_tests::harness::Gateway;
+use watershed_tests::mock::{Failure, MockUpstream};
+
+/// Two OpenAI targets, `a` first and `b` its fallback, each with two retries
+/// and a short backoff. They are marked trusted so one route can take every
+/// request; privacy is not what these tests are about.
+fn config(a: &str, b: &str, timeout_ms: u64, server: &str) -> String {
+    format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+server: {{ {server} }}
+models:
+  a:
+    provider: openai
+    base_url: "{a}"
+    api_key_env: E2E_KEY
+    trusted: true
+    timeout_ms: {timeout_ms}
+    retries: 2
+    retry_backoff_ms: 20
+  b:
+    provider: openai
+    base_url: "{b}"
+    api_key_env: E2E_KEY
+    trusted: true
+    timeout_ms: {timeout_ms}
+    retries: 2
+    retry_backoff_ms: 20
+routes:
+  - name: a-then-b
+    to: [a]
+    fallback: [b]
+"#
+    )
+}
+
+struct Env {
+    a: MockUpstream,
+    b: MockUpstream,
+    gw: Gateway,
+    http: reqwest::Client,
+}
+
+async fn start(tag: &str, timeout_ms: u64, server: &str) -> Env {
+    let a = MockUpstream::openai().await;
+    let b = MockUpstream::openai().await;
+    let gw = Gateway::start(
+        tag,
+        &config(&a.base_url, &b.base_url, timeout_ms, server),
+        &[("E2E_KEY", "sk-test")],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    Env {
+        a,
+        b,
+        gw,
+        http: reqwest::Client::new(),
+    }
+}
+
+struct Answer {
+    status: u16,
+    id: String,
+    backend: Option<String>,
+    body: String,
+}
+
+impl Env {
+    async fn post(&self, text: &str, stream: bool) -> Answer {
+        let body = json!({
+            "model": "a",
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": 64,
+            "stream": stream,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.gw.base_url))
+            .json(&body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let h = resp.headers().clone();
+        Answer {
+            status: resp.status().as_u16(),
+            id: h["x-request-id"].to_str().unwrap().to_owned(),
+            backend: h
+                .get("x-watershed-backend")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: resp.text().await.unwrap_or_default(),
+        }
+    }
+
+    /// How many requests each mock has received so far.
+    fn counts(&self) -> (usize, usize) {
+        (self.a.request_count(), self.b.request_count())
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.gw.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn ledger(self) -> Vec<sqlx::sqlite::SqliteRow> {
+        let dir = self.gw.dir.clone();
+        self.gw.stop().unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+            .await
+            .unwrap();
+        sqlx::query("SELECT * FROM ledger ORDER BY ts_ms")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// (status, backend, attempts, error_code) of a request's ledger row.
+fn row(rows: &[sqlx::sqlite::SqliteRow], id: &str) -> (i64, String, i64, Option<String>) {
+    let r = rows
+        .iter()
+        .find(|r| r.get::<String, _>("request_id") == id)
+        .unwrap_or_else(|| panic!("no ledger row for {id}"));
+    (
+        r.get("status"),
+        r.get("backend"),
+        r.get("attempts"),
+        r.get("error_code"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_on_the_same_target_then_fall_back() {
+    let env = start("faults-retry", 2000, "request_deadline_ms: 20000").await;
+
+    // Two 503s, then an answer: the same target, three attempts.
+    env.a.fail_next(2, Failure::Status(503));
+    let two_503 = env.post("one", false).await;
+    assert_eq!(two_503.status, 200, "{}", two_503.body);
+    assert_eq!(two_503.backend.as_deref(), Some("a"));
+    assert_eq!(env.counts(), (3, 0));
+
+    // A 429 asking for one second is waited out, then retried on the same target.
+    env.a.fail_next(1, Failure::RetryAfter(1));
+    let started = Instant::now();
+    let limited = env.post("two", false).await;
+    assert_eq!(limited.status, 200, "{}", limited.body);
+    assert_eq!(limited.backend.as_deref(), Some("a"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(env.counts(), (5, 0));
+
+    // A 429 asking for an hour is above the cap: not waited for, `b` answers.
+    env.a.fail_next(1, Failure::RetryAfter(3600));
+    let capped = env.post("three", false).await;
+    assert_eq!(capped.status, 200, "{}", capped.body);
+    assert_eq!(capped.backend.as_deref(), Some("b"));
+    assert_eq!(env.counts(), (6, 1));
+
+    // A connection reset is retried like a 5xx.
+    env.a.fail_next(1, Failure::ResetBeforeFirstEvent);
+    let reset = env.post("four", false).await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    assert_eq!(reset.backend.as_deref(), Some("a"));
+    assert_eq!(env.counts(), (8, 1));
+
+    // Malformed JSON is not transient: no retry on `a`, straight to `b`.
+    env.a.fail_next(1, Failure::Malformed);
+    let malformed = env.post("five", false).await;
+    assert_eq!(malformed.status, 200, "{}", malformed.body);
+    assert_eq!(malformed.backend.as_deref(), Some("b"));
+    assert_eq!(env.counts(), (9, 2));
+
+    // A request the upstream calls bad is neither retried nor sent elsewhere.
+    env.a.fail_next(1, Failure::Status(400));
+    let bad = env.post("six", false).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(env.counts(), (10, 2));
+
+    // Both targets keep failing: 1 + 2 attempts each, then a 502 that names
+    // the target and its status but neither its URL nor its own words.
+    env.a.fail_next(3, Failure::Status(500));
+    env.b.fail_next(3, Failure::Status(500));
+    let failed = env.post("seven", false).await;
+    assert_eq!(failed.status, 502, "{}", failed.body);
+    assert_eq!(env.counts(), (13, 5));
+    let err: Value = serde_json::from_str(&failed.body).unwrap();
+    let message = err["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "upstream b answered 500");
+    assert!(!failed.body.contains("127.0.0.1"), "{}", failed.body);
+    assert!(
+        !failed.body.contains("The server had an error"),
+        "{}",
+        failed.body
+    );
+
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains("watershed_upstream_retries_total{backend=\"a\"} 6"),
+        "{metrics}"
+    );
+    let log = env.gw.log_text();
+    assert!(
+        log.contains(&failed.id) && log.contains("The server had an error"),
+        "the upstream's own message is not in the log with the request id"
+    );
+
+    let rows = env.ledger().await;
+    assert_eq!(row(&rows, &two_503.id), (200, "a".into(), 3, None));
+    assert_eq!(row(&rows, &limited.id), (200, "a".into(), 2, None));
+    assert_eq!(row(&rows, &capped.id), (200, "b".into(), 2, None));
+    assert_eq!(row(&rows, &malformed.id), (200, "b".into(), 2, None));
+    assert_eq!(
+        row(&rows, &failed.id),
+        (502, "b".into(), 6, Some("upstream_error".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_bounds_hanging_targets() {
+    // Each attempt may take 8 s, but the whole dispatch only 1.5 s: two
+    // hanging targets cost the deadline, not 2 × 8 s.
+    let env = start("faults-deadline", 8000, "request_deadline_ms: 1500").await;
+    env.a.fail_next(3, Failure::Hang);
+    env.b.fail_next(3, Failure::Hang);
+    let started = Instant::now();
+    let hung = env.post("hello", false).await;
+    let took = started.elapsed();
+    assert_eq!(hung.status, 504, "{}", hung.body);
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    let err: Value = serde_json::from_str(&hung.body).unwrap();
+    assert_eq!(err["error"]["code"], "upstream_timeout");
+    // The stream waits for its first event within the same deadline.
+    let started = Instant::now();
+    let streamed = env.post("hello", true).await;
+    assert_eq!(streamed.status, 504, "{}", streamed.body);
+    assert!(started.elapsed() < Duration::from_secs(7));
+
+    let rows = env.ledger().await;
+    let (status, _, _, code) = row(&rows, &hung.id);
+    assert_eq!((status, code.as_deref()), (504, Some("upstream_timeout")));
+    assert_eq!(row(&rows, &streamed.id).0, 504);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
+    let env = start(
+        "faults-stream",
+        600,
+        "request_deadline_ms: 20000, stream_deadline_ms: 3000",
+    )
+    .await;
+
+    // A trickle of bytes that never completes an event times out on each
+    // attempt (the idle timer moves only on events), then `b` answers.
+    env.a.fail_next(3, Failure::Trickle);
+    let trickled = env.post("one two", true).await;
+    assert_eq!(trickled.status, 200, "{}", trickled.body);
+    assert_eq!(trickled.backend.as_deref(), Some("b"));
+    assert!(trickled.body.contains("[DONE]"), "{}", trickled.body);
+    assert_eq!(env.counts(), (3, 1));
+
+    // Cut after the head, before the first event: retried, then `b`.
+    env.a.fail_next(3, Failure::ResetBeforeFirstEvent);
+    let reset = env.post("three", true).await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    assert_eq!(reset.backend.as_deref(), Some("b"));
+    assert!(
+        reset.body.contains("\"content\":\"three\""),
+        "{}",
+        reset.body
+    );
+    assert_eq!(env.counts(), (6, 2));
+
+    // A first event that is not JSON: no retry, `b` answers.
+    env.a.fail_next(1, Failure::Malformed);
+    let malformed = env.post("four", true).await;
+    assert_eq!(malformed.status, 200, "{}", malformed.body);
+    assert_eq!(malformed.backend.as_deref(), Some("b"));
+    assert_eq!(env.counts(), (7, 3));
+
+    // Cut after the first text reached the client: no fallback; the stream
+    // ends with an error event in OpenAI's format, without `[DONE]` and
+    // without the upstream's URL.
+    env.a.fail_next(1, Failure::DropMidStream);
+    let cut = env.post("five six seven", true).await;
+    assert_eq!(cut.status, 200);
+    assert_eq!(cut.backend.as_deref(), Some("a"));
+    assert_eq!(env.counts(), (8, 3));
+    assert!(
+        cut.body.contains("\"code\":\"upstream_unavailable\""),
+        "{}",
+        cut.body
+    );
+    assert!(!cut.body.contains("[DONE]"), "{}", cut.body);
+    assert!(!cut.body.contains("127.0.0.1"), "{}", cut.body);
+
+    // A stream that goes on past the stream deadline is cut there.
+    env.a.set_chunk_delay(Duration::from_millis(300));
+    let words = vec!["w"; 40].join(" ");
+    let long = env.post(&words, true).await;
+    assert_eq!(long.status, 200);
+    assert!(
+        long.body.contains("\"code\":\"upstream_timeout\""),
+        "{}",
+        long.body
+    );
+    assert!(!long.body.contains("[DONE]"), "{}", long.body);
+
+    let rows = env.ledger().await;
+    assert_eq!(row(&rows, &trickled.id), (200, "b".into(), 4, None));
+    assert_eq!(row(&rows, &reset.id), (200, "b".into(), 4, None));
+    assert_eq!(
+        row(&rows, &cut.id),
+        (503, "a".into(), 1, Some("upstream_unavailable".into()))
+    );
+    assert_eq!(
+        row(&rows, &long.id),
+        (504, "a".into(), 1, Some("upstream_timeout".into()))
+    );
+}
