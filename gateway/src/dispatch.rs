@@ -1,7 +1,7 @@
 //! Dispatch: tries a decision's targets in order, never one outside the privacy
-//! boundary, retries a target's transient failures with backoff, falls back
-//! when a target fails for reasons of its own, and does it all within the
-//! request's deadline.
+//! boundary nor one whose circuit breaker is open, retries a target's
+//! transient failures with backoff, falls back when a target fails for
+//! reasons of its own, and does it all within the request's deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use watershed_policies::privacy::{RedactionMap, Restorer};
 use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
 use watershed_providers::{ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent};
 
+use crate::breaker::{Breaker, BreakerState};
 use crate::meter::Meter;
 use crate::metrics::{self, Metrics};
 use crate::state::{Runtime, TargetHandle};
@@ -264,24 +265,54 @@ async fn run(
         after_ms: millis(limits.request_deadline),
     };
     let mut last = None;
+    let mut open = Vec::new();
     for t in targets {
+        if let Some(b) = &t.breaker {
+            let (admitted, moved) = b.admit(std::time::Instant::now());
+            if let Some(to) = moved {
+                meter.breaker_moved(t, to);
+            }
+            if !admitted {
+                meter.skipped(t, "circuit open");
+                open.push(t.id.as_str());
+                continue;
+            }
+        }
         let mut retry = 0;
         loop {
             meter.attempt(t);
             let result = tokio::time::timeout_at(deadline, attempt(t, out, stream)).await;
             let Ok(result) = result else {
                 warn!(request_id = %meter.request_id(), backend = %t.id, "request deadline reached during an attempt");
+                breaker_failure(t, meter);
                 return Err(expired());
             };
             let e = match result {
-                Ok(answer) => return Ok((t.clone(), answer)),
-                Err(e) if !e.is_retryable() => return Err(e),
+                Ok(answer) => {
+                    breaker_success(t, meter);
+                    return Ok((t.clone(), answer));
+                }
+                Err(e) if !e.is_retryable() => {
+                    // The target answered; the request was at fault.
+                    breaker_success(t, meter);
+                    return Err(e);
+                }
                 Err(e) => e,
             };
+            // A target without its key never sent anything: not a sign of
+            // the upstream's health.
+            if !matches!(e, ProviderError::MissingKey { .. }) {
+                breaker_failure(t, meter);
+            }
             // The upstream's own words stay here, in the log: they may hold
             // its URL or echo what it was sent.
             warn!(request_id = %meter.request_id(), backend = %t.id, attempt = retry + 1, error = %e, "upstream attempt failed");
-            let pause = (e.is_transient() && retry < t.retries)
+            // A breaker this failure opened ends the retries too.
+            let closed = t
+                .breaker
+                .as_ref()
+                .is_none_or(|b| b.state() == BreakerState::Closed);
+            let pause = (e.is_transient() && retry < t.retries && closed)
                 .then(|| backoff(t, retry, &e))
                 .flatten()
                 .filter(|p| Instant::now() + *p < deadline);
@@ -295,7 +326,32 @@ async fn run(
             return Err(expired());
         }
     }
-    Err(last.unwrap_or_else(|| no_target(route)))
+    Err(last.unwrap_or_else(|| {
+        if open.is_empty() {
+            no_target(route)
+        } else {
+            ProviderError::Overloaded {
+                message: format!(
+                    "no target of route \"{route}\" can serve now: circuit open for {}",
+                    open.join(", ")
+                ),
+                retry_after_s: None,
+            }
+        }
+    }))
+}
+
+fn breaker_success(t: &TargetHandle, meter: &Meter) {
+    if let Some(to) = t.breaker.as_ref().and_then(Breaker::success) {
+        meter.breaker_moved(t, to);
+    }
+}
+
+fn breaker_failure(t: &TargetHandle, meter: &Meter) {
+    let now = std::time::Instant::now();
+    if let Some(to) = t.breaker.as_ref().and_then(|b| b.failure(now)) {
+        meter.breaker_moved(t, to);
+    }
 }
 
 /// One complete answer from the first target that gives one.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::breaker::Breaker;
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
 use crate::scan::ScanPool;
@@ -43,6 +44,9 @@ pub struct TargetHandle {
     pub retries: u32,
     /// Base of the jittered exponential backoff between retries.
     pub retry_backoff: Duration,
+    /// The circuit breaker of a remote target; the local engine has none (its
+    /// readiness and bounded queue already say whether it can serve).
+    pub breaker: Option<Breaker>,
 }
 
 impl std::fmt::Debug for TargetHandle {
@@ -231,6 +235,7 @@ pub fn build_runtime(
                     server: None,
                     retries: 0,
                     retry_backoff: Duration::ZERO,
+                    breaker: None,
                 }
             }
             TargetSpec::Remote(spec) => {
@@ -276,6 +281,7 @@ pub fn build_runtime(
                     server: server_of(&spec.base_url),
                     retries: spec.retries,
                     retry_backoff: Duration::from_millis(spec.retry_backoff_ms),
+                    breaker: Some(Breaker::new(spec.breaker, std::time::Instant::now())),
                 }
             }
         };

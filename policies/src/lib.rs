@@ -18,7 +18,7 @@ pub use budget::{
     SpendSnapshot,
 };
 pub use config::{
-    load_config, otlp_endpoint_problem, ApiKey, Config, ConfigError, ConfigErrors,
+    load_config, otlp_endpoint_problem, ApiKey, BreakerSettings, Config, ConfigError, ConfigErrors,
     DashboardSettings, DifficultySettings, FleetSettings, GpuLayers, LedgerSettings, LocalSpec,
     PriceEntry, ProviderKind, RemoteSpec, Route, ScanSettings, ServerSettings, Target, TargetSpec,
     Team, TelemetrySettings, When, ANONYMOUS_KEY, DEFAULT_TEAM,

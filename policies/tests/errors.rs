@@ -644,6 +644,29 @@ fn fault_settings_have_stated_defaults_and_bounded_values() {
         other => panic!("{other:?}"),
     };
     assert_eq!((spec.retries, spec.retry_backoff_ms), (2, 200));
+    assert_eq!(
+        (
+            spec.breaker.failures,
+            spec.breaker.window_ms,
+            spec.breaker.cooldown_ms
+        ),
+        (5, 60_000, 30_000)
+    );
+    let text = GOOD.replace(
+        "api_key_env: OPENAI_API_KEY }",
+        "api_key_env: OPENAI_API_KEY, breaker: { failures: 0, cooldown: 5 } }",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("unknown field"), "{}", errs[0]);
+    let text = GOOD.replace(
+        "api_key_env: OPENAI_API_KEY }",
+        "api_key_env: OPENAI_API_KEY, breaker: { failures: 0 } }",
+    );
+    assert_eq!(
+        errors(&text)[0].path,
+        "models.gpt-5.4-mini.breaker.failures"
+    );
 
     let text = GOOD
         .replace(

@@ -17,7 +17,8 @@ use watershed_tests::mock::{Failure, MockUpstream};
 /// Two OpenAI targets, `a` first and `b` its fallback, each with two retries
 /// and a short backoff. They are marked trusted so one route can take every
 /// request; privacy is not what these tests are about.
-fn config(a: &str, b: &str, timeout_ms: u64, server: &str) -> String {
+/// `a_extra` is added to `a`'s settings.
+fn config(a: &str, b: &str, timeout_ms: u64, server: &str, a_extra: &str) -> String {
     format!(
         r#"version: 1
 ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
@@ -31,6 +32,7 @@ models:
     timeout_ms: {timeout_ms}
     retries: 2
     retry_backoff_ms: 20
+{a_extra}
   b:
     provider: openai
     base_url: "{b}"
@@ -54,12 +56,12 @@ struct Env {
     http: reqwest::Client,
 }
 
-async fn start(tag: &str, timeout_ms: u64, server: &str) -> Env {
+async fn start(tag: &str, timeout_ms: u64, server: &str, a_extra: &str) -> Env {
     let a = MockUpstream::openai().await;
     let b = MockUpstream::openai().await;
     let gw = Gateway::start(
         tag,
-        &config(&a.base_url, &b.base_url, timeout_ms, server),
+        &config(&a.base_url, &b.base_url, timeout_ms, server, a_extra),
         &[("E2E_KEY", "sk-test")],
     )
     .unwrap();
@@ -135,6 +137,10 @@ impl Env {
     }
 }
 
+/// A breaker that never opens, for the tests of retries and streams, which
+/// fail `a` many times in a row on purpose.
+const NO_BREAKER: &str = "    breaker: { failures: 1000 }";
+
 /// (status, backend, attempts, error_code) of a request's ledger row.
 fn row(rows: &[sqlx::sqlite::SqliteRow], id: &str) -> (i64, String, i64, Option<String>) {
     let r = rows
@@ -151,7 +157,13 @@ fn row(rows: &[sqlx::sqlite::SqliteRow], id: &str) -> (i64, String, i64, Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_on_the_same_target_then_fall_back() {
-    let env = start("faults-retry", 2000, "request_deadline_ms: 20000").await;
+    let env = start(
+        "faults-retry",
+        2000,
+        "request_deadline_ms: 20000",
+        NO_BREAKER,
+    )
+    .await;
 
     // Two 503s, then an answer: the same target, three attempts.
     env.a.fail_next(2, Failure::Status(503));
@@ -239,7 +251,7 @@ async fn transient_failures_are_retried_on_the_same_target_then_fall_back() {
 async fn the_request_deadline_bounds_hanging_targets() {
     // Each attempt may take 8 s, but the whole dispatch only 1.5 s: two
     // hanging targets cost the deadline, not 2 × 8 s.
-    let env = start("faults-deadline", 8000, "request_deadline_ms: 1500").await;
+    let env = start("faults-deadline", 8000, "request_deadline_ms: 1500", "").await;
     env.a.fail_next(3, Failure::Hang);
     env.b.fail_next(3, Failure::Hang);
     let started = Instant::now();
@@ -267,6 +279,7 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
         "faults-stream",
         600,
         "request_deadline_ms: 20000, stream_deadline_ms: 3000",
+        NO_BREAKER,
     )
     .await;
 
@@ -337,4 +350,77 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
         row(&rows, &long.id),
         (504, "a".into(), 1, Some("upstream_timeout".into()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() {
+    let env = start(
+        "faults-breaker",
+        2000,
+        "request_deadline_ms: 20000",
+        "    breaker: { failures: 3, window_ms: 30000, cooldown_ms: 1500 }",
+    )
+    .await;
+    let readyz = |env: &Env| {
+        let url = format!("{}/readyz", env.gw.base_url);
+        let http = env.http.clone();
+        async move {
+            let v: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            v["targets"]["a"]["breaker"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(readyz(&env).await, "closed");
+    assert!(env
+        .metrics()
+        .await
+        .contains("watershed_breaker_state{backend=\"a\"} 0"));
+
+    // Three failures in a row (the first try and both retries) open it; `b`
+    // answers this request.
+    env.a.fail_next(3, Failure::Status(500));
+    let opened = env.post("one", false).await;
+    assert_eq!(opened.backend.as_deref(), Some("b"), "{}", opened.body);
+    assert_eq!(env.counts(), (3, 1));
+    assert_eq!(readyz(&env).await, "open");
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains("watershed_breaker_state{backend=\"a\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("watershed_breaker_transitions_total{backend=\"a\",to=\"open\"} 1"),
+        "{metrics}"
+    );
+
+    // While open, `a` is skipped without being asked.
+    let skipped = env.post("two", false).await;
+    assert_eq!(skipped.backend.as_deref(), Some("b"));
+    assert_eq!(env.counts(), (3, 2));
+
+    // After the cool-down one probe reaches `a`; its success closes the breaker.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let probe = env.post("three", false).await;
+    assert_eq!(probe.backend.as_deref(), Some("a"), "{}", probe.body);
+    assert_eq!(env.counts(), (4, 2));
+    assert_eq!(readyz(&env).await, "closed");
+    let metrics = env.metrics().await;
+    for to in ["half_open", "closed"] {
+        let line = format!("watershed_breaker_transitions_total{{backend=\"a\",to=\"{to}\"}} 1");
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
+
+    let rows = env.ledger().await;
+    let explanation = |id: &str| {
+        let r = rows
+            .iter()
+            .find(|r| r.get::<String, _>("request_id") == id)
+            .unwrap();
+        serde_json::from_str::<Value>(&r.get::<String, _>("explanation")).unwrap()
+    };
+    assert_eq!(
+        explanation(&skipped.id)["dispatch_skipped"],
+        json!([{"target": "a", "reason": "circuit open"}])
+    );
+    assert!(explanation(&probe.id).get("dispatch_skipped").is_none());
+    assert_eq!(row(&rows, &skipped.id), (200, "b".into(), 1, None));
 }

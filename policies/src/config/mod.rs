@@ -419,6 +419,28 @@ pub struct RemoteSpec {
     pub retries: u32,
     /// Base of the jittered exponential backoff between those retries.
     pub retry_backoff_ms: u64,
+    /// When dispatch stops sending this target requests for a while.
+    pub breaker: BreakerSettings,
+}
+
+/// `models.<id>.breaker:` — a target that fails `failures` times in a row,
+/// each within `window_ms` of the first, is skipped for `cooldown_ms`; then
+/// one request probes it, and its success closes the breaker again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub window_ms: u64,
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            window_ms: 60_000,
+            cooldown_ms: 30_000,
+        }
+    }
 }
 
 /// USD per million tokens.

@@ -104,6 +104,16 @@ pub(crate) struct RawTarget {
     pub max_tokens_default: Option<u32>,
     pub retries: Option<u32>,
     pub retry_backoff_ms: Option<u64>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `models.<id>.breaker:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub failures: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub cooldown_ms: Option<u64>,
 }
 
 impl RawTarget {
@@ -122,7 +132,7 @@ impl RawTarget {
     }
 
     /// Fields that only make sense for a remote provider, with whether each is set.
-    pub fn remote_fields(&self) -> [(&'static str, bool); 8] {
+    pub fn remote_fields(&self) -> [(&'static str, bool); 9] {
         [
             ("model", self.model.is_some()),
             ("base_url", self.base_url.is_some()),
@@ -132,6 +142,7 @@ impl RawTarget {
             ("max_tokens_default", self.max_tokens_default.is_some()),
             ("retries", self.retries.is_some()),
             ("retry_backoff_ms", self.retry_backoff_ms.is_some()),
+            ("breaker", self.breaker.is_some()),
         ]
     }
 }

@@ -12,14 +12,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::raw::{
-    RawCounterfactual, RawDashboard, RawDifficulty, RawFleet, RawLedger, RawPrice, RawPrivacy,
-    RawRoute, RawServer, RawTarget,
+    RawBreaker, RawCounterfactual, RawDashboard, RawDifficulty, RawFleet, RawLedger, RawPrice,
+    RawPrivacy, RawRoute, RawServer, RawTarget,
 };
 use super::{
-    Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings,
-    GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route,
-    ScanSettings, ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
+    BreakerSettings, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
+    FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
+    Route, ScanSettings, ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
     DEFAULT_RETRY_BACKOFF_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES, MAX_RETRY_BACKOFF_MS,
     SUPPORTED_VERSIONS,
 };
@@ -739,12 +739,28 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
                 DEFAULT_RETRY_BACKOFF_MS,
             ),
         },
+        breaker: breaker(cx, &join_key(path, "breaker"), raw.breaker),
     };
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
         trusted: raw.trusted.unwrap_or(false),
         spec: TargetSpec::Remote(spec),
     })
+}
+
+/// `breaker:` of a remote target; every value must be positive.
+fn breaker(cx: &mut Ctx<'_>, path: &str, raw: Option<RawBreaker>) -> BreakerSettings {
+    let d = BreakerSettings::default();
+    let Some(raw) = raw else { return d };
+    BreakerSettings {
+        failures: cx.positive(raw.failures, &join_key(path, "failures"), d.failures),
+        window_ms: cx.positive(raw.window_ms, &join_key(path, "window_ms"), d.window_ms),
+        cooldown_ms: cx.positive(
+            raw.cooldown_ms,
+            &join_key(path, "cooldown_ms"),
+            d.cooldown_ms,
+        ),
+    }
 }
 
 /// A calendar date `YYYY-MM-DD` with a plausible month and day.
