@@ -182,16 +182,17 @@ impl Limits {
 /// target; an upstream asking for more is left for the next target.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// The pause before retry number `retry` (0 for the first) on `t`: the
-/// upstream's `retry-after` when it sent one (up to [`MAX_RETRY_AFTER`]),
-/// otherwise `retry_backoff × 2^retry` with jitter over its upper half, so
-/// clients failing together do not come back together.
-fn backoff(t: &TargetHandle, retry: u32, err: &ProviderError) -> Option<Duration> {
+/// The pause before retry number `retry` (0 for the first) on a target with
+/// backoff base `base`: the upstream's `retry-after` when it sent one (up to
+/// [`MAX_RETRY_AFTER`], `None` beyond), otherwise `base × 2^retry` with
+/// jitter over its upper half, so clients failing together do not come back
+/// together.
+fn backoff(base: Duration, retry: u32, err: &ProviderError) -> Option<Duration> {
     if let Some(secs) = err.retry_after_s() {
         let wait = Duration::from_secs(secs);
         return (wait <= MAX_RETRY_AFTER).then_some(wait);
     }
-    let base = t.retry_backoff.saturating_mul(1u32 << retry.min(16));
+    let base = base.saturating_mul(1u32 << retry.min(16));
     let half = base / 2;
     Some(half + half.mul_f64(jitter()))
 }
@@ -313,7 +314,7 @@ async fn run(
                 .as_ref()
                 .is_none_or(|b| b.state() == BreakerState::Closed);
             let pause = (e.is_transient() && retry < t.retries && closed)
-                .then(|| backoff(t, retry, &e))
+                .then(|| backoff(t.retry_backoff, retry, &e))
                 .flatten()
                 .filter(|p| Instant::now() + *p < deadline);
             last = worst(last, e);
@@ -402,4 +403,35 @@ fn bounded(stream: ChatStream, until: Instant, after_ms: u64) -> ChatStream {
             Err(_) => Some((Err(ProviderError::Deadline { after_ms }), None)),
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, retry_after_s: Option<u64>) -> ProviderError {
+        ProviderError::Upstream {
+            target: "a".into(),
+            status,
+            message: String::new(),
+            retry_after_s,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_a_capped_retry_after() {
+        let base = Duration::from_millis(200);
+        for retry in 0..4 {
+            let full = base * (1 << retry);
+            let wait = backoff(base, retry, &status(503, None)).unwrap();
+            assert!(wait >= full / 2 && wait <= full, "{retry}: {wait:?}");
+        }
+        // A huge retry count saturates instead of overflowing.
+        assert!(backoff(base, 1000, &status(503, None)).is_some());
+        assert_eq!(
+            backoff(base, 0, &status(429, Some(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(backoff(base, 0, &status(429, Some(3600))), None);
+    }
 }

@@ -108,6 +108,33 @@ impl Env {
         }
     }
 
+    /// The same request in Anthropic's wire format (`/v1/messages`).
+    async fn post_messages(&self, text: &str, stream: bool) -> Answer {
+        let body = json!({
+            "model": "a",
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": 64,
+            "stream": stream,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/v1/messages", self.gw.base_url))
+            .json(&body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let h = resp.headers().clone();
+        Answer {
+            status: resp.status().as_u16(),
+            id: h["x-request-id"].to_str().unwrap().to_owned(),
+            backend: h
+                .get("x-watershed-backend")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: resp.text().await.unwrap_or_default(),
+        }
+    }
+
     /// How many requests each mock has received so far.
     fn counts(&self) -> (usize, usize) {
         (self.a.request_count(), self.b.request_count())
@@ -135,6 +162,11 @@ impl Env {
             .await
             .unwrap()
     }
+}
+
+/// Whether the Prometheus text has exactly this sample line.
+fn has_line(metrics: &str, line: &str) -> bool {
+    metrics.lines().any(|l| l == line)
 }
 
 /// A breaker that never opens, for the tests of retries and streams, which
@@ -227,7 +259,10 @@ async fn transient_failures_are_retried_on_the_same_target_then_fall_back() {
 
     let metrics = env.metrics().await;
     assert!(
-        metrics.contains("watershed_upstream_retries_total{backend=\"a\"} 6"),
+        has_line(
+            &metrics,
+            "watershed_upstream_retries_total{backend=\"a\"} 6.0"
+        ),
         "{metrics}"
     );
     let log = env.gw.log_text();
@@ -266,6 +301,15 @@ async fn the_request_deadline_bounds_hanging_targets() {
     let streamed = env.post("hello", true).await;
     assert_eq!(streamed.status, 504, "{}", streamed.body);
     assert!(started.elapsed() < Duration::from_secs(7));
+    // An Anthropic client hears the same 504 in Anthropic's error shape.
+    let anthropic = env.post_messages("hello", false).await;
+    assert_eq!(anthropic.status, 504, "{}", anthropic.body);
+    let err: Value = serde_json::from_str(&anthropic.body).unwrap();
+    assert_eq!(err["type"], "error", "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("deadline"));
 
     let rows = env.ledger().await;
     let (status, _, _, code) = row(&rows, &hung.id);
@@ -327,6 +371,18 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
     assert!(!cut.body.contains("[DONE]"), "{}", cut.body);
     assert!(!cut.body.contains("127.0.0.1"), "{}", cut.body);
 
+    // The same cut seen by an Anthropic client: an `error` event.
+    env.a.fail_next(1, Failure::DropMidStream);
+    let cut_anthropic = env.post_messages("five six seven", true).await;
+    assert_eq!(cut_anthropic.status, 200);
+    assert!(
+        cut_anthropic.body.contains("event: error"),
+        "{}",
+        cut_anthropic.body
+    );
+    assert!(!cut_anthropic.body.contains("message_stop"));
+    assert_eq!(env.counts(), (9, 3));
+
     // A stream that goes on past the stream deadline is cut there.
     env.a.set_chunk_delay(Duration::from_millis(300));
     let words = vec!["w"; 40].join(" ");
@@ -342,10 +398,19 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
     let rows = env.ledger().await;
     assert_eq!(row(&rows, &trickled.id), (200, "b".into(), 4, None));
     assert_eq!(row(&rows, &reset.id), (200, "b".into(), 4, None));
-    assert_eq!(
-        row(&rows, &cut.id),
-        (503, "a".into(), 1, Some("upstream_unavailable".into()))
-    );
+    // The ledger says the failure came after text reached the client: the
+    // failure's code, with a time to first token.
+    for id in [&cut.id, &cut_anthropic.id] {
+        assert_eq!(
+            row(&rows, id),
+            (503, "a".into(), 1, Some("upstream_unavailable".into()))
+        );
+        let r = rows
+            .iter()
+            .find(|r| r.get::<String, _>("request_id") == *id)
+            .unwrap();
+        assert!(r.get::<Option<f64>, _>("ttft_ms").is_some());
+    }
     assert_eq!(
         row(&rows, &long.id),
         (504, "a".into(), 1, Some("upstream_timeout".into()))
@@ -370,10 +435,10 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() 
         }
     };
     assert_eq!(readyz(&env).await, "closed");
-    assert!(env
-        .metrics()
-        .await
-        .contains("watershed_breaker_state{backend=\"a\"} 0"));
+    assert!(has_line(
+        &env.metrics().await,
+        "watershed_breaker_state{backend=\"a\"} 0.0"
+    ));
 
     // Three failures in a row (the first try and both retries) open it; `b`
     // answers this request.
@@ -384,11 +449,14 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() 
     assert_eq!(readyz(&env).await, "open");
     let metrics = env.metrics().await;
     assert!(
-        metrics.contains("watershed_breaker_state{backend=\"a\"} 2"),
+        has_line(&metrics, "watershed_breaker_state{backend=\"a\"} 2.0"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("watershed_breaker_transitions_total{backend=\"a\",to=\"open\"} 1"),
+        has_line(
+            &metrics,
+            "watershed_breaker_transitions_total{backend=\"a\",to=\"open\"} 1.0"
+        ),
         "{metrics}"
     );
 
@@ -405,8 +473,8 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() 
     assert_eq!(readyz(&env).await, "closed");
     let metrics = env.metrics().await;
     for to in ["half_open", "closed"] {
-        let line = format!("watershed_breaker_transitions_total{{backend=\"a\",to=\"{to}\"}} 1");
-        assert!(metrics.contains(&line), "{line} not in {metrics}");
+        let line = format!("watershed_breaker_transitions_total{{backend=\"a\",to=\"{to}\"}} 1.0");
+        assert!(has_line(&metrics, &line), "{line} not in {metrics}");
     }
 
     let rows = env.ledger().await;
