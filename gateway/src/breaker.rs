@@ -102,6 +102,16 @@ impl Breaker {
         })
     }
 
+    /// How long until an open breaker lets its probe through (`None` when it
+    /// is not open), for the `retry-after` of a request it turned away.
+    pub fn retry_in(&self, now: Instant) -> Option<Duration> {
+        let cooldown = self.cooldown();
+        self.with(|i| {
+            (i.state != BreakerState::Closed)
+                .then(|| cooldown.saturating_sub(now.saturating_duration_since(i.since)))
+        })
+    }
+
     /// The target answered (or refused the request as bad, which also shows
     /// it is up); returns the state it moved to, if any.
     pub fn success(&self) -> Option<BreakerState> {
@@ -172,6 +182,7 @@ mod tests {
         assert_eq!(b.failure(ms(10)), None);
         assert_eq!(b.failure(ms(20)), Some(BreakerState::Open));
         assert_eq!(b.admit(ms(100)), (false, None));
+        assert_eq!(b.retry_in(ms(100)), Some(Duration::from_millis(420)));
         // After the cool-down one probe goes through; the others wait for it.
         assert_eq!(b.admit(ms(600)), (true, Some(BreakerState::HalfOpen)));
         assert_eq!(b.admit(ms(610)), (false, None));

@@ -275,7 +275,8 @@ async fn run(
             }
             if !admitted {
                 meter.skipped(t, "circuit open");
-                open.push(t.id.as_str());
+                let wait = b.retry_in(std::time::Instant::now()).unwrap_or_default();
+                open.push((t.id.as_str(), wait));
                 continue;
             }
         }
@@ -331,12 +332,15 @@ async fn run(
         if open.is_empty() {
             no_target(route)
         } else {
+            let names: Vec<&str> = open.iter().map(|(id, _)| *id).collect();
+            // The client may come back when the first breaker lets a probe through.
+            let soonest = open.iter().map(|(_, wait)| *wait).min().unwrap_or_default();
             ProviderError::Overloaded {
                 message: format!(
                     "no target of route \"{route}\" can serve now: circuit open for {}",
-                    open.join(", ")
+                    names.join(", ")
                 ),
-                retry_after_s: None,
+                retry_after_s: Some(soonest.as_secs_f64().ceil() as u64),
             }
         }
     }))

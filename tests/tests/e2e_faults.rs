@@ -78,6 +78,7 @@ struct Answer {
     status: u16,
     id: String,
     backend: Option<String>,
+    retry_after: Option<String>,
     body: String,
 }
 
@@ -104,6 +105,7 @@ impl Env {
             backend: h
                 .get("x-watershed-backend")
                 .map(|v| v.to_str().unwrap().to_owned()),
+            retry_after: h.get("retry-after").map(|v| v.to_str().unwrap().to_owned()),
             body: resp.text().await.unwrap_or_default(),
         }
     }
@@ -131,6 +133,7 @@ impl Env {
             backend: h
                 .get("x-watershed-backend")
                 .map(|v| v.to_str().unwrap().to_owned()),
+            retry_after: h.get("retry-after").map(|v| v.to_str().unwrap().to_owned()),
             body: resp.text().await.unwrap_or_default(),
         }
     }
@@ -465,13 +468,31 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() 
     assert_eq!(skipped.backend.as_deref(), Some("b"));
     assert_eq!(env.counts(), (3, 2));
 
+    // `b` failing five times in a row (its default) opens its breaker too...
+    env.b.fail_next(5, Failure::Status(500));
+    let b1 = env.post("b1", false).await;
+    let b2 = env.post("b2", false).await;
+    assert_eq!((b1.status, b2.status), (502, 502));
+    assert_eq!(env.counts(), (3, 7));
+    // ...and with every target open a request is turned away at once, with a
+    // retry-after for when the first probe may go.
+    let none = env.post("b3", false).await;
+    assert_eq!(none.status, 503, "{}", none.body);
+    assert!(none.body.contains("circuit open"), "{}", none.body);
+    assert!(none.retry_after.is_some());
+    assert_eq!(env.counts(), (3, 7));
+
     // After the cool-down one probe reaches `a`; its success closes the breaker.
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let probe = env.post("three", false).await;
     assert_eq!(probe.backend.as_deref(), Some("a"), "{}", probe.body);
-    assert_eq!(env.counts(), (4, 2));
+    assert_eq!(env.counts(), (4, 7));
     assert_eq!(readyz(&env).await, "closed");
     let metrics = env.metrics().await;
+    assert!(
+        has_line(&metrics, "watershed_breaker_state{backend=\"b\"} 2.0"),
+        "{metrics}"
+    );
     for to in ["half_open", "closed"] {
         let line = format!("watershed_breaker_transitions_total{{backend=\"a\",to=\"{to}\"}} 1.0");
         assert!(has_line(&metrics, &line), "{line} not in {metrics}");
