@@ -386,6 +386,14 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
     assert!(!cut_anthropic.body.contains("message_stop"));
     assert_eq!(env.counts(), (9, 3));
 
+    // The cause, which the client does not see, is in the log with the request id.
+    let log = env.gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&cut.id) && l.contains("stream failed after it started")),
+        "{log}"
+    );
+
     // A stream that goes on past the stream deadline is cut there.
     env.a.set_chunk_delay(Duration::from_millis(300));
     let words = vec!["w"; 40].join(" ");

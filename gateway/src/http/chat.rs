@@ -465,6 +465,7 @@ async fn stream_answer(
     // The meter lives inside the stream: when the client disconnects, axum drops
     // the stream and the meter records the request as cancelled.
     let mut meter = Some(meter);
+    let request_id = prepared.request_id.clone();
     let body = upstream.flat_map(move |item| {
         let out = match item {
             Ok(ev) => {
@@ -483,7 +484,7 @@ async fn stream_answer(
                 encoder.event(&ev)
             }
             Err(e) => {
-                warn!(error = %e, "stream failed after it started");
+                warn!(request_id = %request_id, error = %e, "stream failed after it started");
                 let err = ApiError::from(e);
                 if let Some(m) = meter.take() {
                     m.failure(err.code);
