@@ -325,7 +325,7 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
     let env = start(
         "faults-stream",
         600,
-        "request_deadline_ms: 20000, stream_deadline_ms: 3000",
+        "request_deadline_ms: 20000, stream_deadline_ms: 6000",
         NO_BREAKER,
     )
     .await;
@@ -396,7 +396,8 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
 
     // A stream that goes on past the stream deadline is cut there.
     env.a.set_chunk_delay(Duration::from_millis(300));
-    let words = vec!["w"; 40].join(" ");
+    // Sixty words 300 ms apart would take 18 s; the deadline is 6 s.
+    let words = vec!["w"; 60].join(" ");
     let long = env.post(&words, true).await;
     assert_eq!(long.status, 200);
     assert!(
@@ -430,11 +431,13 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() {
+    // The cool-down (3 s) is long enough that the requests between the
+    // opening and the sleep below cannot outlast it on a loaded machine.
     let env = start(
         "faults-breaker",
         2000,
         "request_deadline_ms: 20000",
-        "    breaker: { failures: 3, window_ms: 30000, cooldown_ms: 1500 }",
+        "    breaker: { failures: 3, window_ms: 30000, cooldown_ms: 3000 }",
     )
     .await;
     let readyz = |env: &Env| {
@@ -491,7 +494,7 @@ async fn a_failing_target_opens_its_breaker_is_skipped_then_probed_and_closed() 
     assert_eq!(env.counts(), (3, 7));
 
     // After the cool-down one probe reaches `a`; its success closes the breaker.
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let probe = env.post("three", false).await;
     assert_eq!(probe.backend.as_deref(), Some("a"), "{}", probe.body);
     assert_eq!(env.counts(), (4, 7));
