@@ -1,14 +1,19 @@
 //! Dispatch: tries a decision's targets in order, never one outside the privacy
-//! boundary, and falls back when a target fails for reasons of its own.
+//! boundary nor one whose circuit breaker is open, retries a target's
+//! transient failures with backoff, falls back when a target fails for
+//! reasons of its own, and does it all within the request's deadline.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::warn;
 use watershed_policies::privacy::{RedactionMap, Restorer};
-use watershed_policies::{PiiSpan, PrivacyLevel};
+use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
 use watershed_providers::{ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent};
 
+use crate::breaker::{Breaker, BreakerState};
 use crate::meter::Meter;
 use crate::metrics::{self, Metrics};
 use crate::state::{Runtime, TargetHandle};
@@ -157,67 +162,286 @@ fn no_target(route: &str) -> ProviderError {
     }
 }
 
+/// The time bounds of one request's dispatch (`server.request_deadline_ms`,
+/// `server.stream_deadline_ms`), both counted from when dispatch starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every target and retry together, and for a stream up to its first event.
+    pub request_deadline: Duration,
+    /// A whole streamed answer, up to its last event.
+    pub stream_deadline: Duration,
+}
+
+impl Limits {
+    pub fn of(server: &ServerSettings) -> Self {
+        Limits {
+            request_deadline: Duration::from_millis(server.request_deadline_ms),
+            stream_deadline: Duration::from_millis(server.stream_deadline_ms),
+        }
+    }
+}
+
+/// The longest `retry-after` dispatch honours before retrying the same
+/// target; an upstream asking for more is left for the next target.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The pause before retry number `retry` (0 for the first) on a target with
+/// backoff base `base`: the upstream's `retry-after` when it sent one (up to
+/// [`MAX_RETRY_AFTER`], `None` beyond), otherwise `base × 2^retry` with
+/// jitter over its upper half, so clients failing together do not come back
+/// together.
+fn backoff(base: Duration, retry: u32, err: &ProviderError) -> Option<Duration> {
+    if let Some(secs) = err.retry_after_s() {
+        let wait = Duration::from_secs(secs);
+        return (wait <= MAX_RETRY_AFTER).then_some(wait);
+    }
+    let base = base.saturating_mul(1u32 << retry.min(16));
+    let half = base / 2;
+    Some(half + half.mul_f64(jitter()))
+}
+
+/// A number in [0, 1) that differs between calls; the standard library's
+/// randomly keyed hasher is enough for spreading retries.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // The top 53 bits fill an f64 mantissa exactly.
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What one attempt produced.
+enum Answer {
+    Full(ChatResponse),
+    Stream(ChatStream),
+}
+
+/// One attempt on `t`: a complete answer, or a stream that has produced its
+/// first event, so a stream failing after its headers but before anything
+/// reached the client can still fall back.
+async fn attempt(t: &TargetHandle, out: &Outbound, stream: bool) -> Result<Answer, ProviderError> {
+    let (req, map) = out.for_target(t);
+    if !stream {
+        let mut resp = t.provider.chat(req).await?;
+        if let Some(map) = map {
+            resp.text = map.restore(&resp.text);
+        }
+        return Ok(Answer::Full(resp));
+    }
+    let mut upstream = t.provider.chat_stream(req).await?;
+    let first = match upstream.next().await {
+        Some(Ok(ev)) => ev,
+        Some(Err(e)) => return Err(e),
+        None => {
+            return Err(ProviderError::Protocol {
+                target: t.id.clone(),
+                message: "the stream ended before its first event".to_owned(),
+            })
+        }
+    };
+    let upstream: ChatStream = Box::pin(futures::stream::iter([Ok(first)]).chain(upstream));
+    Ok(Answer::Stream(match map {
+        Some(map) => restore_stream(upstream, map.clone()),
+        None => upstream,
+    }))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Tries the targets in order, each up to `1 + retries` times, all within
+/// the request deadline. A transient failure (429, 5xx, connect error,
+/// timeout) is retried on the same target after a backoff that would still
+/// end before the deadline; any other failure of the target's own moves on
+/// to the next; a failure caused by the request itself ends dispatch.
+async fn run(
+    targets: &[Arc<TargetHandle>],
+    out: &Outbound,
+    meter: &mut Meter,
+    route: &str,
+    limits: Limits,
+    stream: bool,
+) -> Result<(Arc<TargetHandle>, Answer), ProviderError> {
+    let deadline = Instant::now() + limits.request_deadline;
+    let expired = || ProviderError::Deadline {
+        after_ms: millis(limits.request_deadline),
+    };
+    let mut last = None;
+    let mut open = Vec::new();
+    for t in targets {
+        if let Some(b) = &t.breaker {
+            let (admitted, moved) = b.admit(std::time::Instant::now());
+            if let Some(to) = moved {
+                meter.breaker_moved(t, to);
+            }
+            if !admitted {
+                meter.skipped(t, "circuit open");
+                let wait = b.retry_in(std::time::Instant::now()).unwrap_or_default();
+                open.push((t.id.as_str(), wait));
+                continue;
+            }
+        }
+        let mut retry = 0;
+        loop {
+            meter.attempt(t);
+            let result = tokio::time::timeout_at(deadline, attempt(t, out, stream)).await;
+            let Ok(result) = result else {
+                warn!(request_id = %meter.request_id(), backend = %t.id, "request deadline reached during an attempt");
+                breaker_failure(t, meter);
+                return Err(expired());
+            };
+            let e = match result {
+                Ok(answer) => {
+                    breaker_success(t, meter);
+                    return Ok((t.clone(), answer));
+                }
+                Err(e) if !e.is_retryable() => {
+                    // The target answered; the request was at fault.
+                    breaker_success(t, meter);
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
+            // A target without its key never sent anything: not a sign of
+            // the upstream's health.
+            if !matches!(e, ProviderError::MissingKey { .. }) {
+                breaker_failure(t, meter);
+            }
+            // The upstream's own words stay here, in the log: they may hold
+            // its URL or echo what it was sent.
+            warn!(request_id = %meter.request_id(), backend = %t.id, attempt = retry + 1, error = %e, "upstream attempt failed");
+            // A breaker this failure opened ends the retries too.
+            let closed = t
+                .breaker
+                .as_ref()
+                .is_none_or(|b| b.state() == BreakerState::Closed);
+            let pause = (e.is_transient() && retry < t.retries && closed)
+                .then(|| backoff(t.retry_backoff, retry, &e))
+                .flatten()
+                .filter(|p| Instant::now() + *p < deadline);
+            last = worst(last, e);
+            let Some(pause) = pause else { break };
+            meter.retried(t, retry + 1);
+            tokio::time::sleep(pause).await;
+            retry += 1;
+        }
+        if Instant::now() >= deadline {
+            return Err(expired());
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        if open.is_empty() {
+            no_target(route)
+        } else {
+            let names: Vec<&str> = open.iter().map(|(id, _)| *id).collect();
+            // The client may come back when the first breaker lets a probe through.
+            let soonest = open.iter().map(|(_, wait)| *wait).min().unwrap_or_default();
+            ProviderError::Overloaded {
+                message: format!(
+                    "no target of route \"{route}\" can serve now: circuit open for {}",
+                    names.join(", ")
+                ),
+                retry_after_s: Some(soonest.as_secs_f64().ceil() as u64),
+            }
+        }
+    }))
+}
+
+fn breaker_success(t: &TargetHandle, meter: &Meter) {
+    if let Some(to) = t.breaker.as_ref().and_then(Breaker::success) {
+        meter.breaker_moved(t, to);
+    }
+}
+
+fn breaker_failure(t: &TargetHandle, meter: &Meter) {
+    let now = std::time::Instant::now();
+    if let Some(to) = t.breaker.as_ref().and_then(|b| b.failure(now)) {
+        meter.breaker_moved(t, to);
+    }
+}
+
 /// One complete answer from the first target that gives one.
 pub async fn chat(
     targets: &[Arc<TargetHandle>],
     out: &Outbound,
     meter: &mut Meter,
     route: &str,
+    limits: Limits,
 ) -> Result<(Arc<TargetHandle>, ChatResponse), ProviderError> {
-    let mut last = None;
-    for t in targets {
-        meter.attempt(t);
-        let (req, map) = out.for_target(t);
-        match t.provider.chat(req).await {
-            Ok(mut resp) => {
-                if let Some(map) = map {
-                    resp.text = map.restore(&resp.text);
-                }
-                return Ok((t.clone(), resp));
-            }
-            Err(e) if e.is_retryable() => {
-                info!(backend = %t.id, error = %e, "target failed, trying the next one");
-                last = worst(last, e);
-            }
-            Err(e) => return Err(e),
-        }
+    match run(targets, out, meter, route, limits, false).await? {
+        (t, Answer::Full(resp)) => Ok((t, resp)),
+        (t, Answer::Stream(_)) => Err(ProviderError::Internal(format!(
+            "target {} streamed an answer asked for whole",
+            t.id
+        ))),
     }
-    Err(last.unwrap_or_else(|| no_target(route)))
 }
 
-/// A stream from the first target that starts one. Fallback happens only before
-/// the first byte of an answer; after that the client has seen text.
+/// A stream from the first target whose stream produces a first event.
+/// Fallback happens only before that event reaches the client; after it, a
+/// failure is an error event in the stream. The whole stream ends by
+/// `limits.stream_deadline`.
 pub async fn chat_stream(
     targets: &[Arc<TargetHandle>],
     out: &Outbound,
     meter: &mut Meter,
     route: &str,
+    limits: Limits,
 ) -> Result<(Arc<TargetHandle>, ChatStream), ProviderError> {
-    let mut last = None;
-    for t in targets {
-        meter.attempt(t);
-        let (req, map) = out.for_target(t);
-        match t.provider.chat_stream(req).await {
-            Ok(stream) => {
-                let stream = match map {
-                    Some(map) => restore_stream(stream, map.clone()),
-                    None => stream,
-                };
-                return Ok((t.clone(), stream));
-            }
-            Err(e) if e.is_retryable() => {
-                info!(backend = %t.id, error = %e, "target failed, trying the next one");
-                last = worst(last, e);
-            }
-            Err(e) => return Err(e),
-        }
+    let until = Instant::now() + limits.stream_deadline;
+    match run(targets, out, meter, route, limits, true).await? {
+        (t, Answer::Stream(s)) => Ok((t, bounded(s, until, millis(limits.stream_deadline)))),
+        (t, Answer::Full(_)) => Err(ProviderError::Internal(format!(
+            "target {} answered whole a request asked as a stream",
+            t.id
+        ))),
     }
-    Err(last.unwrap_or_else(|| no_target(route)))
+}
+
+/// `stream` cut at `until` with a deadline error as its last item.
+fn bounded(stream: ChatStream, until: Instant, after_ms: u64) -> ChatStream {
+    Box::pin(futures::stream::unfold(Some(stream), move |s| async move {
+        let mut s = s?;
+        match tokio::time::timeout_at(until, s.next()).await {
+            Ok(Some(item)) => Some((item, Some(s))),
+            Ok(None) => None,
+            Err(_) => Some((Err(ProviderError::Deadline { after_ms }), None)),
+        }
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(status: u16, retry_after_s: Option<u64>) -> ProviderError {
+        ProviderError::Upstream {
+            target: "a".into(),
+            status,
+            message: String::new(),
+            retry_after_s,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_a_capped_retry_after() {
+        let base = Duration::from_millis(200);
+        for retry in 0..4 {
+            let full = base * (1 << retry);
+            let wait = backoff(base, retry, &status(503, None)).unwrap();
+            assert!(wait >= full / 2 && wait <= full, "{retry}: {wait:?}");
+        }
+        // A huge retry count saturates instead of overflowing.
+        assert!(backoff(base, 1000, &status(503, None)).is_some());
+        assert_eq!(
+            backoff(base, 0, &status(429, Some(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(backoff(base, 0, &status(429, Some(3600))), None);
+    }
+
     use watershed_providers::{Message, Role};
 
     #[test]

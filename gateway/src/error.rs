@@ -75,11 +75,9 @@ impl From<ProviderError> for ApiError {
             ProviderError::Overloaded { retry_after_s, .. } => (None, *retry_after_s),
             _ => (None, None),
         };
-        // Internal errors keep their cause in the log, not in the body.
-        let message = match &e {
-            ProviderError::Internal(_) => "internal error".to_owned(),
-            other => other.to_string(),
-        };
+        // Causes that could carry an upstream URL or a provider's raw text
+        // stay in the log (dispatch writes them with the request id).
+        let message = e.public_message();
         Self {
             code,
             message,

@@ -2,6 +2,7 @@
 //! it, the HTTP surface, metering, trace export and the CLI commands.
 
 pub mod access;
+pub mod breaker;
 pub mod budget;
 pub mod classify;
 pub mod cli;

@@ -11,6 +11,7 @@ use watershed_dashboards::ledger::{LedgerHandle, LedgerRecord};
 use watershed_dashboards::pricing::PriceTable;
 use watershed_providers::{BackendKind, Completion, ErrorCode, Usage};
 
+use crate::breaker::BreakerState;
 use crate::budget::{BudgetBook, Reservation};
 use crate::error::status_of;
 use crate::metrics::{self, Metrics};
@@ -72,6 +73,9 @@ pub struct Meter {
     deltas: u32,
     backend: Option<Arc<TargetHandle>>,
     attempts: u32,
+    /// Targets dispatch passed over, with why (`"circuit open"`), added to the
+    /// record's explanation.
+    skipped: Vec<(String, &'static str)>,
     written: bool,
     budget: Option<BudgetHold>,
 }
@@ -105,6 +109,7 @@ impl Meter {
             deltas: 0,
             backend: None,
             attempts: 0,
+            skipped: Vec::new(),
             written: false,
             budget: None,
         }
@@ -120,6 +125,54 @@ impl Meter {
     pub fn attempt(&mut self, target: &Arc<TargetHandle>) {
         self.attempts += 1;
         self.backend = Some(target.clone());
+    }
+
+    /// The request id, for log lines about this request.
+    pub fn request_id(&self) -> &str {
+        &self.info.request_id
+    }
+
+    /// Counts a retry on `target` (`retry` is 1 for the first).
+    pub fn retried(&self, target: &TargetHandle, retry: u32) {
+        self.metrics.add(
+            crate::metrics::UPSTREAM_RETRIES,
+            vec![("backend", target.id.clone())],
+            1.0,
+        );
+        tracing::info!(request_id = %self.info.request_id, backend = %target.id, retry, "retrying the same target");
+    }
+
+    /// Records that dispatch passed over `target` and why.
+    pub fn skipped(&mut self, target: &TargetHandle, reason: &'static str) {
+        self.skipped.push((target.id.clone(), reason));
+    }
+
+    /// Counts a breaker's move to `to` and logs it.
+    pub fn breaker_moved(&self, target: &TargetHandle, to: BreakerState) {
+        self.metrics.add(
+            crate::metrics::BREAKER_TRANSITIONS,
+            vec![
+                ("backend", target.id.clone()),
+                ("to", to.as_str().to_owned()),
+            ],
+            1.0,
+        );
+        tracing::warn!(request_id = %self.info.request_id, backend = %target.id, state = to.as_str(), "circuit breaker moved");
+    }
+
+    /// The decision's explanation with the targets dispatch skipped.
+    fn explanation(&self) -> Option<String> {
+        let text = self.info.explanation.as_ref()?;
+        if self.skipped.is_empty() {
+            return Some(text.clone());
+        }
+        let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
+        v["dispatch_skipped"] = self
+            .skipped
+            .iter()
+            .map(|(t, why)| serde_json::json!({"target": t, "reason": why}))
+            .collect();
+        Some(v.to_string())
     }
 
     /// Called for every streamed piece of text.
@@ -199,7 +252,7 @@ impl Meter {
             stream: self.info.stream,
             attempts: i64::from(self.attempts),
             difficulty: self.info.difficulty,
-            explanation: self.info.explanation.clone(),
+            explanation: self.explanation(),
         }
     }
 

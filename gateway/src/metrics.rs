@@ -83,6 +83,9 @@ pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
 pub const BUDGET_ACTIONS: &str = "watershed_budget_actions_total";
 pub const REDACTIONS: &str = "watershed_redacted_values_total";
 pub const PRIVACY_FAIL_CLOSED: &str = "watershed_privacy_fail_closed_total";
+pub const UPSTREAM_RETRIES: &str = "watershed_upstream_retries_total";
+pub const BREAKER_TRANSITIONS: &str = "watershed_breaker_transitions_total";
+pub const BREAKER_STATE: &str = "watershed_breaker_state";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -144,6 +147,14 @@ const COUNTERS: &[(&str, &str)] = &[
         REDACTIONS,
         "Sensitive values replaced by placeholders before leaving the trust boundary, by kind",
     ),
+    (
+        UPSTREAM_RETRIES,
+        "Retries of the same target after a transient failure (429, 5xx, connect error, timeout), by backend",
+    ),
+    (
+        BREAKER_TRANSITIONS,
+        "Circuit breaker moves, by backend and the state moved to (open, half_open, closed)",
+    ),
     (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
     (
         SPANS_DROPPED,
@@ -154,6 +165,10 @@ const COUNTERS: &[(&str, &str)] = &[
 const GAUGES: &[(&str, &str)] = &[
     (BUDGET_REMAINING, "USD left in a budget period"),
     (BUDGET_USED_RATIO, "Share of a budget period's limit spent"),
+    (
+        BREAKER_STATE,
+        "Circuit breaker state of each remote target: 0 closed, 1 half-open, 2 open",
+    ),
 ];
 
 /// The process's metrics. Cheap to update from the request path (one short lock).

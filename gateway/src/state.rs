@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::breaker::Breaker;
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
 use crate::scan::ScanPool;
@@ -37,6 +38,15 @@ pub struct TargetHandle {
     /// Host and port of a remote target's API (`server.address`/`server.port`
     /// on its spans).
     pub server: Option<(String, u16)>,
+    /// Retries on this target after a transient failure (`retries`); none for
+    /// the local engine, whose failures (a full queue, a model that did not
+    /// load) do not pass within a request.
+    pub retries: u32,
+    /// Base of the jittered exponential backoff between retries.
+    pub retry_backoff: Duration,
+    /// The circuit breaker of a remote target; the local engine has none (its
+    /// readiness and bounded queue already say whether it can serve).
+    pub breaker: Option<Breaker>,
 }
 
 impl std::fmt::Debug for TargetHandle {
@@ -223,6 +233,9 @@ pub fn build_runtime(
                     model_name,
                     missing_key: None,
                     server: None,
+                    retries: 0,
+                    retry_backoff: Duration::ZERO,
+                    breaker: None,
                 }
             }
             TargetSpec::Remote(spec) => {
@@ -266,6 +279,9 @@ pub fn build_runtime(
                     model_name: spec.model.clone(),
                     missing_key,
                     server: server_of(&spec.base_url),
+                    retries: spec.retries,
+                    retry_backoff: Duration::from_millis(spec.retry_backoff_ms),
+                    breaker: Some(Breaker::new(spec.breaker, std::time::Instant::now())),
                 }
             }
         };

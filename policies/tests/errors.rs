@@ -687,3 +687,65 @@ fn the_ledger_url_may_come_from_the_environment_and_never_shows_its_password() {
         assert_eq!(watershed_policies::mask_url_password(url), masked);
     }
 }
+
+#[test]
+fn fault_settings_have_stated_defaults_and_bounded_values() {
+    let cfg = load_config(GOOD, "policies.yaml").unwrap();
+    assert_eq!(cfg.server.request_deadline_ms, 60_000);
+    assert_eq!(cfg.server.stream_deadline_ms, 600_000);
+    let spec = match &cfg.models["gpt-5.4-mini"].spec {
+        watershed_policies::TargetSpec::Remote(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((spec.retries, spec.retry_backoff_ms), (2, 200));
+    assert_eq!(
+        (
+            spec.breaker.failures,
+            spec.breaker.window_ms,
+            spec.breaker.cooldown_ms
+        ),
+        (5, 60_000, 30_000)
+    );
+    let text = GOOD.replace(
+        "api_key_env: OPENAI_API_KEY }",
+        "api_key_env: OPENAI_API_KEY, breaker: { failures: 0, cooldown: 5 } }",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("unknown field"), "{}", errs[0]);
+    let text = GOOD.replace(
+        "api_key_env: OPENAI_API_KEY }",
+        "api_key_env: OPENAI_API_KEY, breaker: { failures: 0 } }",
+    );
+    assert_eq!(
+        errors(&text)[0].path,
+        "models.gpt-5.4-mini.breaker.failures"
+    );
+
+    let text = GOOD
+        .replace(
+            "version: 1\n",
+            "version: 1\nserver: { request_deadline_ms: 0 }\n",
+        )
+        .replace(
+            "api_key_env: OPENAI_API_KEY }",
+            "api_key_env: OPENAI_API_KEY, retries: 11, retry_backoff_ms: 60001 }",
+        );
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.request_deadline_ms",
+            "models.gpt-5.4-mini.retries",
+            "models.gpt-5.4-mini.retry_backoff_ms"
+        ],
+        "{errs:?}"
+    );
+    assert_eq!((errs[0].line, errs[0].col), (2, 32), "{}", errs[0]);
+    assert!(errs[1].message.contains("11"), "{}", errs[1]);
+    assert_eq!(errs[1].line, 5, "{}", errs[1]);
+    // Retries are a remote target's setting; the local engine refuses them.
+    let text = GOOD.replace("gguf: m.gguf }", "gguf: m.gguf, retries: 1 }");
+    assert_eq!(errors(&text)[0].path, "models.local.retries");
+}

@@ -60,12 +60,18 @@ pub enum ProviderError {
         target: String,
         status: u16,
         message: String,
+        /// The upstream's `retry-after` in whole seconds, when it sent one.
+        retry_after_s: Option<u64>,
     },
     /// The upstream could not be reached or broke the connection.
     #[error("upstream {target} unreachable: {message}")]
     Unreachable { target: String, message: String },
     #[error("upstream {target} timed out after {after_ms} ms")]
     Timeout { target: String, after_ms: u64 },
+    /// The request's own deadline (`server.request_deadline_ms` or
+    /// `server.stream_deadline_ms`) ran out, across every target and retry.
+    #[error("no answer within the request deadline of {after_ms} ms")]
+    Deadline { after_ms: u64 },
     /// The local engine's queue is full or the model is not loaded.
     #[error("{message}")]
     Overloaded {
@@ -100,7 +106,9 @@ impl ProviderError {
                 _ => ErrorCode::UpstreamError,
             },
             ProviderError::Unreachable { .. } => ErrorCode::UpstreamUnavailable,
-            ProviderError::Timeout { .. } => ErrorCode::UpstreamTimeout,
+            ProviderError::Timeout { .. } | ProviderError::Deadline { .. } => {
+                ErrorCode::UpstreamTimeout
+            }
             ProviderError::Overloaded { .. } => ErrorCode::Overloaded,
             ProviderError::Protocol { .. } => ErrorCode::UpstreamError,
             ProviderError::Cancelled => ErrorCode::Cancelled,
@@ -112,5 +120,73 @@ impl ProviderError {
     /// not with the request.
     pub fn is_retryable(&self) -> bool {
         !matches!(self.code(), ErrorCode::BadRequest | ErrorCode::Cancelled)
+    }
+
+    /// Whether the same target is worth another try after a pause: it was rate
+    /// limited, failed on its side (5xx), could not be reached or timed out.
+    /// Everything else (a bad request, a missing key, an answer we could not
+    /// read, a full local queue) would fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Upstream { status, .. } => *status == 429 || *status >= 500,
+            ProviderError::Unreachable { .. } | ProviderError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// How long the upstream asked us to wait before trying again.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ProviderError::Upstream { retry_after_s, .. }
+            | ProviderError::Overloaded { retry_after_s, .. } => *retry_after_s,
+            _ => None,
+        }
+    }
+
+    /// What a client may be shown. An upstream's URL (in connection errors)
+    /// and its raw error text can carry hosts, account ids or echoed secrets,
+    /// so they stay in the log, keyed by request id; the client learns which
+    /// target failed and how.
+    pub fn public_message(&self) -> String {
+        match self {
+            ProviderError::Upstream { target, status, .. } => {
+                format!("upstream {target} answered {status}")
+            }
+            ProviderError::Unreachable { target, .. } => {
+                format!("upstream {target} could not be reached")
+            }
+            ProviderError::Protocol { target, .. } => {
+                format!("upstream {target} sent an answer that could not be read")
+            }
+            ProviderError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_messages_name_the_target_and_status_but_not_the_upstream_text() {
+        let e = ProviderError::Upstream {
+            target: "gpt".into(),
+            status: 500,
+            message: "key sk-live-123 at https://internal.example failed".into(),
+            retry_after_s: None,
+        };
+        assert_eq!(e.public_message(), "upstream gpt answered 500");
+        let e = ProviderError::Unreachable {
+            target: "gpt".into(),
+            message: "error sending request for url (https://internal.example/v1)".into(),
+        };
+        assert!(!e.public_message().contains("internal.example"));
+        assert!(e.is_transient());
+        let e = ProviderError::Protocol {
+            target: "gpt".into(),
+            message: "raw body".into(),
+        };
+        assert!(!e.is_transient() && e.is_retryable());
     }
 }

@@ -1,6 +1,6 @@
 //! What the remote adapters share: the configured target, one pooled HTTP client
 //! per provider, upstream error bodies turned into [`ProviderError`]s, and SSE
-//! bodies read with a timeout on the first byte and between chunks.
+//! bodies read with a timeout on the response head and between two events.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -32,7 +32,7 @@ pub struct RemoteTarget {
     pub api_key_env: Option<String>,
     pub connect_timeout: Duration,
     /// Whole-request limit for plain answers; for streams, the limit on the wait
-    /// for the response head and between two chunks of the body.
+    /// for the response head and between two complete SSE events.
     pub request_timeout: Duration,
     /// `max_tokens` sent when the request has none (Anthropic requires one).
     pub max_tokens_default: Option<u32>,
@@ -165,7 +165,30 @@ pub(crate) fn map_reqwest(t: &RemoteTarget, err: &reqwest::Error) -> ProviderErr
 
 /// An upstream error body, OpenAI (`{"error":{"message",..}}`) or Anthropic
 /// (`{"type":"error","error":{"type","message"}}`) shaped, as a [`ProviderError`].
+#[cfg(test)]
 pub(crate) fn upstream_error(t: &RemoteTarget, status: u16, body: &[u8]) -> ProviderError {
+    upstream_error_with(t, status, body, None)
+}
+
+/// The `retry-after` header as whole seconds; the HTTP-date form is rare from
+/// API providers and is treated as absent (dispatch then uses its own backoff).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// [`upstream_error`] with the answer's `retry-after`.
+pub(crate) fn upstream_error_with(
+    t: &RemoteTarget,
+    status: u16,
+    body: &[u8],
+    retry_after_s: Option<u64>,
+) -> ProviderError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let message = parsed
         .as_ref()
@@ -190,6 +213,7 @@ pub(crate) fn upstream_error(t: &RemoteTarget, status: u16, body: &[u8]) -> Prov
         target: t.target.clone(),
         status,
         message,
+        retry_after_s,
     }
 }
 
@@ -211,9 +235,10 @@ pub(crate) async fn send_json(
         .await
         .map_err(|e| map_reqwest(t, &e))?;
     let status = resp.status();
+    let wait = retry_after(resp.headers());
     let body = resp.bytes().await.map_err(|e| map_reqwest(t, &e))?;
     if !status.is_success() {
-        return Err(upstream_error(t, status.as_u16(), &body));
+        return Err(upstream_error_with(t, status.as_u16(), &body, wait));
     }
     serde_json::from_slice(&body).map_err(|e| protocol(t, format!("answer is not json: {e}")))
 }
@@ -233,11 +258,12 @@ pub(crate) async fn send_sse(
     };
     let status = resp.status();
     if !status.is_success() {
+        let wait = retry_after(resp.headers());
         let body = match tokio::time::timeout(t.request_timeout, resp.bytes()).await {
             Ok(Ok(b)) => b,
             Ok(Err(_)) | Err(_) => bytes::Bytes::new(),
         };
-        return Err(upstream_error(t, status.as_u16(), &body));
+        return Err(upstream_error_with(t, status.as_u16(), &body, wait));
     }
     struct State {
         body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
@@ -245,6 +271,10 @@ pub(crate) async fn send_sse(
         queue: VecDeque<SseEvent>,
         ended: bool,
         t: RemoteTarget,
+        /// When the next complete event must have arrived. It moves only when
+        /// an event is decoded, not on every chunk, so an upstream trickling
+        /// a byte now and then without finishing an event still times out.
+        idle_deadline: tokio::time::Instant,
     }
     let state = State {
         body: Box::pin(resp.bytes_stream()),
@@ -252,6 +282,7 @@ pub(crate) async fn send_sse(
         queue: VecDeque::new(),
         ended: false,
         t: t.clone(),
+        idle_deadline: tokio::time::Instant::now() + t.request_timeout,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -261,7 +292,7 @@ pub(crate) async fn send_sse(
             if s.ended {
                 return None;
             }
-            match tokio::time::timeout(s.t.request_timeout, s.body.next()).await {
+            match tokio::time::timeout_at(s.idle_deadline, s.body.next()).await {
                 Err(_) => {
                     s.ended = true;
                     let err = s.t.timeout_error();
@@ -278,6 +309,9 @@ pub(crate) async fn send_sse(
                 }
                 Ok(Some(Ok(chunk))) => {
                     let evs = s.decoder.feed(&chunk);
+                    if !evs.is_empty() {
+                        s.idle_deadline = tokio::time::Instant::now() + s.t.request_timeout;
+                    }
                     s.queue.extend(evs);
                 }
             }

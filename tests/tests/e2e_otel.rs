@@ -252,8 +252,8 @@ async fn every_request_leaves_one_span_with_the_ledger_s_numbers() {
     body["stream_options"] = json!({"include_usage": true});
     let streamed = post(&http, &gw, &body, None).await;
     assert_eq!(streamed.status, 200);
-    // A remote API that fails.
-    openai.fail_next(1, Failure::Status(500));
+    // A remote API that fails: the first try and both retries.
+    openai.fail_next(3, Failure::Status(500));
     let failed = post(&http, &gw, &chat("gpt-5.4-mini", "x", 16, 0.5), None).await;
     assert_eq!(failed.status, 502, "{}", failed.body);
     // A caller that decided not to sample: answered, but no span.

@@ -254,6 +254,7 @@ async fn upstream_error_statuses_keep_their_status_and_code() {
                         status: s,
                         message,
                         target,
+                        ..
                     } => {
                         assert_eq!(*s, status, "{}", b.name());
                         assert!(!message.is_empty());
@@ -406,5 +407,61 @@ async fn capabilities_name_the_backend() {
         assert_eq!(caps.kind, b.kind);
         assert_eq!(caps.upstream_model, format!("upstream-{}", b.name()));
         assert!(caps.streaming);
+    }
+}
+
+#[tokio::test]
+async fn a_trickle_that_never_completes_an_event_times_out() {
+    // The idle timer moves on complete SSE events, not on bytes: a byte every
+    // 50 ms for longer than the 500 ms timeout must still time out.
+    for b in backends().await {
+        b.mock.fail_next(1, Failure::Trickle);
+        let started = std::time::Instant::now();
+        let (text, dones, err) = collect(b.provider().as_ref(), &request("a b"))
+            .await
+            .unwrap();
+        assert!(text.is_empty() && dones.is_empty(), "{}", b.name());
+        assert!(
+            matches!(err, Some(ProviderError::Timeout { .. })),
+            "{}: {err:?}",
+            b.name()
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", b.name());
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_read_and_faults_are_classed_transient_or_not() {
+    for b in backends().await {
+        let p = b.provider();
+        for streaming in [false, true] {
+            b.mock.fail_next(1, Failure::RetryAfter(7));
+            let err = if streaming {
+                match p.chat_stream(&request("hi")).await {
+                    Err(e) => e,
+                    Ok(_) => panic!("{}: a 429 streamed", b.name()),
+                }
+            } else {
+                p.chat(&request("hi")).await.unwrap_err()
+            };
+            assert_eq!(err.retry_after_s(), Some(7), "{}: {err:?}", b.name());
+            assert!(err.is_transient(), "{}", b.name());
+        }
+        // An answer that cannot be read is the target's fault but would come
+        // back the same: fall back, do not retry.
+        b.mock.fail_next(1, Failure::Malformed);
+        let err = p.chat(&request("hi")).await.unwrap_err();
+        assert!(
+            matches!(err, ProviderError::Protocol { .. }),
+            "{}: {err:?}",
+            b.name()
+        );
+        assert!(err.is_retryable() && !err.is_transient(), "{}", b.name());
+        // A reset before the first event is an error item, and transient.
+        b.mock.fail_next(1, Failure::ResetBeforeFirstEvent);
+        let (_, dones, err) = collect(p.as_ref(), &request("hi")).await.unwrap();
+        assert!(dones.is_empty(), "{}", b.name());
+        let err = err.unwrap_or_else(|| panic!("{}: stream ended silently", b.name()));
+        assert!(err.is_transient(), "{}: {err:?}", b.name());
     }
 }

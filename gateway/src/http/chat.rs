@@ -185,9 +185,11 @@ async fn handle(
         &state.metrics,
     );
     if prepared.req.stream {
-        stream_answer(prepared, outbound, targets, meter, wire).await
+        let limits = dispatch::Limits::of(&rt.config.server);
+        stream_answer(prepared, outbound, targets, meter, wire, limits).await
     } else {
-        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route).await;
+        let limits = dispatch::Limits::of(&rt.config.server);
+        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits).await;
         match result {
             Ok((target, answer)) => {
                 let charged = meter.success(&answer.done);
@@ -446,8 +448,10 @@ async fn stream_answer(
     targets: Vec<Arc<crate::state::TargetHandle>>,
     mut meter: Meter,
     wire: Wire,
+    limits: dispatch::Limits,
 ) -> Result<Response, ApiError> {
-    let upstream = dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route).await;
+    let upstream =
+        dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits).await;
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {
@@ -461,6 +465,7 @@ async fn stream_answer(
     // The meter lives inside the stream: when the client disconnects, axum drops
     // the stream and the meter records the request as cancelled.
     let mut meter = Some(meter);
+    let request_id = prepared.request_id.clone();
     let body = upstream.flat_map(move |item| {
         let out = match item {
             Ok(ev) => {
@@ -479,7 +484,7 @@ async fn stream_answer(
                 encoder.event(&ev)
             }
             Err(e) => {
-                warn!(error = %e, "stream failed after it started");
+                warn!(request_id = %request_id, error = %e, "stream failed after it started");
                 let err = ApiError::from(e);
                 if let Some(m) = meter.take() {
                     m.failure(err.code);

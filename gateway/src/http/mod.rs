@@ -37,6 +37,17 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    // Breaker states are read when scraped, so every remote target has its
+    // gauge from the start, not only after its first move.
+    for (id, t) in &state.runtime().targets {
+        if let Some(b) = &t.breaker {
+            state.metrics.set(
+                crate::metrics::BREAKER_STATE,
+                vec![("backend", id.clone())],
+                b.state().gauge(),
+            );
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -53,10 +64,12 @@ async fn healthz() -> &'static str {
 
 /// Ready once every local model has finished loading. A model that failed to load
 /// is reported but does not hold the gateway back: remote targets still serve.
+/// `targets` lists each remote target's circuit breaker state.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let rt = state.runtime();
     let mut loading = false;
     let mut models = serde_json::Map::new();
+    let mut targets = serde_json::Map::new();
     for (id, t) in &rt.targets {
         let status = match &t.engine {
             None => match &t.missing_key {
@@ -73,13 +86,18 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             },
         };
         models.insert(id.clone(), json!(status));
+        if let Some(b) = &t.breaker {
+            targets.insert(id.clone(), json!({"breaker": b.state().as_str()}));
+        }
     }
     let status = if loading {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let body = json!({"ready": !loading, "models": models});
+    // An open breaker does not make the gateway unready: other targets and
+    // the cool-down's probe still serve.
+    let body = json!({"ready": !loading, "models": models, "targets": targets});
     (status, axum::Json(body)).into_response()
 }
 

@@ -34,6 +34,20 @@ pub const DEFAULT_LEDGER_URL: &str = "sqlite://watershed.db";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// Default upper bound on `max_tokens` in a request.
 pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 1_000_000;
+/// Default bound on one request's whole dispatch (every target, every retry,
+/// up to the first event of a stream): 60 s.
+pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 60_000;
+/// Default bound on a whole streamed answer, from dispatch to its last event:
+/// 10 minutes.
+pub const DEFAULT_STREAM_DEADLINE_MS: u64 = 600_000;
+/// Default number of retries on the same target after a retryable failure.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// The most retries a target may ask for, so a typo cannot make a storm.
+pub const MAX_RETRIES: u32 = 10;
+/// Default base of the exponential backoff between retries.
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 200;
+/// The longest base backoff a target may ask for.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
 
 /// Parses and validates a policy config. `source` is the file name used in errors.
 pub fn load_config(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -302,6 +316,12 @@ pub struct ServerSettings {
     /// Environment variable holding the bearer token of the `/admin` API; the
     /// admin API is off without it.
     pub admin_key_env: Option<String>,
+    /// The bound on one request's dispatch: every target and retry together,
+    /// and for a stream up to its first event. Each attempt is also bound by
+    /// its target's own `timeout_ms`.
+    pub request_deadline_ms: u64,
+    /// The bound on a whole streamed answer, from dispatch to the last event.
+    pub stream_deadline_ms: u64,
 }
 
 /// `fleet:` — the owned GPUs, priced by the hour whether busy or idle.
@@ -433,10 +453,38 @@ pub struct RemoteSpec {
     pub api_key_env: Option<String>,
     /// TCP connect timeout.
     pub connect_timeout_ms: u64,
-    /// Whole-request timeout.
+    /// Whole-request timeout of one attempt; for streams, the wait for the
+    /// response head and the longest gap between two SSE events.
     pub timeout_ms: u64,
     /// `max_tokens` to send when the request has none (Anthropic requires one).
     pub max_tokens_default: Option<u32>,
+    /// Retries on this target after a 429, a 5xx, a connect error or a
+    /// timeout, before dispatch moves to the next target.
+    pub retries: u32,
+    /// Base of the jittered exponential backoff between those retries.
+    pub retry_backoff_ms: u64,
+    /// When dispatch stops sending this target requests for a while.
+    pub breaker: BreakerSettings,
+}
+
+/// `models.<id>.breaker:` — a target that fails `failures` times in a row,
+/// each within `window_ms` of the first, is skipped for `cooldown_ms`; then
+/// one request probes it, and its success closes the breaker again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub window_ms: u64,
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            window_ms: 60_000,
+            cooldown_ms: 30_000,
+        }
+    }
 }
 
 /// USD per million tokens.

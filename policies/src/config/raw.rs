@@ -25,6 +25,8 @@ pub(crate) struct RawServer {
     pub max_tokens_limit: Option<u32>,
     pub require_key: Option<bool>,
     pub admin_key_env: Option<String>,
+    pub request_deadline_ms: Option<u64>,
+    pub stream_deadline_ms: Option<u64>,
 }
 
 /// `privacy:`
@@ -101,6 +103,18 @@ pub(crate) struct RawTarget {
     pub connect_timeout_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub max_tokens_default: Option<u32>,
+    pub retries: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `models.<id>.breaker:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub failures: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub cooldown_ms: Option<u64>,
 }
 
 impl RawTarget {
@@ -119,7 +133,7 @@ impl RawTarget {
     }
 
     /// Fields that only make sense for a remote provider, with whether each is set.
-    pub fn remote_fields(&self) -> [(&'static str, bool); 6] {
+    pub fn remote_fields(&self) -> [(&'static str, bool); 9] {
         [
             ("model", self.model.is_some()),
             ("base_url", self.base_url.is_some()),
@@ -127,6 +141,9 @@ impl RawTarget {
             ("connect_timeout_ms", self.connect_timeout_ms.is_some()),
             ("timeout_ms", self.timeout_ms.is_some()),
             ("max_tokens_default", self.max_tokens_default.is_some()),
+            ("retries", self.retries.is_some()),
+            ("retry_backoff_ms", self.retry_backoff_ms.is_some()),
+            ("breaker", self.breaker.is_some()),
         ]
     }
 }

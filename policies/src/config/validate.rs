@@ -12,14 +12,16 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::raw::{
-    RawCounterfactual, RawDashboard, RawDifficulty, RawFleet, RawLedger, RawPrice, RawPrivacy,
-    RawRoute, RawServer, RawTarget,
+    RawBreaker, RawCounterfactual, RawDashboard, RawDifficulty, RawFleet, RawLedger, RawPrice,
+    RawPrivacy, RawRoute, RawServer, RawTarget,
 };
 use super::{
-    Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings,
-    GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec, Route,
-    ScanSettings, ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_TOKENS_LIMIT, SUPPORTED_VERSIONS,
+    BreakerSettings, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
+    FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
+    Route, ScanSettings, ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
+    DEFAULT_RETRY_BACKOFF_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES, MAX_RETRY_BACKOFF_MS,
+    SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
 use crate::privacy::PiiKind;
@@ -377,6 +379,16 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             }
             ok
         }),
+        request_deadline_ms: cx.positive(
+            raw.request_deadline_ms,
+            "server.request_deadline_ms",
+            DEFAULT_REQUEST_DEADLINE_MS,
+        ),
+        stream_deadline_ms: cx.positive(
+            raw.stream_deadline_ms,
+            "server.stream_deadline_ms",
+            DEFAULT_STREAM_DEADLINE_MS,
+        ),
     })
 }
 
@@ -724,12 +736,55 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         max_tokens_default: raw
             .max_tokens_default
             .map(|t| cx.positive(Some(t), &join_key(path, "max_tokens_default"), 1)),
+        retries: match raw.retries {
+            Some(n) if n > MAX_RETRIES => {
+                cx.err(
+                    &join_key(path, "retries"),
+                    At::Value,
+                    format!("retries {n} is above the limit of {MAX_RETRIES}"),
+                );
+                DEFAULT_RETRIES
+            }
+            Some(n) => n,
+            None => DEFAULT_RETRIES,
+        },
+        retry_backoff_ms: match raw.retry_backoff_ms {
+            Some(ms) if ms > MAX_RETRY_BACKOFF_MS => {
+                cx.err(
+                    &join_key(path, "retry_backoff_ms"),
+                    At::Value,
+                    format!("retry_backoff_ms {ms} is above the limit of {MAX_RETRY_BACKOFF_MS}"),
+                );
+                DEFAULT_RETRY_BACKOFF_MS
+            }
+            other => cx.positive(
+                other,
+                &join_key(path, "retry_backoff_ms"),
+                DEFAULT_RETRY_BACKOFF_MS,
+            ),
+        },
+        breaker: breaker(cx, &join_key(path, "breaker"), raw.breaker),
     };
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
         trusted: raw.trusted.unwrap_or(false),
         spec: TargetSpec::Remote(spec),
     })
+}
+
+/// `breaker:` of a remote target; every value must be positive.
+fn breaker(cx: &mut Ctx<'_>, path: &str, raw: Option<RawBreaker>) -> BreakerSettings {
+    let d = BreakerSettings::default();
+    let Some(raw) = raw else { return d };
+    BreakerSettings {
+        failures: cx.positive(raw.failures, &join_key(path, "failures"), d.failures),
+        window_ms: cx.positive(raw.window_ms, &join_key(path, "window_ms"), d.window_ms),
+        cooldown_ms: cx.positive(
+            raw.cooldown_ms,
+            &join_key(path, "cooldown_ms"),
+            d.cooldown_ms,
+        ),
+    }
 }
 
 /// A calendar date `YYYY-MM-DD` with a plausible month and day.

@@ -233,6 +233,7 @@ pub(crate) fn stream_error(t: &RemoteTarget, err: &Value) -> ProviderError {
             .and_then(Value::as_str)
             .unwrap_or(kind)
             .to_owned(),
+        retry_after_s: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Mock OpenAI and Anthropic upstreams on port 0 that speak the exact wire
 //! formats: deterministic answers (plain and streamed), the providers' own error
-//! bodies, and scripted failures (an error status, a hang, a cut stream). Every
+//! bodies, and scripted faults (an error status with or without `retry-after`,
+//! a hang, a trickle of bytes that never completes, malformed JSON or SSE, a
+//! connection reset before the first event or in the middle). Every
 //! request is recorded so tests can assert what the gateway sent, and what it
 //! never sent. `otlp` is the receiving end of trace export, a collector's
 //! OTLP/HTTP endpoint.
@@ -41,6 +43,17 @@ pub enum Failure {
     /// Send the head of the answer (for a stream: up to and including the first
     /// text delta), then cut the connection.
     DropMidStream,
+    /// Answer 429 with this `retry-after` (seconds).
+    RetryAfter(u64),
+    /// Send a 200 head, then one byte every 50 ms that never completes a JSON
+    /// body or an SSE event, until the client goes away or the mock stops.
+    Trickle,
+    /// A 200 whose body is not valid JSON (for a plain answer) or whose first
+    /// SSE event holds no valid JSON (for a stream).
+    Malformed,
+    /// A 200 head (SSE for a stream), then the connection is cut before any
+    /// byte of the body.
+    ResetBeforeFirstEvent,
 }
 
 /// One request as the mock received it.
@@ -242,6 +255,32 @@ async fn handle(
             shared.shutdown.cancelled().await;
             return error_response(flavor, 503, Some("mock upstream shut down"));
         }
+        Some(Failure::RetryAfter(secs)) => {
+            let mut resp = error_response(flavor, 429, None);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+            return resp;
+        }
+        Some(Failure::Trickle) => return trickle(&shared),
+        Some(Failure::Malformed) => {
+            let streamed =
+                parsed.as_ref().and_then(|b| b.get("stream")) == Some(&Value::Bool(true));
+            return if streamed {
+                sse_response(
+                    vec![Bytes::from_static(b"data: {\"choices\": [oops\n\n")],
+                    Duration::ZERO,
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    [("content-type", HeaderValue::from_static("application/json"))],
+                    "{\"id\": \"x\", \"choices\": [",
+                )
+                    .into_response()
+            };
+        }
+        Some(Failure::ResetBeforeFirstEvent) => return cut_body(Vec::new(), Duration::ZERO),
         Some(Failure::DropMidStream) | None => {}
     }
     let drop_mid_stream = failure == Some(Failure::DropMidStream);
@@ -356,6 +395,24 @@ fn cut_body(frames: Vec<Bytes>, delay: Duration) -> Response {
         ))
     });
     let mut resp = Response::new(Body::from_stream(head.chain(cut)));
+    sse_headers(&mut resp);
+    resp
+}
+
+/// A 200 SSE head, then a byte every 50 ms that never ends an event (nor a
+/// JSON value), until the mock shuts down or the client hangs up.
+fn trickle(shared: &Shared) -> Response {
+    let stop = shared.shutdown.clone();
+    let head = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"data: ")) });
+    let drip = futures::stream::unfold(stop, |stop| async move {
+        tokio::select! {
+            () = stop.cancelled() => None,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                Some((Ok::<_, Infallible>(Bytes::from_static(b"x")), stop))
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(head.chain(drip)));
     sse_headers(&mut resp);
     resp
 }
