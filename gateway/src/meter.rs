@@ -221,6 +221,15 @@ impl Meter {
         let mut rec = self.base_record();
         rec.status = i64::from(status_of(code).as_u16());
         rec.error_code = Some(code.as_str().to_owned());
+        if self.first_token_ms.is_some() {
+            // The client already had text: the record says the failure cut
+            // a started answer, not one that never began.
+            rec.explanation = rec.explanation.and_then(|text| {
+                let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                v["failed_after_first_token"] = serde_json::Value::Bool(true);
+                Some(v.to_string())
+            });
+        }
         self.write(rec);
     }
 

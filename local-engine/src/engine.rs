@@ -254,9 +254,12 @@ impl LocalEngine {
             }
         }
         match &*self.state.borrow() {
-            LoadState::Failed(e) => Err(ProviderError::Unreachable {
-                target: self.cfg.id.clone(),
-                message: e.to_string(),
+            // Not an upstream fault: the cause is our own model file, and
+            // the client is told which one (a remote target's errors are
+            // hidden from clients, see `ProviderError::public_message`).
+            LoadState::Failed(e) => Err(ProviderError::Overloaded {
+                message: format!("local model \"{}\" cannot serve: {e}", self.cfg.id),
+                retry_after_s: None,
             }),
             _ => Err(ProviderError::Overloaded {
                 message: format!("local model \"{}\" is still loading", self.cfg.id),

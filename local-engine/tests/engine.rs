@@ -217,9 +217,10 @@ async fn missing_and_corrupt_files_are_named() {
     );
     let req_err = e.chat(&req("hi")).await.unwrap_err();
     assert!(
-        matches!(req_err, ProviderError::Unreachable { .. }),
+        matches!(req_err, ProviderError::Overloaded { .. }),
         "{req_err:?}"
     );
+    assert!(req_err.public_message().contains("nope.gguf"), "{req_err}");
     assert!(req_err.is_retryable());
 
     let junk = dir.join("junk.gguf");

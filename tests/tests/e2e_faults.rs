@@ -422,7 +422,19 @@ async fn streams_fall_back_before_their_first_event_and_end_cleanly_after_it() {
             .find(|r| r.get::<String, _>("request_id") == *id)
             .unwrap();
         assert!(r.get::<Option<f64>, _>("ttft_ms").is_some());
+        let explanation: Value = serde_json::from_str(&r.get::<String, _>("explanation")).unwrap();
+        assert_eq!(
+            explanation["failed_after_first_token"], true,
+            "{explanation}"
+        );
     }
+    // A stream that failed before its first event and fell back says nothing of the kind.
+    let r = rows
+        .iter()
+        .find(|r| r.get::<String, _>("request_id") == reset.id)
+        .unwrap();
+    let explanation: Value = serde_json::from_str(&r.get::<String, _>("explanation")).unwrap();
+    assert!(explanation.get("failed_after_first_token").is_none());
     assert_eq!(
         row(&rows, &long.id),
         (504, "a".into(), 1, Some("upstream_timeout".into()))
