@@ -12,10 +12,36 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::{BackendKind, ChatRequest, Message, RemoteTarget, ResponseFormat, Role};
+use crate::{
+    BackendKind, ChatRequest, Message, RemoteTarget, ResponseFormat, Role, Tool, ToolCall,
+    ToolChoice,
+};
 
-/// A request whose every string holds a canary `⟦cN⟧`, with `format`.
+/// The highest canary number [`canary_request`] uses.
+const LAST_CANARY: u32 = 27;
+
+/// A request whose every string holds a canary `⟦cN⟧`, with `format`:
+/// messages, stop, user, metadata, the schema (c10-c15), and every tool
+/// field (c16-c27): a call's id, name and argument keys and values, the
+/// result naming it, a tool's name, description and parameters, and a
+/// named tool choice.
 fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
+    let call = Message {
+        role: Role::Assistant,
+        content: "⟦c16⟧ calling".into(),
+        tool_calls: vec![ToolCall {
+            id: "⟦c17⟧".into(),
+            name: "⟦c18⟧".into(),
+            arguments: json!({"⟦c19⟧": "⟦c20⟧ value", "n": [1, "⟦c21⟧"]}),
+        }],
+        tool_call_id: None,
+    };
+    let result = Message {
+        role: Role::Tool,
+        content: "⟦c22⟧ result".into(),
+        tool_calls: Vec::new(),
+        tool_call_id: Some("⟦c17⟧".into()),
+    };
     ChatRequest {
         model: "⟦alias⟧".into(),
         messages: vec![
@@ -23,6 +49,8 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
             Message::new(Role::User, "⟦c2⟧ user"),
             Message::new(Role::Assistant, "⟦c3⟧ assistant"),
             Message::new(Role::User, "⟦c4⟧ again"),
+            call,
+            result,
         ],
         max_tokens: Some(16),
         temperature: Some(0.5),
@@ -34,6 +62,17 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
         response_format: format,
         stream: true,
         include_usage: true,
+        tools: vec![Tool {
+            name: "⟦c23⟧".into(),
+            description: Some("⟦c24⟧ describes".into()),
+            parameters: json!({
+                "type": "object",
+                "properties": {"⟦c25⟧": {"type": "string", "description": "⟦c26⟧"}}
+            }),
+            strict: Some(true),
+        }],
+        tool_choice: Some(ToolChoice::Named("⟦c27⟧".into())),
+        parallel_tool_calls: Some(false),
     }
 }
 
@@ -127,8 +166,12 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
                 unscanned.is_empty(),
                 "{adapter} sends text the classifier never reads: {unscanned:?} in {body}"
             );
-            // The test would prove nothing if the adapters sent no request text.
-            assert!(sent.contains("⟦c2⟧"), "{adapter}: {body}");
+            // The test would prove nothing if the adapters sent no request
+            // text, or none of the tool fields.
+            for c in ["⟦c2⟧", "⟦c17⟧", "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
+            {
+                assert!(sent.contains(c), "{adapter} does not send {c}: {body}");
+            }
         }
     }
 }
@@ -137,7 +180,7 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
 fn the_schema_and_every_text_field_are_scanned_and_redacted_in_the_same_order() {
     let mut req = canary_request(Some(schema_format()));
     let all = scanned(&req);
-    for c in 1..=15 {
+    for c in 1..=LAST_CANARY {
         assert!(all.contains(&format!("⟦c{c}⟧")), "⟦c{c}⟧ is not scanned");
     }
     assert!(!all.contains("⟦alias⟧"), "the client's alias is never sent");
