@@ -103,14 +103,16 @@ pub(crate) fn upstream_body(t: &RemoteTarget, req: &ChatRequest, stream: bool) -
             });
         }
     }
+    // OpenAI refuses `tool_choice` and `parallel_tool_calls` without
+    // `tools`; without tools both mean plain text anyway.
     if !req.tools.is_empty() {
         body["tools"] = req.tools.iter().map(tool_json).collect();
         if let Some(v) = req.parallel_tool_calls {
             body["parallel_tool_calls"] = json!(v);
         }
-    }
-    if let Some(choice) = &req.tool_choice {
-        body["tool_choice"] = tool_choice_json(choice);
+        if let Some(choice) = &req.tool_choice {
+            body["tool_choice"] = tool_choice_json(choice);
+        }
     }
     if stream {
         body["stream"] = json!(true);
@@ -259,6 +261,12 @@ mod tests {
         assert_eq!(b["max_tokens"], 100);
         assert!(b.get("max_completion_tokens").is_none());
         assert!(b.get("stream").is_none() && b.get("metadata").is_none());
+        // No tools: no tool fields, whatever the client said about them.
+        let mut r = req();
+        r.tool_choice = Some(ToolChoice::None);
+        r.parallel_tool_calls = Some(true);
+        let b = upstream_body(&openai, &r, false);
+        assert!(b.get("tool_choice").is_none() && b.get("parallel_tool_calls").is_none());
     }
 
     #[test]
