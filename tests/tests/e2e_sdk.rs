@@ -324,6 +324,23 @@ routes:
     assert_eq!(a["answer"]["stop_reason"], "end_turn");
     assert_eq!(openai.requests().len(), 3);
 
+    // LangChain's ChatOpenAI, the way agent frameworks use it.
+    let l = run_sdk_script(&gw, "langchain_tools.py", "claude").await;
+    assert_eq!(l["plain"]["name"], "get_weather", "{l}");
+    assert_eq!(
+        l["plain"]["args"],
+        serde_json::json!({"query": "weather in Rome"})
+    );
+    assert_eq!(l["stream"]["name"], "get_weather", "{l}");
+    assert_eq!(l["stream"]["args"], l["plain"]["args"]);
+    assert_eq!(l["structured"], serde_json::json!({"query": "rome"}), "{l}");
+    assert_eq!(l["answer"], "echo: tool said 18C and sunny", "{l}");
+    let forced = anthropic.requests()[5].body.clone();
+    assert_eq!(
+        forced["tool_choice"]["type"], "tool",
+        "with_structured_output forces its tool: {forced}"
+    );
+
     let dir = gw.dir.clone();
     gw.stop().unwrap();
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
@@ -333,11 +350,14 @@ routes:
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 10);
     let tool_calls = rows
         .iter()
         .filter(|r| r.get::<Option<String>, _>("finish_reason").as_deref() == Some("tool_calls"))
         .count();
-    assert_eq!(tool_calls, 4, "two calls per SDK, plain and streamed");
+    assert_eq!(
+        tool_calls, 7,
+        "plain and streamed calls per client, and the forced one"
+    );
     assert!(rows.iter().all(|r| r.get::<i64, _>("status") == 200));
 }
