@@ -35,12 +35,14 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
             arguments: json!({"⟦c19⟧": "⟦c20⟧ value", "n": [1, "⟦c21⟧"]}),
         }],
         tool_call_id: None,
+        tool_error: false,
     };
     let result = Message {
         role: Role::Tool,
         content: "⟦c22⟧ result".into(),
         tool_calls: Vec::new(),
         tool_call_id: Some("⟦c17⟧".into()),
+        tool_error: true,
     };
     ChatRequest {
         model: "⟦alias⟧".into(),

@@ -44,6 +44,10 @@ pub struct Message {
     /// For a `Tool` message: the id of the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// For a `Tool` message: the tool failed (Anthropic's `is_error`). OpenAI
+    /// has no such flag; its targets see only the result's text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tool_error: bool,
 }
 
 impl Message {
@@ -53,6 +57,7 @@ impl Message {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            tool_error: false,
         }
     }
 }
@@ -212,6 +217,7 @@ impl ChatRequest {
                 content,
                 tool_calls,
                 tool_call_id,
+                tool_error: _,
             } = m;
             out.push(OutboundText::new(TextField::Message(i), content));
             for call in tool_calls {
@@ -313,6 +319,7 @@ impl ChatRequest {
                 content,
                 tool_calls,
                 tool_call_id,
+                tool_error: _,
             } = m;
             visit(content);
             for call in tool_calls.iter_mut() {

@@ -311,6 +311,7 @@ fn parse_message(i: usize, v: &Value, book: &mut CallBook) -> Result<Vec<Message
                 };
                 let mut m = Message::new(Role::Tool, text);
                 m.tool_call_id = Some(id.to_owned());
+                m.tool_error = opt_bool(b, "is_error", &format!("{bp}.is_error"))?.unwrap_or(false);
                 results.push(m);
             }
             _ => {

@@ -126,6 +126,9 @@ pub(crate) fn upstream_body(
                 if !m.content.is_empty() {
                     block["content"] = json!(m.content);
                 }
+                if m.tool_error {
+                    block["is_error"] = json!(true);
+                }
                 turn.tools.push(block);
             }
             _ => {

@@ -205,6 +205,7 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
     }
     let tool_calls = match field(obj, "tool_calls") {
         None => Vec::new(),
+        Some(Value::Array(a)) if a.is_empty() => Vec::new(),
         Some(v) if role == Role::Assistant => parse_tool_calls(v, &format!("{at}.tool_calls"))?,
         Some(v) => {
             return Err(bad(
@@ -246,6 +247,7 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
         content,
         tool_calls,
         tool_call_id,
+        tool_error: false,
     })
 }
 
@@ -844,11 +846,17 @@ mod tests {
         assert_eq!(
             reject(with(
                 "messages",
-                json!([{"role": "user", "content": "x", "tool_calls": []}])
+                json!([{"role": "user", "content": "x", "tool_calls": [call["tool_calls"][0].clone()]}])
             ))
             .0,
             "messages[0].tool_calls"
         );
+        // An empty list is no calls, on any role.
+        assert!(parse_chat_request(&with(
+            "messages",
+            json!([{"role": "user", "content": "x", "tool_calls": []}])
+        ))
+        .is_ok());
     }
 
     #[test]
