@@ -462,6 +462,23 @@ async fn a_confidential_request_with_tools_fails_closed_with_a_400_naming_tools(
     }
     assert_eq!(env.openai.request_count(), 0);
     assert_eq!(env.anthropic.request_count(), 0);
+    // `/v1/models` says which targets can do tools.
+    let models: Value = env
+        .http
+        .get(format!("{}/v1/models", env.gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for m in models["data"].as_array().unwrap() {
+        match m["id"].as_str().unwrap() {
+            "local" => assert_eq!(m["watershed"]["tools"], false, "{m}"),
+            "gpt" | "claude" => assert_eq!(m["watershed"]["tools"], true, "{m}"),
+            _ => assert_eq!(m["watershed"]["alias"], true, "{m}"),
+        }
+    }
     let (status, text) = env
         .post(
             "/v1/chat/completions",
