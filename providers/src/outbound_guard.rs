@@ -152,13 +152,22 @@ fn bodies(req: &ChatRequest) -> Vec<(&'static str, Value)> {
 
 #[test]
 fn every_string_an_adapter_sends_is_an_outbound_text() {
-    for format in [
+    // The last request offers no tools but has tool history: the Anthropic
+    // adapter then declares the called tools itself, from the calls' names.
+    let mut no_tools = canary_request(None);
+    no_tools.tools.clear();
+    no_tools.tool_choice = None;
+    let mut requests: Vec<ChatRequest> = [
         None,
         Some(ResponseFormat::Text),
         Some(ResponseFormat::JsonObject),
         Some(schema_format()),
-    ] {
-        let req = canary_request(format);
+    ]
+    .into_iter()
+    .map(canary_request)
+    .collect();
+    requests.push(no_tools);
+    for req in requests {
         let scanned = scanned(&req);
         for (adapter, body) in bodies(&req) {
             let mut sent = BTreeSet::new();
@@ -170,9 +179,13 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
             );
             // The test would prove nothing if the adapters sent no request
             // text, or none of the tool fields.
-            for c in ["⟦c2⟧", "⟦c17⟧", "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
-            {
-                assert!(sent.contains(c), "{adapter} does not send {c}: {body}");
+            let tool_canaries: &[&str] = if req.tools.is_empty() {
+                &["⟦c17⟧", "⟦c20⟧", "⟦c22⟧"]
+            } else {
+                &["⟦c17⟧", "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
+            };
+            for c in std::iter::once(&"⟦c2⟧").chain(tool_canaries) {
+                assert!(sent.contains(*c), "{adapter} does not send {c}: {body}");
             }
         }
     }

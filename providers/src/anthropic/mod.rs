@@ -205,6 +205,24 @@ pub(crate) fn upstream_body(
             body["tool_choice"] = choice;
         }
     }
+    if req.tools.is_empty() {
+        // The Messages API refuses tool_use blocks in a request that defines
+        // no tools; a client that stopped offering them (to get a final
+        // answer) gets the called ones declared, schema-less, and none allowed.
+        let mut called: Vec<&str> = Vec::new();
+        for c in req.messages.iter().flat_map(|m| &m.tool_calls) {
+            if !called.contains(&c.name.as_str()) {
+                called.push(&c.name);
+            }
+        }
+        if !called.is_empty() {
+            body["tools"] = called
+                .iter()
+                .map(|name| json!({"name": name, "input_schema": {"type": "object"}}))
+                .collect();
+            body["tool_choice"] = json!({"type": "none"});
+        }
+    }
     if stream {
         body["stream"] = json!(true);
     }

@@ -546,6 +546,17 @@ fn inbound_tools_tool_use_and_tool_result_read_into_the_canonical_request() {
         json!({"role": "tool", "tool_call_id": "toolu_01A", "content": "18C and sunny"})
     );
     assert_eq!(up["messages"][3]["role"], "user");
+
+    // Tools no longer offered: the called ones are declared, none allowed.
+    let mut no_tools = req.clone();
+    no_tools.tools.clear();
+    no_tools.tool_choice = None;
+    let up = upstream_body(&target(), &no_tools, false).unwrap();
+    assert_eq!(
+        up["tools"],
+        json!([{"name": "get_weather", "input_schema": {"type": "object"}}])
+    );
+    assert_eq!(up["tool_choice"], json!({"type": "none"}));
 }
 
 #[test]
