@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use watershed_policies::difficulty::DifficultyModel;
-use watershed_policies::{detect, Config, Explanation, PrivacyLevel, RequestFacts};
+use watershed_policies::{detect, Config, Explanation, PrivacyLevel, RequestFacts, Skip};
 use watershed_providers::ChatRequest;
 
 use crate::access::Caller;
@@ -63,6 +63,12 @@ pub fn explanation_json(
             "matched": r.matched,
             "reason": r.reason,
         })).collect::<Vec<_>>(),
+        // The matching route's targets left out: for privacy, or for a
+        // capability the request needs (`tools`).
+        "skipped": e.skipped.iter().map(|(t, why)| match why {
+            Skip::TrustBoundary => json!({"target": t, "reason": "trust_boundary"}),
+            Skip::MissingCapability(cap) => json!({"target": t, "reason": "missing_capability", "capability": cap}),
+        }).collect::<Vec<_>>(),
         "outcome": outcome,
     })
 }
@@ -96,6 +102,7 @@ pub fn request_facts(
     let mut facts = RequestFacts::new(req.model.clone(), privacy);
     facts.difficulty = scan.difficulty;
     facts.tags = req.metadata.clone();
+    facts.needs_tools = req.needs_tools();
     facts.estimated_tokens = Some(req.text().chars().count().div_ceil(4) as u64);
     facts
 }

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use tracing::warn;
 use watershed_policies::privacy::{RedactionMap, Restorer};
 use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
-use watershed_providers::{ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent};
+use watershed_providers::{
+    ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent, ToolCallDelta,
+};
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::meter::Meter;
@@ -91,10 +93,25 @@ fn redact_request(
     (!map.is_empty()).then(|| (out, Arc::new(map)))
 }
 
+/// Restores placeholders in a complete answer: its text and every tool
+/// call's id, name and arguments (a model given `[EMAIL_1]` may pass it to
+/// a tool).
+fn restore_answer(resp: &mut ChatResponse, map: &RedactionMap) {
+    resp.text = map.restore(&resp.text);
+    for call in &mut resp.tool_calls {
+        call.id = map.restore(&call.id);
+        call.name = map.restore(&call.name);
+        call.arguments = map.restore(&call.arguments);
+    }
+}
+
 /// Restores placeholders in a streamed answer; text that could be the start of
-/// a placeholder is held back until the next delta decides it.
+/// a placeholder is held back until the next delta decides it. Each tool
+/// call's arguments stream through a restorer of their own; ids and names
+/// arrive whole in a call's first piece.
 fn restore_stream(stream: ChatStream, map: Arc<RedactionMap>) -> ChatStream {
-    let mut restorer = Some(Restorer::new(map));
+    let mut restorer = Some(Restorer::new(map.clone()));
+    let mut calls: Vec<(u32, Restorer)> = Vec::new();
     Box::pin(stream.flat_map(move |item| {
         let out: Vec<Result<StreamEvent, ProviderError>> = match item {
             Ok(StreamEvent::Delta(text)) => match restorer.as_mut() {
@@ -108,12 +125,38 @@ fn restore_stream(stream: ChatStream, map: Arc<RedactionMap>) -> ChatStream {
                 }
                 None => vec![Ok(StreamEvent::Delta(text))],
             },
+            Ok(StreamEvent::ToolCall(d)) => {
+                let mut v = Vec::new();
+                // A new call ends the previous ones' arguments.
+                if d.id.is_some() {
+                    v.extend(flush_calls(&mut calls));
+                }
+                let r = match calls.iter_mut().position(|(i, _)| *i == d.index) {
+                    Some(p) => &mut calls[p].1,
+                    None => {
+                        calls.push((d.index, Restorer::new(map.clone())));
+                        let last = calls.len() - 1;
+                        &mut calls[last].1
+                    }
+                };
+                let arguments = r.push(&d.arguments);
+                if d.id.is_some() || !arguments.is_empty() {
+                    v.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
+                        index: d.index,
+                        id: d.id.map(|s| map.restore(&s)),
+                        name: d.name.map(|s| map.restore(&s)),
+                        arguments,
+                    })));
+                }
+                v
+            }
             Ok(StreamEvent::Done(done)) => {
                 let rest = restorer.take().map(Restorer::finish).unwrap_or_default();
                 let mut v = Vec::new();
                 if !rest.is_empty() {
                     v.push(Ok(StreamEvent::Delta(rest)));
                 }
+                v.extend(flush_calls(&mut calls));
                 v.push(Ok(StreamEvent::Done(done)));
                 v
             }
@@ -123,13 +166,32 @@ fn restore_stream(stream: ChatStream, map: Arc<RedactionMap>) -> ChatStream {
     }))
 }
 
+/// The argument text held back for each open tool call, as final pieces.
+fn flush_calls(calls: &mut Vec<(u32, Restorer)>) -> Vec<Result<StreamEvent, ProviderError>> {
+    calls
+        .drain(..)
+        .filter_map(|(index, r)| {
+            let rest = r.finish();
+            (!rest.is_empty()).then_some(Ok(StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                id: None,
+                name: None,
+                arguments: rest,
+            })))
+        })
+        .collect()
+}
+
 /// The targets a request may be sent to, in order, after the dispatch-time
 /// privacy re-check. The policy already filtered them; this check is the second
-/// lock on the same door, so a bug in one cannot leak data on its own.
+/// lock on the same door, so a bug in one cannot leak data on its own. A
+/// target whose backend lacks a capability the request needs (`tools`) is
+/// skipped the same way.
 pub fn allowed_targets(
     rt: &Runtime,
     targets: &[String],
     privacy: PrivacyLevel,
+    needs_tools: bool,
 ) -> Vec<Arc<TargetHandle>> {
     targets
         .iter()
@@ -138,6 +200,13 @@ pub fn allowed_targets(
             let ok = privacy < PrivacyLevel::Confidential || t.trusted;
             if !ok {
                 warn!(target_id = %t.id, privacy = privacy.as_str(), "dispatch refused a target outside the trust boundary");
+            }
+            ok
+        })
+        .filter(|t| {
+            let ok = !needs_tools || t.provider.capabilities().tools;
+            if !ok {
+                warn!(target_id = %t.id, capability = "tools", "dispatch skipped a target lacking a capability");
             }
             ok
         })
@@ -225,7 +294,7 @@ async fn attempt(t: &TargetHandle, out: &Outbound, stream: bool) -> Result<Answe
     if !stream {
         let mut resp = t.provider.chat(req).await?;
         if let Some(map) = map {
-            resp.text = map.restore(&resp.text);
+            restore_answer(&mut resp, map);
         }
         return Ok(Answer::Full(resp));
     }

@@ -269,6 +269,18 @@ impl LocalEngine {
     }
 
     fn submit(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        // Dispatch never sends such a request here (the engine says it has no
+        // `tools` capability); refusing it keeps a tool call from being
+        // rendered as plain text if that ever changes.
+        if req.needs_tools() {
+            return Err(ProviderError::bad_request(
+                format!(
+                    "target \"{}\" (local engine) does not support tools",
+                    self.cfg.id
+                ),
+                Some("tools"),
+            ));
+        }
         let loaded = self.loaded()?;
         let prompt_text = render(&loaded.model, &loaded.template, req)?;
         let prompt = tokenize(&loaded.model, &prompt_text);
@@ -362,6 +374,7 @@ impl Provider for LocalEngine {
             upstream_model: self.stem.clone(),
             streaming: true,
             json_mode: true,
+            tools: false,
             context_tokens: Some(self.cfg.context_tokens),
             details: BTreeMap::new(),
         }
@@ -373,7 +386,15 @@ impl Provider for LocalEngine {
         while let Some(item) = stream.next().await {
             match item? {
                 StreamEvent::Delta(d) => text.push_str(&d),
-                StreamEvent::Done(done) => return Ok(ChatResponse { text, done }),
+                // The engine generates no tool calls (it refuses tools above).
+                StreamEvent::ToolCall(_) => {}
+                StreamEvent::Done(done) => {
+                    return Ok(ChatResponse {
+                        text,
+                        tool_calls: Vec::new(),
+                        done,
+                    })
+                }
             }
         }
         Err(ProviderError::Internal(format!(

@@ -265,6 +265,7 @@ fn describe(
             upstream_model: upstream,
             streaming: true,
             json_mode: true,
+            tools: false,
             context_tokens: Some(cfg.context_tokens),
             details,
         },

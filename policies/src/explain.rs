@@ -6,7 +6,7 @@ use crate::budget::BudgetState;
 use crate::config::Config;
 use crate::level::PrivacyLevel;
 use crate::privacy::PiiSpan;
-use crate::route::{decide, evaluate, Denial, RequestFacts};
+use crate::route::{decide, evaluate, skip_reason, Denial, RequestFacts, Skip};
 
 /// One rule as the decision saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub struct Explanation {
     pub budget: BudgetState,
     /// Rules up to and including the one that matched.
     pub rules: Vec<RuleCheck>,
+    /// The matching route's targets that were left out, and why.
+    pub skipped: Vec<(String, Skip)>,
     /// The outcome: ordered targets, or the denial.
     pub outcome: Result<Vec<String>, Denial>,
 }
@@ -41,6 +43,7 @@ pub struct Explanation {
 /// Explains how `facts` would be routed under `cfg`.
 pub fn explain(cfg: &Config, facts: &RequestFacts, evidence: &[PiiSpan]) -> Explanation {
     let mut rules = Vec::new();
+    let mut skipped = Vec::new();
     if cfg.is_known_model(&facts.model) {
         for route in &cfg.routes {
             let (matched, reason) = match evaluate(route, facts) {
@@ -53,6 +56,11 @@ pub fn explain(cfg: &Config, facts: &RequestFacts, evidence: &[PiiSpan]) -> Expl
                 reason,
             });
             if matched {
+                for t in route.targets() {
+                    if let Some(why) = skip_reason(cfg, t, facts) {
+                        skipped.push((t.to_owned(), why));
+                    }
+                }
                 break;
             }
         }
@@ -64,6 +72,7 @@ pub fn explain(cfg: &Config, facts: &RequestFacts, evidence: &[PiiSpan]) -> Expl
         difficulty: facts.difficulty,
         budget: facts.budget,
         rules,
+        skipped,
         outcome: decide(cfg, facts).map(|d| d.targets),
     }
 }

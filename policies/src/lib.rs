@@ -26,4 +26,6 @@ pub use config::{
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
 pub use privacy::{detect, level_of, PiiKind, PiiSpan};
-pub use route::{allowed, decide, Decision, Denial, DenialKind, RequestFacts};
+pub use route::{
+    allowed, decide, skip_reason, supports_tools, Decision, Denial, DenialKind, RequestFacts, Skip,
+};

@@ -25,6 +25,9 @@ pub struct RequestFacts {
     pub estimated_tokens: Option<u64>,
     /// Request metadata tags.
     pub tags: BTreeMap<String, String>,
+    /// The request offers tools or carries tool calls or results, so only a
+    /// target that can do tool calling may serve it (the local engine cannot).
+    pub needs_tools: bool,
 }
 
 impl RequestFacts {
@@ -76,6 +79,17 @@ pub enum Denial {
         /// The request's level.
         privacy: PrivacyLevel,
     },
+    /// A route matched, but every target it may use lacks a capability the
+    /// request needs.
+    #[error("route \"{route}\" has no target with the capability \"{capability}\" allowed at privacy {privacy}")]
+    MissingCapability {
+        /// The matching route.
+        route: String,
+        /// The capability, by its name in `Capabilities` (`tools`).
+        capability: &'static str,
+        /// The request's level.
+        privacy: PrivacyLevel,
+    },
 }
 
 /// The family of a denial, for the gateway to turn into a status code.
@@ -85,6 +99,8 @@ pub enum DenialKind {
     NotFound,
     /// Policy forbids the request (403).
     PolicyDenied,
+    /// The request asks for something no allowed target can do (400).
+    BadRequest,
 }
 
 impl Denial {
@@ -93,6 +109,7 @@ impl Denial {
         match self {
             Denial::UnknownModel { .. } => DenialKind::NotFound,
             Denial::NoRoute { .. } | Denial::NoAllowedTarget { .. } => DenialKind::PolicyDenied,
+            Denial::MissingCapability { .. } => DenialKind::BadRequest,
         }
     }
 
@@ -102,6 +119,7 @@ impl Denial {
             Denial::UnknownModel { .. } => "unknown_model",
             Denial::NoRoute { .. } => "no_route",
             Denial::NoAllowedTarget { .. } => "no_allowed_target",
+            Denial::MissingCapability { .. } => "missing_capability",
         }
     }
 }
@@ -112,6 +130,35 @@ impl Denial {
 pub fn allowed(cfg: &Config, target: &str, level: PrivacyLevel) -> bool {
     cfg.target(target)
         .is_some_and(|t| t.trusted || !level.requires_trusted())
+}
+
+/// Whether `target` can do tool calling. Every remote API can; the
+/// in-process engine cannot yet. The gateway checks the backend's own
+/// `Capabilities::tools` again right before dispatch.
+pub fn supports_tools(cfg: &Config, target: &str) -> bool {
+    cfg.target(target).is_some_and(|t| !t.is_local())
+}
+
+/// Why a route's target was left out of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Outside the trust boundary for the request's privacy level.
+    TrustBoundary,
+    /// Lacks a capability the request needs, by its `Capabilities` name.
+    MissingCapability(&'static str),
+}
+
+/// Why `target` may not serve `facts`, or `None` when it may. Trust comes
+/// first: a target refused for privacy is never reported as merely lacking
+/// a capability.
+pub fn skip_reason(cfg: &Config, target: &str, facts: &RequestFacts) -> Option<Skip> {
+    if !allowed(cfg, target, facts.privacy) {
+        Some(Skip::TrustBoundary)
+    } else if facts.needs_tools && !supports_tools(cfg, target) {
+        Some(Skip::MissingCapability("tools"))
+    } else {
+        None
+    }
 }
 
 /// Why `route` does or does not match `facts`: `Ok(reason)` when it matches.
@@ -206,15 +253,28 @@ pub fn decide(cfg: &Config, facts: &RequestFacts) -> Result<Decision, Denial> {
             Ok(why) => {
                 reasons.push(why);
                 let mut targets = Vec::new();
+                let mut lacking = false;
                 for t in route.targets() {
-                    if allowed(cfg, t, facts.privacy) {
-                        targets.push(t.to_string());
-                    } else {
-                        reasons.push(format!(
+                    match skip_reason(cfg, t, facts) {
+                        None => targets.push(t.to_string()),
+                        Some(Skip::TrustBoundary) => reasons.push(format!(
                             "target \"{t}\" skipped: outside the trust boundary for {} requests",
                             facts.privacy
-                        ));
+                        )),
+                        Some(Skip::MissingCapability(cap)) => {
+                            lacking = true;
+                            reasons.push(format!(
+                                "target \"{t}\" skipped: lacks the capability \"{cap}\" the request needs"
+                            ));
+                        }
                     }
+                }
+                if targets.is_empty() && lacking {
+                    return Err(Denial::MissingCapability {
+                        route: route.name.clone(),
+                        capability: "tools",
+                        privacy: facts.privacy,
+                    });
                 }
                 if targets.is_empty() {
                     return Err(Denial::NoAllowedTarget {
@@ -327,5 +387,43 @@ routes:
             (DenialKind::NotFound, "unknown_model")
         );
         assert_eq!(err.to_string(), "unknown model \"gpt-6\"");
+    }
+
+    #[test]
+    fn targets_without_tools_are_skipped_and_none_left_is_a_bad_request() {
+        let cfg = load_config(POLICY, "p.yaml").unwrap();
+        let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
+        facts.needs_tools = true;
+        let d = decide(&cfg, &facts).unwrap();
+        assert_eq!(d.targets, vec!["gpt".to_string()]);
+        assert!(
+            d.reasons
+                .iter()
+                .any(|r| r.contains("\"local\" skipped: lacks the capability \"tools\"")),
+            "{:?}",
+            d.reasons
+        );
+        assert_eq!(
+            skip_reason(&cfg, "local", &facts),
+            Some(Skip::MissingCapability("tools"))
+        );
+        assert_eq!(skip_reason(&cfg, "pool", &facts), None);
+        // A confidential request whose only trusted targets cannot do tools
+        // fails closed, as a bad request naming the capability.
+        let only_local = load_config(
+            "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf }\n  gpt: { provider: openai, api_key_env: K }\nroutes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  - name: rest\n    to: [gpt]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let mut facts = RequestFacts::new("auto", PrivacyLevel::Confidential);
+        facts.needs_tools = true;
+        let err = decide(&only_local, &facts).unwrap_err();
+        assert_eq!(err.kind(), DenialKind::BadRequest);
+        assert_eq!(err.code(), "missing_capability");
+        assert!(err.to_string().contains("\"tools\""), "{err}");
+        assert_eq!(
+            skip_reason(&only_local, "gpt", &facts),
+            Some(Skip::TrustBoundary)
+        );
     }
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use watershed_policies::{
-    allowed, decide, load_config, Config, Denial, PrivacyLevel, RequestFacts,
+    allowed, decide, load_config, supports_tools, Config, Denial, PrivacyLevel, RequestFacts,
 };
 
 /// SplitMix64: a tiny deterministic PRNG so failures reproduce from the seed.
@@ -125,8 +125,15 @@ fn no_loaded_policy_ever_sends_confidential_data_outside_the_boundary() {
         let mut names = cfg.known_models();
         names.push("not-a-model".into());
         for model in &names {
-            for level in [PrivacyLevel::Confidential, PrivacyLevel::Restricted] {
-                let facts = RequestFacts::new(model.clone(), level);
+            for (level, needs_tools) in [
+                (PrivacyLevel::Confidential, false),
+                (PrivacyLevel::Restricted, false),
+                (PrivacyLevel::Confidential, true),
+            ] {
+                let mut facts = RequestFacts::new(model.clone(), level);
+                // A request with tools skips targets that cannot do them; it
+                // must never fall through to an untrusted one instead.
+                facts.needs_tools = needs_tools;
                 checked += 1;
                 if let Some(route) = first_match(&cfg, &facts) {
                     for t in route.targets() {
@@ -147,8 +154,10 @@ fn no_loaded_policy_ever_sends_confidential_data_outside_the_boundary() {
                                 "{t} for {model} at {level}\n{text}"
                             );
                             assert!(allowed(&cfg, t, level));
+                            assert!(!needs_tools || supports_tools(&cfg, t));
                         }
                     }
+                    Err(Denial::MissingCapability { .. }) => assert!(needs_tools),
                     Err(Denial::NoAllowedTarget { .. }) => {
                         panic!("load check should leave no empty route\n{text}")
                     }

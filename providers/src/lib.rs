@@ -9,6 +9,7 @@ pub mod error;
 pub mod openai;
 pub mod remote;
 pub mod sse;
+pub mod tools;
 pub mod types;
 mod validate;
 

@@ -12,10 +12,38 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::{BackendKind, ChatRequest, Message, RemoteTarget, ResponseFormat, Role};
+use crate::{
+    BackendKind, ChatRequest, Message, RemoteTarget, ResponseFormat, Role, Tool, ToolCall,
+    ToolChoice,
+};
 
-/// A request whose every string holds a canary `⟦cN⟧`, with `format`.
+/// The highest canary number [`canary_request`] uses.
+const LAST_CANARY: u32 = 27;
+
+/// A request whose every string holds a canary `⟦cN⟧`, with `format`:
+/// messages, stop, user, metadata, the schema (c10-c15), and every tool
+/// field (c16-c27): a call's id, name and argument keys and values, the
+/// result naming it, a tool's name, description and parameters, and a
+/// named tool choice.
 fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
+    let call = Message {
+        role: Role::Assistant,
+        content: "⟦c16⟧ calling".into(),
+        tool_calls: vec![ToolCall {
+            id: "⟦c17⟧".into(),
+            name: "⟦c18⟧".into(),
+            arguments: json!({"⟦c19⟧": "⟦c20⟧ value", "n": [1, "⟦c21⟧"]}),
+        }],
+        tool_call_id: None,
+        tool_error: false,
+    };
+    let result = Message {
+        role: Role::Tool,
+        content: "⟦c22⟧ result".into(),
+        tool_calls: Vec::new(),
+        tool_call_id: Some("⟦c17⟧".into()),
+        tool_error: true,
+    };
     ChatRequest {
         model: "⟦alias⟧".into(),
         messages: vec![
@@ -23,6 +51,8 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
             Message::new(Role::User, "⟦c2⟧ user"),
             Message::new(Role::Assistant, "⟦c3⟧ assistant"),
             Message::new(Role::User, "⟦c4⟧ again"),
+            call,
+            result,
         ],
         max_tokens: Some(16),
         temperature: Some(0.5),
@@ -34,6 +64,17 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
         response_format: format,
         stream: true,
         include_usage: true,
+        tools: vec![Tool {
+            name: "⟦c23⟧".into(),
+            description: Some("⟦c24⟧ describes".into()),
+            parameters: json!({
+                "type": "object",
+                "properties": {"⟦c25⟧": {"type": "string", "description": "⟦c26⟧"}}
+            }),
+            strict: Some(true),
+        }],
+        tool_choice: Some(ToolChoice::Named("⟦c27⟧".into())),
+        parallel_tool_calls: Some(false),
     }
 }
 
@@ -111,13 +152,22 @@ fn bodies(req: &ChatRequest) -> Vec<(&'static str, Value)> {
 
 #[test]
 fn every_string_an_adapter_sends_is_an_outbound_text() {
-    for format in [
+    // The last request offers no tools but has tool history: the Anthropic
+    // adapter then declares the called tools itself, from the calls' names.
+    let mut no_tools = canary_request(None);
+    no_tools.tools.clear();
+    no_tools.tool_choice = None;
+    let mut requests: Vec<ChatRequest> = [
         None,
         Some(ResponseFormat::Text),
         Some(ResponseFormat::JsonObject),
         Some(schema_format()),
-    ] {
-        let req = canary_request(format);
+    ]
+    .into_iter()
+    .map(canary_request)
+    .collect();
+    requests.push(no_tools);
+    for req in requests {
         let scanned = scanned(&req);
         for (adapter, body) in bodies(&req) {
             let mut sent = BTreeSet::new();
@@ -127,8 +177,16 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
                 unscanned.is_empty(),
                 "{adapter} sends text the classifier never reads: {unscanned:?} in {body}"
             );
-            // The test would prove nothing if the adapters sent no request text.
-            assert!(sent.contains("⟦c2⟧"), "{adapter}: {body}");
+            // The test would prove nothing if the adapters sent no request
+            // text, or none of the tool fields.
+            let tool_canaries: &[&str] = if req.tools.is_empty() {
+                &["⟦c17⟧", "⟦c20⟧", "⟦c22⟧"]
+            } else {
+                &["⟦c17⟧", "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
+            };
+            for c in std::iter::once(&"⟦c2⟧").chain(tool_canaries) {
+                assert!(sent.contains(*c), "{adapter} does not send {c}: {body}");
+            }
         }
     }
 }
@@ -137,7 +195,7 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
 fn the_schema_and_every_text_field_are_scanned_and_redacted_in_the_same_order() {
     let mut req = canary_request(Some(schema_format()));
     let all = scanned(&req);
-    for c in 1..=15 {
+    for c in 1..=LAST_CANARY {
         assert!(all.contains(&format!("⟦c{c}⟧")), "⟦c{c}⟧ is not scanned");
     }
     assert!(!all.contains("⟦alias⟧"), "the client's alias is never sent");

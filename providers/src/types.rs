@@ -9,13 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProviderError;
 
-/// Who wrote a message. OpenAI's `developer` role is read as `System`.
+/// Who wrote a message. OpenAI's `developer` role is read as `System`; a
+/// `Tool` message is the result of one earlier tool call (Anthropic's
+/// `tool_result` block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
     User,
     Assistant,
+    Tool,
 }
 
 impl Role {
@@ -24,6 +27,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -33,6 +37,17 @@ impl Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The calls an assistant message made (OpenAI `tool_calls`, Anthropic
+    /// `tool_use` blocks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `Tool` message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a `Tool` message: the tool failed (Anthropic's `is_error`). OpenAI
+    /// has no such flag; its targets see only the result's text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tool_error: bool,
 }
 
 impl Message {
@@ -40,8 +55,65 @@ impl Message {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            tool_error: false,
         }
     }
+}
+
+/// A tool call in the conversation the client sent. The arguments are kept
+/// as parsed JSON, not as the wire's string, so the classifier reads (and
+/// redaction rewrites) the decoded strings an adapter may send, never an
+/// escaped form that hides them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON schema object for the arguments.
+    pub parameters: serde_json::Value,
+    /// OpenAI's `function.strict`; other targets ignore it.
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    None,
+    Auto,
+    /// At least one call (OpenAI `required`, Anthropic `any`).
+    Required,
+    /// This tool (OpenAI `{"type":"function",..}`, Anthropic `{"type":"tool",..}`).
+    Named(String),
+}
+
+/// A tool call the model made, as the target sent it: the arguments are the
+/// model's text, which need not even be valid JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A piece of a streamed tool call. The first piece of call `index` carries
+/// its id and name; later ones carry only more argument text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallDelta {
+    /// The call's position among this answer's tool calls, from 0.
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// Constrained output requested by the client.
@@ -76,6 +148,12 @@ pub struct ChatRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: send a final chunk with usage.
     pub include_usage: bool,
+    /// Functions the model may call.
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    /// `parallel_tool_calls` (Anthropic: the negation of
+    /// `disable_parallel_tool_use`).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl ChatRequest {
@@ -90,6 +168,16 @@ impl ChatRequest {
             out.push_str(&m.content);
         }
         out
+    }
+
+    /// Whether only a target that can do tool calling may serve this request:
+    /// it offers tools or carries earlier calls or their results.
+    pub fn needs_tools(&self) -> bool {
+        !self.tools.is_empty()
+            || self
+                .messages
+                .iter()
+                .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty())
     }
 
     /// Every piece of text a provider adapter may send, in a fixed order:
@@ -118,11 +206,35 @@ impl ChatRequest {
             response_format,
             stream: _,
             include_usage: _,
+            tools,
+            tool_choice,
+            parallel_tool_calls: _,
         } = self;
         let mut out = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            let Message { role: _, content } = m;
+            let Message {
+                role: _,
+                content,
+                tool_calls,
+                tool_call_id,
+                tool_error: _,
+            } = m;
             out.push(OutboundText::new(TextField::Message(i), content));
+            for call in tool_calls {
+                let ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } = call;
+                out.push(OutboundText::new(TextField::ToolCallId(i), id));
+                out.push(OutboundText::new(TextField::ToolCallName(i), name));
+                json_strings(arguments, &mut |s| {
+                    out.push(OutboundText::new(TextField::ToolCallArguments(i), s));
+                });
+            }
+            if let Some(id) = tool_call_id {
+                out.push(OutboundText::new(TextField::ToolCallId(i), id));
+            }
         }
         for (i, s) in stop.iter().enumerate() {
             out.push(OutboundText::new(TextField::Stop(i), s));
@@ -149,6 +261,27 @@ impl ChatRequest {
                 });
             }
         }
+        for (i, tool) in tools.iter().enumerate() {
+            let Tool {
+                name,
+                description,
+                parameters,
+                strict: _,
+            } = tool;
+            out.push(OutboundText::new(TextField::ToolName(i), name));
+            if let Some(d) = description {
+                out.push(OutboundText::new(TextField::ToolDescription(i), d));
+            }
+            json_strings(parameters, &mut |s| {
+                out.push(OutboundText::new(TextField::ToolParameters(i), s));
+            });
+        }
+        match tool_choice {
+            None | Some(ToolChoice::None | ToolChoice::Auto | ToolChoice::Required) => {}
+            Some(ToolChoice::Named(name)) => {
+                out.push(OutboundText::new(TextField::ToolChoice, name));
+            }
+        }
         out
     }
 
@@ -169,6 +302,9 @@ impl ChatRequest {
             response_format,
             stream: _,
             include_usage: _,
+            tools,
+            tool_choice,
+            parallel_tool_calls: _,
         } = self;
         let mut i = 0usize;
         let mut visit = |s: &mut String| {
@@ -178,8 +314,27 @@ impl ChatRequest {
             i += 1;
         };
         for m in messages.iter_mut() {
-            let Message { role: _, content } = m;
+            let Message {
+                role: _,
+                content,
+                tool_calls,
+                tool_call_id,
+                tool_error: _,
+            } = m;
             visit(content);
+            for call in tool_calls.iter_mut() {
+                let ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } = call;
+                visit(id);
+                visit(name);
+                json_strings_mut(arguments, &mut visit);
+            }
+            if let Some(id) = tool_call_id {
+                visit(id);
+            }
         }
         stop.iter_mut().for_each(&mut visit);
         if let Some(u) = user {
@@ -202,6 +357,23 @@ impl ChatRequest {
                 json_strings_mut(schema, &mut visit);
             }
         }
+        for tool in tools.iter_mut() {
+            let Tool {
+                name,
+                description,
+                parameters,
+                strict: _,
+            } = tool;
+            visit(name);
+            if let Some(d) = description {
+                visit(d);
+            }
+            json_strings_mut(parameters, &mut visit);
+        }
+        match tool_choice {
+            None | Some(ToolChoice::None | ToolChoice::Auto | ToolChoice::Required) => {}
+            Some(ToolChoice::Named(name)) => visit(name),
+        }
     }
 }
 
@@ -221,6 +393,20 @@ pub enum TextField {
     SchemaName,
     /// A key or string value anywhere in a `json_schema` response format.
     Schema,
+    /// The id of a tool call in message `i`, or of the call message `i` answers.
+    ToolCallId(usize),
+    /// The function name of a tool call in message `i`.
+    ToolCallName(usize),
+    /// A key or string value in the arguments of a tool call in message `i`.
+    ToolCallArguments(usize),
+    /// The name of tool `i`.
+    ToolName(usize),
+    /// The description of tool `i`.
+    ToolDescription(usize),
+    /// A key or string value in the parameters schema of tool `i`.
+    ToolParameters(usize),
+    /// The tool a named `tool_choice` forces.
+    ToolChoice,
 }
 
 impl TextField {
@@ -233,6 +419,13 @@ impl TextField {
             TextField::MetadataKey | TextField::MetadataValue => "metadata",
             TextField::SchemaName => "response_format.json_schema.name",
             TextField::Schema => "response_format.json_schema.schema",
+            TextField::ToolCallId(_) => "messages.tool_calls.id",
+            TextField::ToolCallName(_) => "messages.tool_calls.function.name",
+            TextField::ToolCallArguments(_) => "messages.tool_calls.function.arguments",
+            TextField::ToolName(_) => "tools.function.name",
+            TextField::ToolDescription(_) => "tools.function.description",
+            TextField::ToolParameters(_) => "tools.function.parameters",
+            TextField::ToolChoice => "tool_choice",
         }
     }
 }
@@ -331,6 +524,9 @@ pub struct Completion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     pub text: String,
+    /// The calls the model made, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<GeneratedToolCall>,
     pub done: Completion,
 }
 
@@ -339,6 +535,8 @@ pub struct ChatResponse {
 pub enum StreamEvent {
     /// Generated text, in order.
     Delta(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
     /// The end of the answer; always the last item of a successful stream.
     Done(Completion),
 }
@@ -375,6 +573,8 @@ pub struct Capabilities {
     pub upstream_model: String,
     pub streaming: bool,
     pub json_mode: bool,
+    /// Tool calling (`tools`, tool calls and results in the conversation).
+    pub tools: bool,
     /// Context window in tokens, when known.
     pub context_tokens: Option<u32>,
     /// Facts read from the model file (local engine only), for `/v1/models`.

@@ -283,7 +283,8 @@ async fn bad_input_gets_clear_openai_shaped_errors() {
         (br#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#.to_vec(), 400, "model"),
         (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"max_tokens":-3}"#.to_vec(), 400, "max_tokens"),
         (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"max_tokens":999999999999}"#.to_vec(), 400, "max_tokens"),
-        (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#.to_vec(), 400, "tools"),
+        (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":"x"}}]}"#.to_vec(), 400, "tools[0].function.parameters"),
+        (br#"{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"x"},{"role":"tool","tool_call_id":"c","content":"r"}]}"#.to_vec(), 400, "messages[1].tool_call_id"),
         (br#"{"model":"gpt-6","messages":[{"role":"user","content":"x"}]}"#.to_vec(), 404, "gpt-6"),
         (vec![b' '; 70_000], 413, "limit"),
     ];

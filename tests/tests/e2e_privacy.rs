@@ -119,6 +119,14 @@ const OPENAI_FIELDS: &[&str] = &[
     "schema-key",
     "schema-enum",
     "metadata",
+    "tool-description",
+    "tool-param-description",
+    "tool-param-key",
+    "tool-param-enum",
+    "tool-call-arguments",
+    "tool-call-argument-key",
+    "tool-call-id",
+    "tool-result",
 ];
 const ANTHROPIC_FIELDS: &[&str] = &[
     "system",
@@ -128,7 +136,80 @@ const ANTHROPIC_FIELDS: &[&str] = &[
     "assistant",
     "stop_sequences",
     "metadata.user_id",
+    "tool-description",
+    "tool-schema-key",
+    "tool-use-input",
+    "tool-use-id",
+    "tool-result",
+    "tool-result-blocks",
 ];
+
+/// An OpenAI conversation with one tool, one call and its result; `at`
+/// says which of its texts holds `v`.
+fn openai_tools(body: &mut Value, at: &str, v: &str) {
+    let pick = |f: &str, default: &str| {
+        if f == at {
+            v.to_owned()
+        } else {
+            default.to_owned()
+        }
+    };
+    let id = pick("tool-call-id", "call_1");
+    let args_key = pick("tool-call-argument-key", "query");
+    let args = json!({ args_key: pick("tool-call-arguments", "cats") }).to_string();
+    body["tools"] = json!([{"type": "function", "function": {
+        "name": "lookup",
+        "description": pick("tool-description", "looks things up"),
+        "parameters": {"type": "object", "properties": {
+            pick("tool-param-key", "query"): {
+                "type": "string",
+                "description": pick("tool-param-description", "what to look up"),
+                "enum": [pick("tool-param-enum", "cats"), "dogs"]
+            }
+        }}
+    }}]);
+    body["messages"] = json!([
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": "lookup", "arguments": args}}
+        ]},
+        {"role": "tool", "tool_call_id": id, "content": pick("tool-result", "three cats")}
+    ]);
+}
+
+/// The same for Anthropic: a tool, a `tool_use` and its `tool_result`.
+fn anthropic_tools(body: &mut Value, at: &str, v: &str) {
+    let pick = |f: &str, default: &str| {
+        if f == at {
+            v.to_owned()
+        } else {
+            default.to_owned()
+        }
+    };
+    let id = pick("tool-use-id", "toolu_1");
+    let result = if at == "tool-result-blocks" {
+        json!([{"type": "text", "text": v}])
+    } else {
+        json!(pick("tool-result", "three cats"))
+    };
+    body["tools"] = json!([{
+        "name": "lookup",
+        "description": pick("tool-description", "looks things up"),
+        "input_schema": {"type": "object", "properties": {
+            pick("tool-schema-key", "query"): {"type": "string"}
+        }}
+    }]);
+    body["messages"] = json!([
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": id, "name": "lookup",
+             "input": {"query": pick("tool-use-input", "cats")}}
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": id, "content": result}
+        ]}
+    ]);
+}
 
 fn openai_body(field: &str, v: &str, model: &str) -> Value {
     let text = |s: &str| format!("please look at {s} now");
@@ -150,6 +231,7 @@ fn openai_body(field: &str, v: &str, model: &str) -> Value {
         "stop-string" => body["stop"] = json!(v),
         "stop-array" => body["stop"] = json!(["END", v]),
         "metadata" => body["metadata"] = json!({"ticket": text(v)}),
+        f if f.starts_with("tool") => {}
         f if f.starts_with("schema") => {
             let (name, desc, key, en) = match f {
                 "schema-name" => (v, "d", "k", "e"),
@@ -169,6 +251,9 @@ fn openai_body(field: &str, v: &str, model: &str) -> Value {
         other => panic!("unknown field {other}"),
     }
     body["messages"] = json!(messages);
+    if field.starts_with("tool") {
+        openai_tools(&mut body, field, v);
+    }
     body
 }
 
@@ -190,6 +275,7 @@ fn anthropic_body(field: &str, v: &str) -> Value {
         }
         "stop_sequences" => body["stop_sequences"] = json!(["END", v]),
         "metadata.user_id" => body["metadata"] = json!({"user_id": v}),
+        f if f.starts_with("tool") => anthropic_tools(&mut body, f, v),
         other => panic!("unknown field {other}"),
     }
     body
@@ -224,7 +310,8 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
         cases.push((openai_wire, f, v, leaves));
     }
     for (openai_wire, field, value, leaves) in cases {
-        let before = openai.request_count() + anthropic.request_count();
+        let before_openai = openai.request_count();
+        let before = before_openai + anthropic.request_count();
         let (path, body) = if openai_wire {
             let model = if rng.next().is_multiple_of(2) {
                 "gpt"
@@ -256,6 +343,14 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
             "{case}: an untrusted target received the value"
         );
         let after = sent.len();
+        // The body this case sent, from whichever mock received it.
+        let newest = if openai.request_count() > before_openai {
+            openai.last_request()
+        } else {
+            anthropic.last_request()
+        }
+        .map(|r| r.body.to_string())
+        .unwrap_or_default();
         if leaves {
             // Internal: it may leave, but only as a placeholder. The Anthropic
             // adapter refuses JSON formats (400) and sends nothing.
@@ -269,15 +364,21 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
                 // Metadata is scanned and redacted but no adapter sends it.
                 if field != "metadata" {
                     assert!(
-                        sent.last().unwrap().contains("[EMAIL_1]")
-                            || sent.last().unwrap().contains("[IP_1]"),
-                        "{case}: no placeholder in {}",
-                        sent.last().unwrap()
+                        newest.contains("[EMAIL_1]") || newest.contains("[IP_1]"),
+                        "{case}: no placeholder in {newest}"
                     );
                 }
                 assert!(headers.get("x-watershed-redacted").is_some(), "{case}");
                 redacted += 1;
             }
+        } else if field.starts_with("tool") {
+            // Confidential or restricted with tools: only `local` may serve,
+            // and it cannot do tools, so the request fails closed at once
+            // with a 400 naming the capability.
+            assert_eq!(status, 400, "{case}");
+            assert!(answer.contains(r#"capability \"tools\""#), "{case}");
+            assert_eq!(after, before, "{case}: the request left");
+            home += 1;
         } else {
             // Confidential or restricted: only `local` may serve, and it cannot.
             assert_eq!(status, 503, "{case}");

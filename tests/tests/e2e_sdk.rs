@@ -1,6 +1,8 @@
 //! End to end: the real `watershed` binary, driven by the official `openai`
 //! Python SDK against the local model and a mock closed upstream; then the ledger
-//! rows are read back and checked against what the SDK saw.
+//! rows are read back and checked against what the SDK saw. Tool calling
+//! is driven by both official SDKs against the mocks (OpenAI SDK → Anthropic
+//! target, Anthropic SDK → OpenAI target).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -209,4 +211,153 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
         .find(|r| r.get::<String, _>("request_id") == closed_id)
         .unwrap();
     assert!((header_cost - row.get::<f64, _>("cost_usd")).abs() < 1e-8);
+}
+
+/// Runs `tests/sdk/<script>` against the gateway and reads what it printed.
+async fn run_sdk_script(gw: &Gateway, script: &str, model: &str) -> Value {
+    let script = workspace_root().join("tests/sdk").join(script);
+    let out = tokio::task::spawn_blocking({
+        let base = gw.base_url.clone();
+        let model = model.to_owned();
+        move || {
+            Command::new(python())
+                .arg(script)
+                .args([base.as_str(), model.as_str()])
+                .output()
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n--- gateway log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sdks_call_tools_across_wire_formats() {
+    let openai = MockUpstream::openai().await;
+    let anthropic = MockUpstream::anthropic().await;
+    let config = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+models:
+  gpt:
+    provider: openai
+    base_url: "{}"
+    api_key_env: E2E_OPENAI_KEY
+  claude:
+    provider: anthropic
+    base_url: "{}"
+    api_key_env: E2E_ANTHROPIC_KEY
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+routes:
+  - name: home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: claude-by-name
+    when: {{ model: claude }}
+    to: [claude]
+  - name: everything-else
+    to: [gpt]
+"#,
+        openai.base_url, anthropic.base_url
+    );
+    let gw = Gateway::start(
+        "e2e-sdk-tools",
+        &config,
+        &[
+            ("E2E_OPENAI_KEY", "sk-openai"),
+            ("E2E_ANTHROPIC_KEY", "sk-ant"),
+        ],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+
+    let o = run_sdk_script(&gw, "openai_sdk_tools.py", "claude").await;
+    assert!(
+        o["plain"]["id"].as_str().unwrap().starts_with("toolu_mock"),
+        "{o}"
+    );
+    assert_eq!(
+        o["plain"]["arguments"],
+        serde_json::json!({"query": "weather in Paris"})
+    );
+    assert!(
+        o["stream"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("toolu_mock"),
+        "{o}"
+    );
+    assert_eq!(o["stream"]["name"], "get_weather");
+    assert_eq!(o["stream"]["arguments"], o["plain"]["arguments"]);
+    assert_eq!(o["answer"]["text"], "echo: tool said 18C and sunny", "{o}");
+    assert_eq!(o["answer"]["finish_reason"], "stop");
+    assert_eq!(o["bad_tool"]["status"], 400);
+    assert_eq!(o["bad_tool"]["param"], "tools[0].function.parameters");
+    let sent = anthropic.requests();
+    assert_eq!(sent.len(), 3, "the bad tool never left");
+    assert_eq!(
+        sent[0].body["tool_choice"],
+        serde_json::json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+
+    let a = run_sdk_script(&gw, "anthropic_sdk_tools.py", "gpt").await;
+    assert!(
+        a["plain"]["id"].as_str().unwrap().starts_with("call_mock"),
+        "{a}"
+    );
+    assert_eq!(
+        a["plain"]["input"],
+        serde_json::json!({"query": "weather in Oslo"})
+    );
+    assert_eq!(a["stream"]["name"], "get_weather");
+    assert_eq!(a["stream"]["input"], a["plain"]["input"]);
+    assert_eq!(a["answer"]["text"], "echo: tool said minus 3", "{a}");
+    assert_eq!(a["answer"]["stop_reason"], "end_turn");
+    assert_eq!(openai.requests().len(), 3);
+
+    // LangChain's ChatOpenAI, the way agent frameworks use it.
+    let l = run_sdk_script(&gw, "langchain_tools.py", "claude").await;
+    assert_eq!(l["plain"]["name"], "get_weather", "{l}");
+    assert_eq!(
+        l["plain"]["args"],
+        serde_json::json!({"query": "weather in Rome"})
+    );
+    assert_eq!(l["stream"]["name"], "get_weather", "{l}");
+    assert_eq!(l["stream"]["args"], l["plain"]["args"]);
+    assert_eq!(l["structured"], serde_json::json!({"query": "rome"}), "{l}");
+    assert_eq!(l["answer"], "echo: tool said 18C and sunny", "{l}");
+    let forced = anthropic.requests()[5].body.clone();
+    assert_eq!(
+        forced["tool_choice"]["type"], "tool",
+        "with_structured_output forces its tool: {forced}"
+    );
+
+    let dir = gw.dir.clone();
+    gw.stop().unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT backend, finish_reason, status FROM ledger")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 10);
+    let tool_calls = rows
+        .iter()
+        .filter(|r| r.get::<Option<String>, _>("finish_reason").as_deref() == Some("tool_calls"))
+        .count();
+    assert_eq!(
+        tool_calls, 7,
+        "plain and streamed calls per client, and the forced one"
+    );
+    assert!(rows.iter().all(|r| r.get::<i64, _>("status") == 200));
 }

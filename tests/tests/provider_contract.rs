@@ -12,7 +12,7 @@ use watershed_providers::anthropic::AnthropicProvider;
 use watershed_providers::openai::OpenAiProvider;
 use watershed_providers::{
     BackendKind, ChatRequest, Completion, ErrorCode, FinishReason, Message, Provider,
-    ProviderError, RemoteTarget, Role, StreamEvent, Usage,
+    ProviderError, RemoteTarget, Role, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
 use watershed_tests::mock::{Failure, MockUpstream};
 
@@ -105,6 +105,7 @@ async fn collect(
                 assert!(dones.is_empty(), "delta after Done");
                 text.push_str(&d);
             }
+            Ok(StreamEvent::ToolCall(d)) => panic!("unexpected tool call {d:?}"),
             Ok(StreamEvent::Done(c)) => dones.push(c),
             Err(e) => {
                 error = Some(e);
@@ -113,6 +114,85 @@ async fn collect(
         }
     }
     Ok((text, dones, error))
+}
+
+fn tool_request(user: &str) -> ChatRequest {
+    let mut req = request(user);
+    req.tools = vec![Tool {
+        name: "lookup".into(),
+        description: Some("Looks a thing up".into()),
+        parameters: serde_json::json!({"type": "object", "properties": {"query": {"type": "string"}}}),
+        strict: None,
+    }];
+    req.tool_choice = Some(ToolChoice::Auto);
+    req
+}
+
+#[tokio::test]
+async fn tool_calls_plain_and_streamed_then_a_result_gets_an_answer() {
+    for b in backends().await {
+        let p = b.provider();
+        let req = tool_request("find cats");
+        let resp = p.chat(&req).await.unwrap();
+        assert_eq!(
+            resp.done.finish_reason,
+            FinishReason::ToolCalls,
+            "{}",
+            b.name()
+        );
+        assert_eq!(resp.tool_calls.len(), 1, "{}", b.name());
+        let call = &resp.tool_calls[0];
+        assert_eq!(call.name, "lookup");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&call.arguments).unwrap(),
+            serde_json::json!({"query": "find cats"}),
+            "{}",
+            b.name()
+        );
+
+        // Streamed: the pieces make the same call.
+        let mut stream = p.chat_stream(&req).await.unwrap();
+        let (mut id, mut name, mut args, mut finish) = (None, None, String::new(), None);
+        while let Some(item) = stream.next().await {
+            match item.unwrap() {
+                StreamEvent::Delta(d) => assert!(d.is_empty(), "{}: text {d:?}", b.name()),
+                StreamEvent::ToolCall(d) => {
+                    assert_eq!(d.index, 0);
+                    id = id.or(d.id);
+                    name = name.or(d.name);
+                    args.push_str(&d.arguments);
+                }
+                StreamEvent::Done(c) => finish = Some(c.finish_reason),
+            }
+        }
+        assert_eq!(finish, Some(FinishReason::ToolCalls), "{}", b.name());
+        assert_eq!(name.as_deref(), Some("lookup"));
+        assert!(id.is_some(), "{}", b.name());
+        assert_eq!(args, call.arguments, "{}", b.name());
+
+        // The call and its result go back; the answer uses the result.
+        let mut round = req.clone();
+        let mut assistant = Message::new(Role::Assistant, "");
+        assistant.tool_calls = vec![ToolCall {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            arguments: serde_json::from_str(&call.arguments).unwrap(),
+        }];
+        let mut result = Message::new(Role::Tool, "three cats");
+        result.tool_call_id = Some(call.id.clone());
+        round.messages.extend([assistant, result]);
+        let answer = p.chat(&round).await.unwrap();
+        assert_eq!(answer.text, "echo: tool said three cats", "{}", b.name());
+        assert_eq!(answer.done.finish_reason, FinishReason::Stop);
+        assert!(answer.tool_calls.is_empty());
+        let sent = b.mock.last_request().unwrap().body;
+        let ids = sent.to_string();
+        assert!(
+            ids.matches(call.id.as_str()).count() >= 2,
+            "{}: {sent}",
+            b.name()
+        );
+    }
 }
 
 #[tokio::test]

@@ -177,7 +177,12 @@ async fn handle(
             clock: state.clock.clone(),
         });
     }
-    let targets = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy);
+    let targets = dispatch::allowed_targets(
+        rt,
+        &prepared.targets,
+        prepared.privacy,
+        prepared.req.needs_tools(),
+    );
     let outbound = Outbound::new(
         prepared.req.clone(),
         prepared.redact,
@@ -270,6 +275,7 @@ fn prepare(
                 cheapest_allowed(
                     rt,
                     decision.privacy,
+                    req.needs_tools(),
                     prompt_tokens,
                     req.max_tokens,
                     now.timestamp_millis(),
@@ -393,6 +399,7 @@ fn upper_bound_usd(
 fn cheapest_allowed(
     rt: &Runtime,
     privacy: PrivacyLevel,
+    needs_tools: bool,
     prompt_tokens: u64,
     max_tokens: Option<u32>,
     now_ms: i64,
@@ -401,6 +408,7 @@ fn cheapest_allowed(
         .models
         .keys()
         .filter(|id| watershed_policies::allowed(&rt.config, id, privacy))
+        .filter(|id| !needs_tools || watershed_policies::supports_tools(&rt.config, id))
         .filter(|id| rt.target(id).is_some_and(|t| t.missing_key.is_none()))
         .map(|id| {
             (
@@ -438,6 +446,9 @@ fn decision_headers(
 fn denial_error(d: Denial) -> ApiError {
     match d {
         Denial::UnknownModel { .. } => ApiError::new(ErrorCode::NotFound, d.to_string()),
+        Denial::MissingCapability { capability, .. } => {
+            ApiError::bad_request(d.to_string(), Some(capability))
+        }
         _ => ApiError::new(ErrorCode::PolicyDenied, d.to_string()),
     }
 }
@@ -460,7 +471,7 @@ async fn stream_answer(
             return Err(err);
         }
     };
-    let encoder = Encoder::new(wire, &prepared, &target.model_name);
+    let mut encoder = Encoder::new(wire, &prepared, &target.model_name);
     let head = stream::iter(encoder.start(meter.estimated_prompt_tokens()));
     // The meter lives inside the stream: when the client disconnects, axum drops
     // the stream and the meter records the request as cancelled.
@@ -470,7 +481,7 @@ async fn stream_answer(
         let out = match item {
             Ok(ev) => {
                 match &ev {
-                    StreamEvent::Delta(_) => {
+                    StreamEvent::Delta(_) | StreamEvent::ToolCall(_) => {
                         if let Some(m) = meter.as_mut() {
                             m.delta();
                         }
@@ -530,7 +541,7 @@ impl Encoder {
         }
     }
 
-    fn event(&self, ev: &StreamEvent) -> Vec<Event> {
+    fn event(&mut self, ev: &StreamEvent) -> Vec<Event> {
         match self {
             Encoder::OpenAi(b) => {
                 let mut out: Vec<Event> = b.on_event(ev).iter().map(sse).collect();

@@ -38,6 +38,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "upstream_model": caps.upstream_model,
                 "trusted": t.trusted,
                 "context_tokens": caps.context_tokens,
+                "tools": caps.tools,
                 "details": caps.details,
                 "unavailable": unavailable,
             }

@@ -59,6 +59,7 @@ pub async fn drain(mut s: ChatStream) -> Result<(String, usize, Completion), Pro
                 deltas += 1;
                 text.push_str(&d);
             }
+            StreamEvent::ToolCall(d) => panic!("the engine made a tool call: {d:?}"),
             StreamEvent::Done(c) => {
                 assert!(s.next().await.is_none(), "items after Done");
                 return Ok((text, deltas, c));

@@ -4,13 +4,16 @@
 
 use serde_json::{json, Value};
 
+use crate::tools::{
+    arguments_object, check_tool_name, check_unique_names, parameters_schema, CallBook, MAX_TOOLS,
+};
 use crate::validate::{
     as_str, bad, body_object, field, opt_bool, opt_max_tokens, opt_number_in, opt_object, required,
     show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{
     ChatRequest, ChatResponse, ErrorCode, FinishReason, Message, ProviderError, Role, StreamEvent,
-    Usage,
+    Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The most stop sequences a request may give.
@@ -55,9 +58,12 @@ pub fn parse_messages_request(body: &Value) -> Result<ChatRequest, ProviderError
     if list.is_empty() {
         return Err(bad("messages", "\"messages\" must not be empty".into()));
     }
+    let mut book = CallBook::default();
     for (i, m) in list.iter().enumerate() {
-        messages.push(parse_message(i, m)?);
+        messages.extend(parse_message(i, m, &mut book)?);
     }
+    let tools = parse_tools(obj)?;
+    let (tool_choice, parallel_tool_calls) = parse_tool_choice(obj, &tools)?;
 
     let stop = match field(obj, "stop_sequences") {
         None => Vec::new(),
@@ -87,19 +93,13 @@ pub fn parse_messages_request(body: &Value) -> Result<ChatRequest, ProviderError
         stream: opt_bool(obj, "stream", "stream")?.unwrap_or(false),
         // Anthropic streams always report usage.
         include_usage: true,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
     })
 }
 
 fn reject_unsupported(obj: &Obj) -> Result<(), ProviderError> {
-    if let Some(v) = field(obj, "tools").filter(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
-        return Err(unsupported("tools", v));
-    }
-    if let Some(v) = field(obj, "tool_choice") {
-        let kind = v.get("type").and_then(Value::as_str);
-        if !matches!(kind, Some("none" | "auto")) {
-            return Err(unsupported("tool_choice", v));
-        }
-    }
     if let Some(v) = field(obj, "thinking") {
         if v.get("type").and_then(Value::as_str) != Some("disabled") {
             return Err(unsupported("thinking", v));
@@ -113,7 +113,121 @@ fn reject_unsupported(obj: &Obj) -> Result<(), ProviderError> {
     Ok(())
 }
 
-fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
+/// `tools`: client tools (`custom`, the default type); Anthropic's server
+/// tools (web search, code execution, ...) run at Anthropic and are refused.
+fn parse_tools(obj: &Obj) -> Result<Vec<Tool>, ProviderError> {
+    let Some(v) = field(obj, "tools") else {
+        return Ok(Vec::new());
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| wrong_type("tools", "an array", v))?;
+    if items.len() > MAX_TOOLS {
+        return Err(bad(
+            "tools",
+            format!(
+                "\"tools\" accepts at most {MAX_TOOLS} tools, got {}",
+                items.len()
+            ),
+        ));
+    }
+    let mut tools = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        let t = item
+            .as_object()
+            .ok_or_else(|| wrong_type(&at, "an object", item))?;
+        if let Some(ty) = field(t, "type") {
+            if ty.as_str() != Some("custom") {
+                return Err(bad(
+                    &format!("{at}.type"),
+                    format!(
+                        "unsupported tool type {} in \"{at}.type\" (only client tools)",
+                        show(ty)
+                    ),
+                ));
+            }
+        }
+        let name_path = format!("{at}.name");
+        let name = as_str(required(t, "name", &name_path)?, &name_path)?;
+        check_tool_name(name, &name_path)?;
+        let schema_path = format!("{at}.input_schema");
+        let schema = required(t, "input_schema", &schema_path)?;
+        let description = match field(t, "description") {
+            None => None,
+            Some(d) => Some(as_str(d, &format!("{at}.description"))?.to_owned()),
+        };
+        tools.push(Tool {
+            name: name.to_owned(),
+            description,
+            parameters: parameters_schema(Some(schema), &schema_path)?,
+            strict: None,
+        });
+    }
+    check_unique_names(
+        tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), format!("tools[{i}].name"))),
+    )?;
+    Ok(tools)
+}
+
+/// `tool_choice` (`auto`, `any`, `tool` with a name, `none`) and its
+/// `disable_parallel_tool_use`, read as `parallel_tool_calls`.
+fn parse_tool_choice(
+    obj: &Obj,
+    tools: &[Tool],
+) -> Result<(Option<ToolChoice>, Option<bool>), ProviderError> {
+    let Some(tc) = opt_object(obj, "tool_choice", "tool_choice")? else {
+        return Ok((None, None));
+    };
+    let ty_value = required(tc, "type", "tool_choice.type")?;
+    let choice = match as_str(ty_value, "tool_choice.type")? {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        "tool" => {
+            let name = as_str(
+                required(tc, "name", "tool_choice.name")?,
+                "tool_choice.name",
+            )?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(bad(
+                    "tool_choice.name",
+                    format!("\"tool_choice.name\" names \"{name}\", which is not in \"tools\""),
+                ));
+            }
+            ToolChoice::Named(name.to_owned())
+        }
+        _ => {
+            return Err(bad(
+                "tool_choice.type",
+                format!(
+                    "unsupported tool choice {} in \"tool_choice.type\" (use \"auto\", \"any\", \"tool\" or \"none\")",
+                    show(ty_value)
+                ),
+            ))
+        }
+    };
+    if matches!(choice, ToolChoice::Required) && tools.is_empty() {
+        return Err(bad(
+            "tool_choice.type",
+            "\"tool_choice\" \"any\" needs \"tools\"".into(),
+        ));
+    }
+    let disable = opt_bool(
+        tc,
+        "disable_parallel_tool_use",
+        "tool_choice.disable_parallel_tool_use",
+    )?;
+    Ok((Some(choice), disable.map(|d| !d)))
+}
+
+/// One wire message as canonical messages: a user turn's `tool_result`
+/// blocks become one `Tool` message each (then its text, if any, a user
+/// message); an assistant turn's `tool_use` blocks become its tool calls.
+fn parse_message(i: usize, v: &Value, book: &mut CallBook) -> Result<Vec<Message>, ProviderError> {
     let at = format!("messages[{i}]");
     let obj = v
         .as_object()
@@ -134,9 +248,9 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
         }
     };
     let content_path = format!("{at}.content");
-    let content = match required(obj, "content", &content_path)? {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => text_items(blocks, &content_path, "content block")?,
+    let blocks = match required(obj, "content", &content_path)? {
+        Value::String(s) => return Ok(vec![Message::new(role, s.clone())]),
+        Value::Array(blocks) => blocks,
         other => {
             return Err(wrong_type(
                 &content_path,
@@ -145,7 +259,83 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
             ))
         }
     };
-    Ok(Message { role, content })
+    let mut texts = Vec::new();
+    let mut results = Vec::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        let bp = format!("{content_path}[{j}]");
+        let b = block
+            .as_object()
+            .ok_or_else(|| wrong_type(&bp, "an object", block))?;
+        let type_path = format!("{bp}.type");
+        let ty = required(b, "type", &type_path)?;
+        match (as_str(ty, &type_path)?, role) {
+            ("text", _) => {
+                let text_path = format!("{bp}.text");
+                texts.push(as_str(required(b, "text", &text_path)?, &text_path)?.to_owned());
+            }
+            ("tool_use", Role::Assistant) => {
+                let id_path = format!("{bp}.id");
+                let id = as_str(required(b, "id", &id_path)?, &id_path)?;
+                book.call(id, &id_path)?;
+                let name_path = format!("{bp}.name");
+                let name = as_str(required(b, "name", &name_path)?, &name_path)?;
+                let input_path = format!("{bp}.input");
+                let input = match field(b, "input") {
+                    None => Value::Object(Default::default()),
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    Some(other) => return Err(wrong_type(&input_path, "an object", other)),
+                };
+                calls.push(ToolCall {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    arguments: input,
+                });
+            }
+            ("tool_result", Role::User) => {
+                let id_path = format!("{bp}.tool_use_id");
+                let id = as_str(required(b, "tool_use_id", &id_path)?, &id_path)?;
+                book.answer(id, &id_path)?;
+                let result_path = format!("{bp}.content");
+                let text = match field(b, "content") {
+                    None => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(items)) => text_items(items, &result_path, "content block")?,
+                    Some(other) => {
+                        return Err(wrong_type(
+                            &result_path,
+                            "a string or an array of text blocks",
+                            other,
+                        ))
+                    }
+                };
+                let mut m = Message::new(Role::Tool, text);
+                m.tool_call_id = Some(id.to_owned());
+                m.tool_error = opt_bool(b, "is_error", &format!("{bp}.is_error"))?.unwrap_or(false);
+                results.push(m);
+            }
+            _ => {
+                return Err(bad(
+                    &type_path,
+                    format!(
+                        "unsupported content block type {} in \"{type_path}\" for role \"{}\"",
+                        show(ty),
+                        role.as_str()
+                    ),
+                ))
+            }
+        }
+    }
+    let text = texts.join("\n");
+    let mut out = results;
+    if role == Role::Assistant {
+        let mut m = Message::new(role, text);
+        m.tool_calls = calls;
+        out.push(m);
+    } else if !text.is_empty() || out.is_empty() {
+        out.push(Message::new(role, text));
+    }
+    Ok(out)
 }
 
 /// The wire name of a finish reason. The canonical answer does not say whether
@@ -169,6 +359,24 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
+/// An answer's content: its text (also when empty, if there is nothing
+/// else), then one `tool_use` block per call.
+fn content_blocks(resp: &ChatResponse) -> Value {
+    let mut blocks = Vec::new();
+    if !resp.text.is_empty() || resp.tool_calls.is_empty() {
+        blocks.push(json!({"type": "text", "text": resp.text}));
+    }
+    for c in &resp.tool_calls {
+        blocks.push(json!({
+            "type": "tool_use",
+            "id": c.id,
+            "name": c.name,
+            "input": arguments_object(&c.arguments),
+        }));
+    }
+    Value::Array(blocks)
+}
+
 /// A complete Messages API answer.
 pub fn messages_response_json(id: &str, model: &str, resp: &ChatResponse) -> Value {
     json!({
@@ -176,7 +384,7 @@ pub fn messages_response_json(id: &str, model: &str, resp: &ChatResponse) -> Val
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": resp.text}],
+        "content": content_blocks(resp),
         "stop_reason": stop_reason_str(resp.done.finish_reason),
         "stop_sequence": null,
         "usage": usage_json(&resp.done.usage),
@@ -211,6 +419,10 @@ pub fn error_json(code: ErrorCode, message: &str) -> Value {
 pub struct MessagesStreamEncoder {
     id: String,
     model: String,
+    /// The index of the open content block.
+    block: u32,
+    /// Whether the open block is a `tool_use` block, and for which call.
+    tool: Option<u32>,
 }
 
 impl MessagesStreamEncoder {
@@ -218,7 +430,16 @@ impl MessagesStreamEncoder {
         Self {
             id: id.to_owned(),
             model: model.to_owned(),
+            block: 0,
+            tool: None,
         }
+    }
+
+    fn block_stop(&self) -> (&'static str, Value) {
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": self.block}),
+        )
     }
 
     /// message_start, content_block_start and ping. `input_tokens` is the best
@@ -254,19 +475,32 @@ impl MessagesStreamEncoder {
         ]
     }
 
-    /// A delta becomes a content_block_delta; `Done` closes the block and the
+    /// A delta becomes a content_block_delta; the first piece of a tool call
+    /// closes the open block and starts a `tool_use` block, whose argument
+    /// text follows as `input_json_delta`; `Done` closes the block and the
     /// message, with the final usage in message_delta.
-    pub fn on_event(&self, ev: &StreamEvent) -> Vec<(&'static str, Value)> {
+    pub fn on_event(&mut self, ev: &StreamEvent) -> Vec<(&'static str, Value)> {
         match ev {
-            StreamEvent::Delta(text) => vec![(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-            )],
+            StreamEvent::Delta(text) => {
+                let mut out = Vec::new();
+                if self.tool.is_some() {
+                    out.push(self.block_stop());
+                    self.block += 1;
+                    self.tool = None;
+                    out.push((
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": self.block, "content_block": {"type": "text", "text": ""}}),
+                    ));
+                }
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": self.block, "delta": {"type": "text_delta", "text": text}}),
+                ));
+                out
+            }
+            StreamEvent::ToolCall(d) => self.tool_call(d),
             StreamEvent::Done(done) => vec![
-                (
-                    "content_block_stop",
-                    json!({"type": "content_block_stop", "index": 0}),
-                ),
+                self.block_stop(),
                 (
                     "message_delta",
                     json!({
@@ -278,6 +512,35 @@ impl MessagesStreamEncoder {
                 ("message_stop", json!({"type": "message_stop"})),
             ],
         }
+    }
+
+    fn tool_call(&mut self, d: &ToolCallDelta) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if self.tool != Some(d.index) || d.id.is_some() {
+            out.push(self.block_stop());
+            self.block += 1;
+            self.tool = Some(d.index);
+            out.push((
+                "content_block_start",
+                json!({
+                    "type": "content_block_start",
+                    "index": self.block,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": d.id.clone().unwrap_or_default(),
+                        "name": d.name.clone().unwrap_or_default(),
+                        "input": {}
+                    }
+                }),
+            ));
+        }
+        if !d.arguments.is_empty() {
+            out.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": self.block, "delta": {"type": "input_json_delta", "partial_json": d.arguments}}),
+            ));
+        }
+        out
     }
 
     /// The `error` event that ends a stream which failed midway.

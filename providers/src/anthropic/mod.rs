@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use crate::remote::{self, build_client, f32_json, protocol, RemoteTarget, StreamTranslator};
 use crate::sse::SseEvent;
 use crate::{
-    Capabilities, ChatRequest, ChatResponse, ChatStream, Completion, FinishReason, Provider,
-    ProviderError, ResponseFormat, Role, StreamEvent, Usage,
+    Capabilities, ChatRequest, ChatResponse, ChatStream, Completion, FinishReason,
+    GeneratedToolCall, Provider, ProviderError, ResponseFormat, Role, StreamEvent, ToolCallDelta,
+    ToolChoice, Usage,
 };
 
 /// The API version every request declares.
@@ -96,18 +97,56 @@ pub(crate) fn upstream_body(
         .filter(|m| m.role == Role::System && !m.content.is_empty())
         .map(|m| m.content.as_str())
         .collect();
-    let mut turns: Vec<(Role, String)> = Vec::new();
-    for m in req
-        .messages
-        .iter()
-        .filter(|m| m.role != Role::System && !m.content.is_empty())
-    {
-        match turns.last_mut() {
-            Some((role, text)) if *role == m.role => {
-                text.push_str("\n\n");
-                text.push_str(&m.content);
+    let mut turns: Vec<Turn> = Vec::new();
+    for m in req.messages.iter().filter(|m| m.role != Role::System) {
+        if m.content.is_empty() && m.tool_calls.is_empty() && m.role != Role::Tool {
+            continue;
+        }
+        // Tool results go back in a user turn.
+        let role = if m.role == Role::Tool {
+            Role::User
+        } else {
+            m.role
+        };
+        if turns.last().is_none_or(|t| t.role != role) {
+            turns.push(Turn {
+                role,
+                text: String::new(),
+                tools: Vec::new(),
+            });
+        }
+        let last = turns.len() - 1;
+        let turn = &mut turns[last];
+        match m.role {
+            Role::Tool => {
+                let mut block = json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
+                });
+                if !m.content.is_empty() {
+                    block["content"] = json!(m.content);
+                }
+                if m.tool_error {
+                    block["is_error"] = json!(true);
+                }
+                turn.tools.push(block);
             }
-            _ => turns.push((m.role, m.content.clone())),
+            _ => {
+                if !m.content.is_empty() {
+                    if !turn.text.is_empty() {
+                        turn.text.push_str("\n\n");
+                    }
+                    turn.text.push_str(&m.content);
+                }
+                for c in &m.tool_calls {
+                    turn.tools.push(json!({
+                        "type": "tool_use",
+                        "id": c.id,
+                        "name": c.name,
+                        "input": c.arguments,
+                    }));
+                }
+            }
         }
     }
     if turns.is_empty() {
@@ -116,10 +155,7 @@ pub(crate) fn upstream_body(
             Some("messages"),
         ));
     }
-    let messages: Vec<Value> = turns
-        .into_iter()
-        .map(|(role, text)| json!({"role": role.as_str(), "content": text}))
-        .collect();
+    let messages: Vec<Value> = turns.into_iter().map(Turn::into_json).collect();
     let max_tokens = req
         .max_tokens
         .or(t.max_tokens_default)
@@ -144,10 +180,79 @@ pub(crate) fn upstream_body(
     if let Some(user) = &req.user {
         body["metadata"] = json!({"user_id": user});
     }
+    if !req.tools.is_empty() {
+        body["tools"] = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                v
+            })
+            .collect();
+        let mut choice = match &req.tool_choice {
+            None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+            Some(ToolChoice::None) => json!({"type": "none"}),
+            Some(ToolChoice::Required) => json!({"type": "any"}),
+            Some(ToolChoice::Named(name)) => json!({"type": "tool", "name": name}),
+        };
+        if req.parallel_tool_calls == Some(false) && choice["type"] != "none" {
+            choice["disable_parallel_tool_use"] = json!(true);
+        }
+        if req.tool_choice.is_some() || req.parallel_tool_calls == Some(false) {
+            body["tool_choice"] = choice;
+        }
+    }
+    if req.tools.is_empty() {
+        // The Messages API refuses tool_use blocks in a request that defines
+        // no tools; a client that stopped offering them (to get a final
+        // answer) gets the called ones declared, schema-less, and none allowed.
+        let mut called: Vec<&str> = Vec::new();
+        for c in req.messages.iter().flat_map(|m| &m.tool_calls) {
+            if !called.contains(&c.name.as_str()) {
+                called.push(&c.name);
+            }
+        }
+        if !called.is_empty() {
+            body["tools"] = called
+                .iter()
+                .map(|name| json!({"name": name, "input_schema": {"type": "object"}}))
+                .collect();
+            body["tool_choice"] = json!({"type": "none"});
+        }
+    }
     if stream {
         body["stream"] = json!(true);
     }
     Ok(body)
+}
+
+/// One Messages API turn being built: text, then (assistant) `tool_use` or
+/// (user) `tool_result` blocks.
+struct Turn {
+    role: Role,
+    text: String,
+    tools: Vec<Value>,
+}
+
+impl Turn {
+    /// A plain string when the turn is only text; otherwise blocks, with a
+    /// user turn's tool results first as the API requires.
+    fn into_json(self) -> Value {
+        let Turn { role, text, tools } = self;
+        if tools.is_empty() {
+            return json!({"role": role.as_str(), "content": text});
+        }
+        let text_block = (!text.is_empty()).then(|| json!({"type": "text", "text": text}));
+        let blocks: Vec<Value> = if role == Role::Assistant {
+            text_block.into_iter().chain(tools).collect()
+        } else {
+            tools.into_iter().chain(text_block).collect()
+        };
+        json!({"role": role.as_str(), "content": blocks})
+    }
 }
 
 /// An Anthropic `stop_reason`.
@@ -218,12 +323,32 @@ pub(crate) fn parse_message(t: &RemoteTarget, v: &Value) -> Result<ChatResponse,
         .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
         .filter_map(|b| b.get("text").and_then(Value::as_str))
         .collect();
+    let tool_calls = blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+        .map(|b| {
+            let s = |k: &str| {
+                b.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| protocol(t, format!("tool_use block has no {k}")))
+            };
+            Ok(GeneratedToolCall {
+                id: s("id")?,
+                name: s("name")?,
+                arguments: b
+                    .get("input")
+                    .map_or_else(|| "{}".to_owned(), Value::to_string),
+            })
+        })
+        .collect::<Result<Vec<_>, ProviderError>>()?;
     let mut usage = WireUsage::default();
     if let Some(u) = v.get("usage") {
         usage.update(u);
     }
     Ok(ChatResponse {
         text,
+        tool_calls,
         done: Completion {
             model: v
                 .get("model")
@@ -271,6 +396,8 @@ pub(crate) struct EventReader {
     model: Option<String>,
     usage: WireUsage,
     finish: FinishReason,
+    /// Content block index → the ordinal of the tool call it holds.
+    tool_blocks: std::collections::BTreeMap<u64, u32>,
 }
 
 impl EventReader {
@@ -280,6 +407,7 @@ impl EventReader {
             model: None,
             usage: WireUsage::default(),
             finish: FinishReason::Stop,
+            tool_blocks: Default::default(),
         }
     }
 }
@@ -308,8 +436,53 @@ impl StreamTranslator for EventReader {
                     self.usage.update(u);
                 }
             }
+            "content_block_start" => {
+                let block = v.get("content_block");
+                if block.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
+                    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let ordinal = self.tool_blocks.len() as u32;
+                    self.tool_blocks.insert(index, ordinal);
+                    let s = |k: &str| {
+                        block
+                            .and_then(|b| b.get(k))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    out.push_back(StreamEvent::ToolCall(ToolCallDelta {
+                        index: ordinal,
+                        id: Some(
+                            s("id").ok_or_else(|| protocol(&self.t, "tool_use block has no id"))?,
+                        ),
+                        name: Some(
+                            s("name")
+                                .ok_or_else(|| protocol(&self.t, "tool_use block has no name"))?,
+                        ),
+                        arguments: String::new(),
+                    }));
+                }
+            }
             "content_block_delta" => {
                 let delta = v.get("delta");
+                if delta.and_then(|d| d.get("type")).and_then(Value::as_str)
+                    == Some("input_json_delta")
+                {
+                    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let ordinal = *self.tool_blocks.get(&index).ok_or_else(|| {
+                        protocol(&self.t, "input_json_delta outside a tool_use block")
+                    })?;
+                    let piece = delta
+                        .and_then(|d| d.get("partial_json"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    if !piece.is_empty() {
+                        out.push_back(StreamEvent::ToolCall(ToolCallDelta {
+                            index: ordinal,
+                            id: None,
+                            name: None,
+                            arguments: piece.to_owned(),
+                        }));
+                    }
+                }
                 let is_text =
                     delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta");
                 if let Some(text) = delta
@@ -345,7 +518,7 @@ impl StreamTranslator for EventReader {
                 let err = v.get("error").unwrap_or(&Value::Null);
                 return Err(stream_error(&self.t, err));
             }
-            // ping, content_block_start, content_block_stop, and event types
+            // ping, content_block_stop, and event types
             // added later carry nothing we need.
             _ => {}
         }
@@ -368,6 +541,7 @@ impl Provider for AnthropicProvider {
             upstream_model: self.target.upstream_model.clone(),
             streaming: true,
             json_mode: false,
+            tools: true,
             context_tokens: None,
             details: Default::default(),
         }

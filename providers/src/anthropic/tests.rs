@@ -149,6 +149,7 @@ fn stop_reasons_map_both_ways() {
     ] {
         let resp = ChatResponse {
             text: "x".into(),
+            tool_calls: Vec::new(),
             done: Completion {
                 model: "m".into(),
                 finish_reason: reason,
@@ -165,6 +166,7 @@ fn stop_reasons_map_both_ways() {
 fn written_message_reads_back_and_has_the_recorded_keys() {
     let resp = ChatResponse {
         text: "hello".into(),
+        tool_calls: Vec::new(),
         done: Completion {
             model: "claude-sonnet-4-5".into(),
             finish_reason: FinishReason::Length,
@@ -370,12 +372,42 @@ fn inbound_bad_requests_name_the_field() {
     );
     assert_eq!(reject(&|b| b["system"] = json!(5)).0, "system");
     assert_eq!(
-        reject(&|b| b["tools"] = json!([{"name": "f", "input_schema": {}}])).0,
-        "tools"
+        reject(&|b| b["tools"] = json!([{"name": "f", "input_schema": "nope"}])).0,
+        "tools[0].input_schema"
+    );
+    assert_eq!(
+        reject(&|b| b["tools"] = json!([{"name": "f"}])).0,
+        "tools[0].input_schema"
+    );
+    assert_eq!(
+        reject(&|b| b["tools"] = json!([{"type": "web_search_20250305", "name": "web_search"}])).0,
+        "tools[0].type"
     );
     assert_eq!(
         reject(&|b| b["tool_choice"] = json!({"type": "any"})).0,
-        "tool_choice"
+        "tool_choice.type"
+    );
+    assert_eq!(
+        reject(&|b| {
+            b["tools"] = json!([{"name": "f", "input_schema": {"type": "object"}}]);
+            b["tool_choice"] = json!({"type": "tool", "name": "g"});
+        })
+        .0,
+        "tool_choice.name"
+    );
+    assert_eq!(
+        reject(&|b| b["messages"] = json!([{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}
+        ]}]))
+        .0,
+        "messages[0].content[0].tool_use_id"
+    );
+    assert_eq!(
+        reject(&|b| b["messages"] = json!([{"role": "user", "content": [
+            {"type": "tool_use", "id": "toolu_x", "name": "f", "input": {}}
+        ]}]))
+        .0,
+        "messages[0].content[0].type"
     );
     assert_eq!(
         reject(&|b| b["thinking"] = json!({"type": "enabled", "budget_tokens": 1024})).0,
@@ -400,7 +432,7 @@ fn inbound_bad_requests_name_the_field() {
 
 #[test]
 fn encoded_stream_matches_the_recorded_sequence_and_reads_back() {
-    let enc = MessagesStreamEncoder::new("msg_1", "claude-sonnet-4-5");
+    let mut enc = MessagesStreamEncoder::new("msg_1", "claude-sonnet-4-5");
     let done = Completion {
         model: "claude-sonnet-4-5".into(),
         finish_reason: FinishReason::Length,
@@ -445,4 +477,165 @@ fn encoded_stream_matches_the_recorded_sequence_and_reads_back() {
         data,
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "backend overloaded"}})
     );
+}
+
+const TOOL_MESSAGE: &str = include_str!("../../tests/fixtures/anthropic_message_tool_use.json");
+const TOOL_STREAM: &str = include_str!("../../tests/fixtures/anthropic_stream_tool_use.sse");
+
+#[test]
+fn inbound_tools_tool_use_and_tool_result_read_into_the_canonical_request() {
+    let body: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/anthropic_request_tools.json"
+    ))
+    .unwrap();
+    let req = parse_messages_request(&body).unwrap();
+    assert_eq!(req.tools.len(), 1);
+    assert_eq!(req.tools[0].name, "get_weather");
+    assert_eq!(req.tools[0].parameters["required"], json!(["city"]));
+    assert_eq!(
+        req.tool_choice,
+        Some(crate::ToolChoice::Named("get_weather".into()))
+    );
+    assert_eq!(req.parallel_tool_calls, Some(false));
+    // user, assistant (text + call), tool result, user text after it.
+    assert_eq!(req.messages.len(), 4);
+    assert_eq!(req.messages[1].content, "Let me check.");
+    assert_eq!(
+        req.messages[1].tool_calls,
+        vec![crate::ToolCall {
+            id: "toolu_01A".into(),
+            name: "get_weather".into(),
+            arguments: json!({"city": "Paris"}),
+        }]
+    );
+    assert_eq!(req.messages[2].role, Role::Tool);
+    assert_eq!(req.messages[2].tool_call_id.as_deref(), Some("toolu_01A"));
+    assert_eq!(req.messages[2].content, "18C and sunny");
+    assert_eq!(
+        req.messages[3],
+        Message::new(Role::User, "Thanks, and tomorrow?")
+    );
+
+    // Out to an Anthropic target: the same blocks, tool results first.
+    let up = upstream_body(&target(), &req, false).unwrap();
+    assert_eq!(up["tools"], body["tools"]);
+    assert_eq!(
+        up["tool_choice"],
+        json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true})
+    );
+    assert_eq!(up["messages"][1], body["messages"][1]);
+    assert_eq!(
+        up["messages"][2]["content"],
+        json!([
+            {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "18C and sunny"},
+            {"type": "text", "text": "Thanks, and tomorrow?"}
+        ])
+    );
+    // And to an OpenAI target: the same ids on the call and its result.
+    let o = RemoteTarget::new("o", crate::BackendKind::Openai, "http://x/v1", "gpt-x");
+    let up = crate::openai::upstream_body(&o, &req, false);
+    assert_eq!(
+        up["tools"][0]["function"]["parameters"],
+        body["tools"][0]["input_schema"]
+    );
+    assert_eq!(up["tool_choice"]["function"]["name"], "get_weather");
+    assert_eq!(up["parallel_tool_calls"], false);
+    assert_eq!(up["messages"][1]["tool_calls"][0]["id"], "toolu_01A");
+    assert_eq!(
+        up["messages"][2],
+        json!({"role": "tool", "tool_call_id": "toolu_01A", "content": "18C and sunny"})
+    );
+    assert_eq!(up["messages"][3]["role"], "user");
+
+    // Tools no longer offered: the called ones are declared, none allowed.
+    let mut no_tools = req.clone();
+    no_tools.tools.clear();
+    no_tools.tool_choice = None;
+    let up = upstream_body(&target(), &no_tools, false).unwrap();
+    assert_eq!(
+        up["tools"],
+        json!([{"name": "get_weather", "input_schema": {"type": "object"}}])
+    );
+    assert_eq!(up["tool_choice"], json!({"type": "none"}));
+}
+
+#[test]
+fn recorded_tool_use_message_reads_and_writes_back() {
+    let v: Value = serde_json::from_str(TOOL_MESSAGE).unwrap();
+    let resp = parse_message(&target(), &v).unwrap();
+    assert_eq!(resp.text, "I'll check the weather.");
+    assert_eq!(resp.done.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(resp.tool_calls.len(), 1);
+    assert_eq!(resp.tool_calls[0].id, "toolu_01A09q90qw90lq917835lq9");
+    assert_eq!(resp.tool_calls[0].name, "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(&resp.tool_calls[0].arguments).unwrap(),
+        json!({"location": "San Francisco, CA", "unit": "celsius"})
+    );
+    let ours = messages_response_json("msg_1", "m", &resp);
+    assert_eq!(ours["content"], v["content"]);
+    assert_eq!(ours["stop_reason"], "tool_use");
+    // The same answer for an OpenAI client.
+    let wire = crate::openai::response_json("c", 1, "m", &resp);
+    let call = &wire["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["id"], "toolu_01A09q90qw90lq917835lq9");
+    assert_eq!(call["type"], "function");
+    assert_eq!(wire["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[test]
+fn recorded_tool_use_stream_reads_into_tool_call_pieces_and_writes_back() {
+    let (events, err) = read_stream(TOOL_STREAM);
+    assert!(err.is_none(), "{err:?}");
+    let pieces: Vec<&crate::ToolCallDelta> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCall(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pieces[0].id.as_deref(),
+        Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6")
+    );
+    assert_eq!(pieces[0].name.as_deref(), Some("get_weather"));
+    assert!(pieces.iter().all(|p| p.index == 0));
+    let args: String = pieces.iter().map(|p| p.arguments.as_str()).collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
+    match events.last() {
+        Some(StreamEvent::Done(c)) => assert_eq!(c.finish_reason, FinishReason::ToolCalls),
+        other => panic!("{other:?}"),
+    }
+    // Our encoder writes the same event sequence, which reads back the same.
+    let mut enc = MessagesStreamEncoder::new("msg_1", "claude-sonnet-4-5-20250929");
+    let mut pairs = enc.start(10);
+    for ev in &events {
+        pairs.extend(enc.on_event(ev));
+    }
+    let names: Vec<&str> = pairs.iter().map(|(n, _)| *n).collect();
+    // Anthropic opens a tool_use block with an empty input_json_delta, which
+    // carries nothing and is not written back.
+    let recorded: Vec<&str> = TOOL_STREAM
+        .split("\n\n")
+        .filter(|b| !b.contains("\"partial_json\":\"\""))
+        .filter_map(|b| b.lines().next()?.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names, recorded);
+    let starts: Vec<&Value> = pairs
+        .iter()
+        .filter(|(n, _)| *n == "content_block_start")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(starts[1]["index"], 1);
+    assert_eq!(starts[1]["content_block"]["type"], "tool_use");
+    let raw: String = pairs
+        .iter()
+        .map(|(n, d)| format!("event: {n}\ndata: {d}\n\n"))
+        .collect();
+    let (back, err) = read_stream(&raw);
+    assert!(err.is_none());
+    assert_eq!(back, events);
 }

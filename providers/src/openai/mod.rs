@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::remote::{self, build_client, f32_json, RemoteTarget};
 use crate::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Provider, ProviderError,
-    ResponseFormat,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Message, Provider,
+    ProviderError, ResponseFormat, Tool, ToolChoice,
 };
 
 /// A client for one OpenAI or OpenAI-compatible target.
@@ -63,11 +63,7 @@ impl OpenAiProvider {
 /// reasoning models refuse `max_tokens`); compatible servers get `max_tokens`,
 /// the name they all know. Gateway metadata stays in the gateway.
 pub(crate) fn upstream_body(t: &RemoteTarget, req: &ChatRequest, stream: bool) -> Value {
-    let messages: Vec<Value> = req
-        .messages
-        .iter()
-        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-        .collect();
+    let messages: Vec<Value> = req.messages.iter().map(message_json).collect();
     let mut body = json!({"model": t.upstream_model, "messages": messages});
     if let Some(n) = req.max_tokens.or(t.max_tokens_default) {
         let key = match t.kind {
@@ -107,12 +103,70 @@ pub(crate) fn upstream_body(t: &RemoteTarget, req: &ChatRequest, stream: bool) -
             });
         }
     }
+    // OpenAI refuses `tool_choice` and `parallel_tool_calls` without
+    // `tools`; without tools both mean plain text anyway.
+    if !req.tools.is_empty() {
+        body["tools"] = req.tools.iter().map(tool_json).collect();
+        if let Some(v) = req.parallel_tool_calls {
+            body["parallel_tool_calls"] = json!(v);
+        }
+        if let Some(choice) = &req.tool_choice {
+            body["tool_choice"] = tool_choice_json(choice);
+        }
+    }
     if stream {
         body["stream"] = json!(true);
         // Always ask for usage so metering is exact, whatever the client wanted.
         body["stream_options"] = json!({"include_usage": true});
     }
     body
+}
+
+/// One canonical message in OpenAI's shape: an assistant's calls as
+/// `tool_calls` (arguments as a JSON text), a tool result as a `tool`
+/// message naming the call it answers.
+fn message_json(m: &Message) -> Value {
+    let mut v = json!({"role": m.role.as_str(), "content": m.content});
+    if !m.tool_calls.is_empty() {
+        if m.content.is_empty() {
+            v["content"] = Value::Null;
+        }
+        v["tool_calls"] = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments.to_string()}
+                })
+            })
+            .collect();
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = json!(id);
+    }
+    v
+}
+
+fn tool_json(t: &Tool) -> Value {
+    let mut f = json!({"name": t.name, "parameters": t.parameters});
+    if let Some(d) = &t.description {
+        f["description"] = json!(d);
+    }
+    if let Some(s) = t.strict {
+        f["strict"] = json!(s);
+    }
+    json!({"type": "function", "function": f})
+}
+
+fn tool_choice_json(c: &ToolChoice) -> Value {
+    match c {
+        ToolChoice::None => json!("none"),
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Named(name) => json!({"type": "function", "function": {"name": name}}),
+    }
 }
 
 #[async_trait]
@@ -123,6 +177,7 @@ impl Provider for OpenAiProvider {
             upstream_model: self.target.upstream_model.clone(),
             streaming: true,
             json_mode: true,
+            tools: true,
             context_tokens: None,
             details: Default::default(),
         }
@@ -150,7 +205,7 @@ impl Provider for OpenAiProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Message, Role};
+    use crate::{Role, ToolCall};
 
     fn req() -> ChatRequest {
         ChatRequest {
@@ -206,6 +261,54 @@ mod tests {
         assert_eq!(b["max_tokens"], 100);
         assert!(b.get("max_completion_tokens").is_none());
         assert!(b.get("stream").is_none() && b.get("metadata").is_none());
+        // No tools: no tool fields, whatever the client said about them.
+        let mut r = req();
+        r.tool_choice = Some(ToolChoice::None);
+        r.parallel_tool_calls = Some(true);
+        let b = upstream_body(&openai, &r, false);
+        assert!(b.get("tool_choice").is_none() && b.get("parallel_tool_calls").is_none());
+    }
+
+    #[test]
+    fn tools_calls_and_results_go_upstream_in_openai_shape() {
+        let client: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/openai_request_tools.json"
+        ))
+        .unwrap();
+        let parsed = parse_chat_request(&client).unwrap();
+        let t = RemoteTarget::new("o", BackendKind::Openai, "http://x/v1", "gpt-5.4-mini");
+        let up = upstream_body(&t, &parsed, false);
+        assert_eq!(up["tools"], client["tools"]);
+        assert_eq!(up["tool_choice"], "auto");
+        assert_eq!(up["parallel_tool_calls"], false);
+        assert_eq!(up["messages"][1]["content"], Value::Null);
+        assert_eq!(up["messages"][1]["tool_calls"][0]["id"], "call_abc123");
+        let args = up["messages"][1]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(args).unwrap(),
+            json!({"city": "Paris"})
+        );
+        assert_eq!(up["messages"][2], client["messages"][2]);
+        let mut named = parsed.clone();
+        named.tool_choice = Some(ToolChoice::Named("get_weather".into()));
+        named.messages[1].content = "checking".into();
+        named.messages[1].tool_calls.push(ToolCall {
+            id: "call_2".into(),
+            name: "get_weather".into(),
+            arguments: json!({}),
+        });
+        let up = upstream_body(&t, &named, true);
+        assert_eq!(
+            up["tool_choice"],
+            json!({"type": "function", "function": {"name": "get_weather"}})
+        );
+        assert_eq!(up["messages"][1]["content"], "checking");
+        assert_eq!(
+            up["messages"][1]["tool_calls"][1]["function"]["arguments"],
+            "{}"
+        );
     }
 
     #[test]

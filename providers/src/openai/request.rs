@@ -7,11 +7,16 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::tools::{
+    arguments_json, check_tool_name, check_unique_names, parameters_schema, CallBook, MAX_TOOLS,
+};
 use crate::validate::{
     as_str, bad, body_object, field, opt_bool, opt_max_tokens, opt_number_in, opt_object, opt_str,
     required, show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
-use crate::{ChatRequest, Message, ProviderError, ResponseFormat, Role};
+use crate::{
+    ChatRequest, Message, ProviderError, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+};
 
 /// Validate an OpenAI chat-completions body.
 pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
@@ -65,6 +70,10 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
         }
     }
 
+    let tools = parse_tools(obj)?;
+    let tool_choice = parse_tool_choice(obj, &tools)?;
+    let parallel_tool_calls = opt_bool(obj, "parallel_tool_calls", "parallel_tool_calls")?;
+
     let stream = opt_bool(obj, "stream", "stream")?.unwrap_or(false);
     let include_usage = match opt_object(obj, "stream_options", "stream_options")? {
         Some(o) => opt_bool(o, "include_usage", "stream_options.include_usage")?.unwrap_or(false),
@@ -84,6 +93,9 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
         response_format: parse_response_format(obj)?,
         stream,
         include_usage,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
     })
 }
 
@@ -95,17 +107,16 @@ fn reject_unsupported(obj: &Obj) -> Result<(), ProviderError> {
         Value::Object(o) => !o.is_empty(),
         _ => true,
     };
-    for key in ["tools", "functions", "logit_bias"] {
+    // The legacy `functions` / `function_call` pair predates `tools`; clients
+    // that still send it are told to use `tools`.
+    for key in ["functions", "logit_bias"] {
         if let Some(v) = field(obj, key).filter(|v| non_empty(v)) {
             return Err(unsupported(key, v));
         }
     }
-    // "none" and "auto" without tools mean plain text, which is what we do.
-    for key in ["tool_choice", "function_call"] {
-        if let Some(v) = field(obj, key) {
-            if !matches!(v.as_str(), Some("none" | "auto")) {
-                return Err(unsupported(key, v));
-            }
+    if let Some(v) = field(obj, "function_call") {
+        if !matches!(v.as_str(), Some("none" | "auto")) {
+            return Err(unsupported("function_call", v));
         }
     }
     if let Some(v) = field(obj, "logprobs") {
@@ -151,11 +162,21 @@ fn parse_messages(v: &Value) -> Result<Vec<Message>, ProviderError> {
     if items.is_empty() {
         return Err(bad("messages", "\"messages\" must not be empty".into()));
     }
-    items
+    let messages: Vec<Message> = items
         .iter()
         .enumerate()
         .map(|(i, m)| parse_message(i, m))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let mut book = CallBook::default();
+    for (i, m) in messages.iter().enumerate() {
+        for (j, call) in m.tool_calls.iter().enumerate() {
+            book.call(&call.id, &format!("messages[{i}].tool_calls[{j}].id"))?;
+        }
+        if let Some(id) = &m.tool_call_id {
+            book.answer(id, &format!("messages[{i}].tool_call_id"))?;
+        }
+    }
+    Ok(messages)
 }
 
 fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
@@ -169,7 +190,7 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
         "system" | "developer" => Role::System,
         "user" => Role::User,
         "assistant" => Role::Assistant,
-        // Tool results only make sense after tool calls, which are refused.
+        "tool" => Role::Tool,
         _ => {
             return Err(bad(
                 &role_path,
@@ -177,11 +198,31 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
             ))
         }
     };
-    for key in ["tool_calls", "function_call", "audio"] {
-        if let Some(v) = field(obj, key).filter(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
+    for key in ["function_call", "audio"] {
+        if let Some(v) = field(obj, key) {
             return Err(unsupported(&format!("{at}.{key}"), v));
         }
     }
+    let tool_calls = match field(obj, "tool_calls") {
+        None => Vec::new(),
+        Some(Value::Array(a)) if a.is_empty() => Vec::new(),
+        Some(v) if role == Role::Assistant => parse_tool_calls(v, &format!("{at}.tool_calls"))?,
+        Some(v) => {
+            return Err(bad(
+                &format!("{at}.tool_calls"),
+                format!(
+                    "only assistant messages may carry \"{at}.tool_calls\", got {}",
+                    show(v)
+                ),
+            ))
+        }
+    };
+    let tool_call_id = if role == Role::Tool {
+        let path = format!("{at}.tool_call_id");
+        Some(as_str(required(obj, "tool_call_id", &path)?, &path)?.to_owned())
+    } else {
+        None
+    };
     let content_path = format!("{at}.content");
     let content = match field(obj, "content") {
         None if role == Role::Assistant => String::new(),
@@ -201,7 +242,172 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
             ))
         }
     };
-    Ok(Message { role, content })
+    Ok(Message {
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+        tool_error: false,
+    })
+}
+
+/// An assistant message's `tool_calls`.
+fn parse_tool_calls(v: &Value, path: &str) -> Result<Vec<ToolCall>, ProviderError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| wrong_type(path, "an array", v))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (j, item) in items.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        let call = item
+            .as_object()
+            .ok_or_else(|| wrong_type(&at, "an object", item))?;
+        if let Some(ty) = opt_str(call, "type", &format!("{at}.type"))? {
+            if ty != "function" {
+                return Err(unsupported(&format!("{at}.type"), &Value::from(ty)));
+            }
+        }
+        let id_path = format!("{at}.id");
+        let id = as_str(required(call, "id", &id_path)?, &id_path)?;
+        let f_path = format!("{at}.function");
+        let f = required(call, "function", &f_path)?
+            .as_object()
+            .ok_or_else(|| bad(&f_path, format!("\"{f_path}\" must be an object")))?;
+        let name_path = format!("{f_path}.name");
+        let name = as_str(required(f, "name", &name_path)?, &name_path)?;
+        let args_path = format!("{f_path}.arguments");
+        let arguments = match field(f, "arguments") {
+            None => Value::Object(Default::default()),
+            Some(Value::String(s)) => arguments_json(s, &args_path)?,
+            Some(other) => return Err(wrong_type(&args_path, "a json string", other)),
+        };
+        out.push(ToolCall {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments,
+        });
+    }
+    Ok(out)
+}
+
+/// `tools`: function tools only.
+fn parse_tools(obj: &Obj) -> Result<Vec<Tool>, ProviderError> {
+    let Some(v) = field(obj, "tools") else {
+        return Ok(Vec::new());
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| wrong_type("tools", "an array", v))?;
+    if items.len() > MAX_TOOLS {
+        return Err(bad(
+            "tools",
+            format!(
+                "\"tools\" accepts at most {MAX_TOOLS} tools, got {}",
+                items.len()
+            ),
+        ));
+    }
+    let mut tools = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        let t = item
+            .as_object()
+            .ok_or_else(|| wrong_type(&at, "an object", item))?;
+        let ty_path = format!("{at}.type");
+        let ty = required(t, "type", &ty_path)?;
+        if as_str(ty, &ty_path)? != "function" {
+            return Err(bad(
+                &ty_path,
+                format!(
+                    "unsupported tool type {} in \"{ty_path}\" (only \"function\")",
+                    show(ty)
+                ),
+            ));
+        }
+        let f_path = format!("{at}.function");
+        let f = opt_object(t, "function", &f_path)?
+            .ok_or_else(|| bad(&f_path, format!("missing required field \"{f_path}\"")))?;
+        let name_path = format!("{f_path}.name");
+        let name = as_str(required(f, "name", &name_path)?, &name_path)?;
+        check_tool_name(name, &name_path)?;
+        tools.push(Tool {
+            name: name.to_owned(),
+            description: opt_str(f, "description", &format!("{f_path}.description"))?
+                .map(str::to_owned),
+            parameters: parameters_schema(field(f, "parameters"), &format!("{f_path}.parameters"))?,
+            strict: opt_bool(f, "strict", &format!("{f_path}.strict"))?,
+        });
+    }
+    check_unique_names(
+        tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), format!("tools[{i}].function.name"))),
+    )?;
+    Ok(tools)
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or one named function, which
+/// must be among `tools`.
+fn parse_tool_choice(obj: &Obj, tools: &[Tool]) -> Result<Option<ToolChoice>, ProviderError> {
+    let Some(v) = field(obj, "tool_choice") else {
+        return Ok(None);
+    };
+    let choice = match v {
+        Value::String(s) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => {
+                return Err(bad(
+                    "tool_choice",
+                    format!(
+                        "unsupported \"tool_choice\" {}: use \"none\", \"auto\", \"required\" or a named function",
+                        show(v)
+                    ),
+                ))
+            }
+        },
+        Value::Object(o) => {
+            let ty = o.get("type").and_then(Value::as_str);
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match (ty, name) {
+                (Some("function"), Some(name)) => ToolChoice::Named(name.to_owned()),
+                _ => {
+                    return Err(bad(
+                        "tool_choice",
+                        format!(
+                            "\"tool_choice\" must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {}",
+                            show(v)
+                        ),
+                    ))
+                }
+            }
+        }
+        other => return Err(wrong_type("tool_choice", "a string or an object", other)),
+    };
+    match &choice {
+        ToolChoice::None | ToolChoice::Auto => {}
+        ToolChoice::Required if tools.is_empty() => {
+            return Err(bad(
+                "tool_choice",
+                "\"tool_choice\" \"required\" needs \"tools\"".into(),
+            ))
+        }
+        ToolChoice::Required => {}
+        ToolChoice::Named(name) => {
+            if !tools.iter().any(|t| &t.name == name) {
+                return Err(bad(
+                    "tool_choice",
+                    format!("\"tool_choice\" names \"{name}\", which is not in \"tools\""),
+                ));
+            }
+        }
+    }
+    Ok(Some(choice))
 }
 
 fn parse_response_format(obj: &Obj) -> Result<Option<ResponseFormat>, ProviderError> {
@@ -484,13 +690,14 @@ mod tests {
         .unwrap();
         assert_eq!(req.messages[0].role, Role::System);
         assert_eq!(req.messages[2], Message::new(Role::Assistant, ""));
+        // A tool result needs an earlier call.
         assert_eq!(
             reject(with(
                 "messages",
                 json!([{"role": "tool", "content": "r", "tool_call_id": "c"}])
             ))
             .0,
-            "messages[0].role"
+            "messages[0].tool_call_id"
         );
         assert_eq!(
             reject(with(
@@ -498,18 +705,163 @@ mod tests {
                 json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function"}]}])
             ))
             .0,
+            "messages[0].tool_calls[0].function"
+        );
+    }
+
+    fn weather_tool() -> Value {
+        json!({"type": "function", "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }})
+    }
+
+    #[test]
+    fn tools_calls_and_results_as_the_openai_sdk_sends_them() {
+        let body: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/openai_request_tools.json"
+        ))
+        .unwrap();
+        let req = parse_chat_request(&body).unwrap();
+        assert_eq!(req.tools.len(), 1);
+        assert_eq!(req.tools[0].name, "get_weather");
+        assert_eq!(
+            req.tools[0].description.as_deref(),
+            Some("Weather for a city")
+        );
+        assert_eq!(req.tools[0].parameters["required"], json!(["city"]));
+        assert_eq!(req.tool_choice, Some(ToolChoice::Auto));
+        assert_eq!(req.parallel_tool_calls, Some(false));
+        assert_eq!(req.messages[1].role, Role::Assistant);
+        assert_eq!(
+            req.messages[1].tool_calls,
+            vec![ToolCall {
+                id: "call_abc123".into(),
+                name: "get_weather".into(),
+                arguments: json!({"city": "Paris"}),
+            }]
+        );
+        assert_eq!(req.messages[2].role, Role::Tool);
+        assert_eq!(req.messages[2].tool_call_id.as_deref(), Some("call_abc123"));
+        assert_eq!(req.messages[2].content, "18C and sunny");
+        assert!(req.needs_tools());
+    }
+
+    #[test]
+    fn tool_choices_and_bad_tools_name_the_field() {
+        let with_tools = |choice: Value| {
+            let mut b = with("tools", json!([weather_tool()]));
+            b["tool_choice"] = choice;
+            b
+        };
+        for (v, want) in [
+            (json!("none"), ToolChoice::None),
+            (json!("auto"), ToolChoice::Auto),
+            (json!("required"), ToolChoice::Required),
+            (
+                json!({"type": "function", "function": {"name": "get_weather"}}),
+                ToolChoice::Named("get_weather".into()),
+            ),
+        ] {
+            assert_eq!(
+                parse_chat_request(&with_tools(v)).unwrap().tool_choice,
+                Some(want)
+            );
+        }
+        assert_eq!(
+            reject(with_tools(
+                json!({"type": "function", "function": {"name": "nope"}})
+            ))
+            .0,
+            "tool_choice"
+        );
+        assert_eq!(
+            reject(with("tool_choice", json!("required"))).0,
+            "tool_choice"
+        );
+        assert_eq!(reject(with_tools(json!("sometimes"))).0, "tool_choice");
+        let mut t = weather_tool();
+        t["function"]["parameters"] = json!("a string");
+        let (param, msg) = reject(with("tools", json!([t])));
+        assert_eq!(param, "tools[0].function.parameters");
+        assert!(msg.contains("json schema object"), "{msg}");
+        let mut t = weather_tool();
+        t["function"]["parameters"] = json!({"type": "array"});
+        assert_eq!(
+            reject(with("tools", json!([t]))).0,
+            "tools[0].function.parameters"
+        );
+        let mut t = weather_tool();
+        t["function"]["name"] = json!("bad name");
+        assert_eq!(
+            reject(with("tools", json!([t]))).0,
+            "tools[0].function.name"
+        );
+        assert_eq!(
+            reject(with("tools", json!([weather_tool(), weather_tool()]))).0,
+            "tools[1].function.name"
+        );
+        assert_eq!(
+            reject(with("tools", json!([{"type": "web_search"}]))).0,
+            "tools[0].type"
+        );
+    }
+
+    #[test]
+    fn tool_messages_must_answer_earlier_calls_with_matching_ids() {
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}
+        ]});
+        let msgs = |rest: Vec<Value>| {
+            let mut m = vec![json!({"role": "user", "content": "weather?"}), call.clone()];
+            m.extend(rest);
+            let mut b = with("messages", Value::Array(m));
+            b["tools"] = json!([weather_tool()]);
+            b
+        };
+        let ok = msgs(vec![
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "cold"}),
+        ]);
+        assert!(parse_chat_request(&ok).is_ok());
+        let (param, msg) = reject(msgs(vec![
+            json!({"role": "tool", "tool_call_id": "call_2", "content": "cold"}),
+        ]));
+        assert_eq!(param, "messages[2].tool_call_id");
+        assert!(msg.contains("answers no earlier tool call"), "{msg}");
+        assert_eq!(
+            reject(msgs(vec![json!({"role": "tool", "content": "cold"})])).0,
+            "messages[2].tool_call_id"
+        );
+        assert_eq!(
+            reject(msgs(vec![call.clone()])).0,
+            "messages[2].tool_calls[0].id"
+        );
+        let mut bad_args = call.clone();
+        bad_args["tool_calls"][0]["function"]["arguments"] = json!("{not json");
+        assert_eq!(
+            reject(msgs(vec![bad_args])).0,
+            "messages[2].tool_calls[0].function.arguments"
+        );
+        assert_eq!(
+            reject(with(
+                "messages",
+                json!([{"role": "user", "content": "x", "tool_calls": [call["tool_calls"][0].clone()]}])
+            ))
+            .0,
             "messages[0].tool_calls"
         );
+        // An empty list is no calls, on any role.
+        assert!(parse_chat_request(&with(
+            "messages",
+            json!([{"role": "user", "content": "x", "tool_calls": []}])
+        ))
+        .is_ok());
     }
 
     #[test]
     fn unsupported_fields_with_non_default_values_are_named() {
         for (k, v) in [
-            (
-                "tools",
-                json!([{"type": "function", "function": {"name": "f"}}]),
-            ),
-            ("tool_choice", json!("required")),
             ("functions", json!([{"name": "f"}])),
             ("function_call", json!({"name": "f"})),
             ("logprobs", json!(true)),

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 use crate::remote::{protocol, RemoteTarget, StreamTranslator};
 use crate::sse::SseEvent;
-use crate::{ChatResponse, Completion, FinishReason, ProviderError, StreamEvent, Usage};
+use crate::{
+    ChatResponse, Completion, FinishReason, GeneratedToolCall, ProviderError, StreamEvent,
+    ToolCallDelta, Usage,
+};
 
 /// The wire name of a finish reason. `Cancelled` never reaches a client (the
 /// gateway stops writing when the client is gone), so it reads as `stop`.
@@ -37,9 +40,10 @@ pub fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// A complete `chat.completion` object.
+/// A complete `chat.completion` object. A message with tool calls carries
+/// them as `tool_calls` and, when it has no text, `"content": null`.
 pub fn response_json(id: &str, created: i64, model: &str, resp: &ChatResponse) -> Value {
-    json!({
+    let mut v = json!({
         "id": id,
         "object": "chat.completion",
         "created": created,
@@ -57,7 +61,25 @@ pub fn response_json(id: &str, created: i64, model: &str, resp: &ChatResponse) -
         }],
         "usage": usage_json(&resp.done.usage),
         "system_fingerprint": null
-    })
+    });
+    if !resp.tool_calls.is_empty() {
+        let message = &mut v["choices"][0]["message"];
+        if resp.text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = resp
+            .tool_calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments}
+                })
+            })
+            .collect();
+    }
+    v
 }
 
 /// Writes the `chat.completion.chunk` objects of one streamed answer. With
@@ -114,6 +136,20 @@ impl ChunkBuilder {
         self.chunk(json!({"content": text}), None)
     }
 
+    /// A piece of a tool call: the first piece of a call carries its id, type
+    /// and name, later ones only argument text, as OpenAI streams them.
+    pub fn tool_call(&self, d: &ToolCallDelta) -> Value {
+        let mut call = json!({"index": d.index, "function": {"arguments": d.arguments}});
+        if let Some(id) = &d.id {
+            call["id"] = json!(id);
+            call["type"] = json!("function");
+        }
+        if let Some(name) = &d.name {
+            call["function"]["name"] = json!(name);
+        }
+        self.chunk(json!({"tool_calls": [call]}), None)
+    }
+
     /// The chunk that ends the choice: empty delta, the finish reason.
     pub fn finish(&self, reason: FinishReason) -> Value {
         self.chunk(json!({}), Some(finish_reason_str(reason)))
@@ -138,6 +174,7 @@ impl ChunkBuilder {
     pub fn on_event(&self, ev: &StreamEvent) -> Vec<Value> {
         match ev {
             StreamEvent::Delta(text) => vec![self.content(text)],
+            StreamEvent::ToolCall(d) => vec![self.tool_call(d)],
             StreamEvent::Done(done) => {
                 let mut out = vec![self.finish(done.finish_reason)];
                 if self.include_usage {
@@ -196,8 +233,17 @@ pub(crate) fn parse_response(t: &RemoteTarget, v: &Value) -> Result<ChatResponse
         Some(Value::String(_)) => FinishReason::ContentFilter,
         _ => parse_finish_reason(choice.get("finish_reason")),
     };
+    let tool_calls = match message.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(calls)) => calls
+            .iter()
+            .map(|c| read_tool_call(t, c))
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(protocol(t, format!("tool_calls is not an array: {other}"))),
+    };
     Ok(ChatResponse {
         text,
+        tool_calls,
         done: Completion {
             model: v
                 .get("model")
@@ -209,6 +255,64 @@ pub(crate) fn parse_response(t: &RemoteTarget, v: &Value) -> Result<ChatResponse
             engine_seconds: None,
         },
     })
+}
+
+/// One complete upstream tool call. Arguments are the model's JSON text;
+/// a server that sends an object instead gets it written out as text.
+fn read_tool_call(t: &RemoteTarget, c: &Value) -> Result<GeneratedToolCall, ProviderError> {
+    let f = c
+        .get("function")
+        .ok_or_else(|| protocol(t, "tool call has no function"))?;
+    let arguments = match f.get("arguments") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    Ok(GeneratedToolCall {
+        id: c
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol(t, "tool call has no id"))?
+            .to_owned(),
+        name: f
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol(t, "tool call has no function name"))?
+            .to_owned(),
+        arguments,
+    })
+}
+
+/// The tool-call pieces of one chunk's delta.
+fn read_tool_call_deltas(delta: Option<&Value>, out: &mut VecDeque<StreamEvent>) {
+    let Some(calls) = delta
+        .and_then(|d| d.get("tool_calls"))
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    for (n, c) in calls.iter().enumerate() {
+        let index = c
+            .get("index")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(n as u32);
+        let f = c.get("function");
+        let arguments = match f.and_then(|f| f.get("arguments")) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        out.push_back(StreamEvent::ToolCall(ToolCallDelta {
+            index,
+            id: c.get("id").and_then(Value::as_str).map(str::to_owned),
+            name: f
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            arguments,
+        }));
+    }
 }
 
 /// An `error` object inside a 200 stream, with a status guessed from its type so
@@ -297,6 +401,7 @@ impl StreamTranslator for ChunkReader {
             if let Some(text) = piece.filter(|s| !s.is_empty()) {
                 out.push_back(StreamEvent::Delta(text.to_owned()));
             }
+            read_tool_call_deltas(delta, out);
             if let Some(r) = choice.get("finish_reason").filter(|r| !r.is_null()) {
                 self.finish = Some(parse_finish_reason(Some(r)));
             }
@@ -368,6 +473,7 @@ mod tests {
     fn writing_then_reading_a_completion_round_trips() {
         let original = ChatResponse {
             text: "hello there".into(),
+            tool_calls: Vec::new(),
             done: Completion {
                 model: "local-moe".into(),
                 finish_reason: FinishReason::Length,
@@ -427,7 +533,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 StreamEvent::Delta(t) => Some(t.as_str()),
-                StreamEvent::Done(_) => None,
+                StreamEvent::ToolCall(_) | StreamEvent::Done(_) => None,
             })
             .collect();
         assert_eq!(text, "Hello! How can I help?");
@@ -575,5 +681,94 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    const TOOL_STREAM: &str =
+        include_str!("../../tests/fixtures/openai_chat_stream_tool_calls.sse");
+
+    #[test]
+    fn recorded_tool_call_stream_reads_into_pieces_and_writes_back() {
+        let (events, err) = read_stream(TOOL_STREAM);
+        assert!(err.is_none(), "{err:?}");
+        let pieces: Vec<&ToolCallDelta> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ToolCall(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(
+            pieces[0].id.as_deref(),
+            Some("call_DdmO9pD3xa9XTPNJ32zg2hcA")
+        );
+        assert_eq!(pieces[0].name.as_deref(), Some("get_weather"));
+        let first: String = pieces
+            .iter()
+            .filter(|p| p.index == 0)
+            .map(|p| p.arguments.as_str())
+            .collect();
+        assert_eq!(first, "{\"city\":\"Paris\"}");
+        assert_eq!(pieces[3].index, 1);
+        assert_eq!(pieces[3].name.as_deref(), Some("get_time"));
+        match events.last() {
+            Some(StreamEvent::Done(c)) => assert_eq!(c.finish_reason, FinishReason::ToolCalls),
+            other => panic!("{other:?}"),
+        }
+        // Written as OpenAI chunks, the same pieces read back.
+        let b = ChunkBuilder::new("chatcmpl-9", 7, "gpt-4o-mini-2024-07-18", true);
+        let mut raw = format!("data: {}\n\n", b.role());
+        for ev in &events {
+            for chunk in b.on_event(ev) {
+                raw.push_str(&format!("data: {chunk}\n\n"));
+            }
+        }
+        raw.push_str("data: [DONE]\n\n");
+        let (back, err) = read_stream(&raw);
+        assert!(err.is_none());
+        assert_eq!(back, events);
+        let first_chunk = b.tool_call(pieces[0]);
+        assert_eq!(
+            first_chunk["choices"][0]["delta"]["tool_calls"][0],
+            json!({"index": 0, "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA", "type": "function",
+                   "function": {"name": "get_weather", "arguments": ""}})
+        );
+    }
+
+    #[test]
+    fn recorded_tool_call_completion_reads_and_writes_back() {
+        let v = json!({
+            "id": "chatcmpl-T2", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}],
+                "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        });
+        let resp = parse_response(&target(), &v).unwrap();
+        assert_eq!(resp.text, "");
+        assert_eq!(resp.done.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            resp.tool_calls,
+            vec![GeneratedToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: "{\"city\":\"Paris\"}".into(),
+            }]
+        );
+        let ours = response_json("c", 1, "gpt-4o-mini", &resp);
+        assert_eq!(ours["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(
+            ours["choices"][0]["message"]["tool_calls"],
+            v["choices"][0]["message"]["tool_calls"]
+        );
+        assert_eq!(ours["choices"][0]["finish_reason"], "tool_calls");
+        // For an Anthropic client the same call is a tool_use block.
+        let a = crate::anthropic::messages_response_json("msg_1", "m", &resp);
+        assert_eq!(
+            a["content"],
+            json!([{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}])
+        );
+        assert_eq!(a["stop_reason"], "tool_use");
     }
 }

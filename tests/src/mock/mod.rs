@@ -455,6 +455,22 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
     }
 }
 
+/// The arguments of the mock's tool calls: the last user text as `query`,
+/// so a test can see what the model was given come back in a call.
+pub(crate) fn tool_arguments(messages: &[Value]) -> String {
+    serde_json::json!({ "query": last_user_text(messages) }).to_string()
+}
+
+/// A tool-call answer's arguments in two streamed pieces (split on a char
+/// boundary) that concatenate to the whole.
+pub(crate) fn argument_pieces(args: &str) -> (String, String) {
+    let mut cut = args.len() / 2;
+    while !args.is_char_boundary(cut) {
+        cut += 1;
+    }
+    (args[..cut].to_owned(), args[cut..].to_owned())
+}
+
 /// Mock tokens are words.
 pub(crate) fn words(text: &str) -> u32 {
     u32::try_from(text.split_whitespace().count()).unwrap_or(u32::MAX)

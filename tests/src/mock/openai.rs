@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
-use super::{content_text, last_user_text, pieces, reply, words, Answer, End};
+use super::{
+    argument_pieces, content_text, last_user_text, pieces, reply, tool_arguments, words, Answer,
+    End,
+};
 
 const CREATED: i64 = 1_732_871_021;
 
@@ -72,7 +75,25 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
         .and_then(Value::as_u64);
-    let (text, end) = reply(&last_user_text(messages), max, &stops(body));
+    // With tools (and a choice that allows calls) the mock calls the first
+    // tool, unless the last message is a tool result: then it answers with
+    // that result, which ends a call-result-answer round trip.
+    let last = messages.last();
+    let last_is_result = last.and_then(|m| m.get("role")).and_then(Value::as_str) == Some("tool");
+    let first_tool = body
+        .pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .filter(|_| body.get("tool_choice").and_then(Value::as_str) != Some("none"))
+        .filter(|_| !last_is_result);
+    let prompt = if last_is_result {
+        format!(
+            "tool said {}",
+            content_text(last.and_then(|m| m.get("content")))
+        )
+    } else {
+        last_user_text(messages)
+    };
+    let (text, end) = reply(&prompt, max, &stops(body));
     let finish = if end == End::Length { "length" } else { "stop" };
     let prompt_tokens: u32 = messages
         .iter()
@@ -81,6 +102,20 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
     let usage = usage(prompt_tokens, words(&text), cached);
     let id = format!("chatcmpl-mock{id}");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let call_id = format!("call_mock{}", id.trim_start_matches("chatcmpl-mock"));
+    if let Some(tool) = first_tool {
+        let args = tool_arguments(messages);
+        return Ok(tool_call_answer(
+            body,
+            &id,
+            model,
+            tool,
+            &call_id,
+            &args,
+            stream,
+            prompt_tokens,
+        ));
+    }
     if !stream {
         return Ok(Answer::Json(json!({
             "id": id,
@@ -141,4 +176,98 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
         events,
         cut_after: 2,
     })
+}
+
+/// A call to `tool`, plain or streamed as OpenAI streams calls: the first
+/// piece with id, type and name and empty arguments, then the arguments in
+/// pieces, then `finish_reason: "tool_calls"`.
+#[allow(clippy::too_many_arguments)]
+fn tool_call_answer(
+    body: &Value,
+    id: &str,
+    model: &str,
+    tool: &str,
+    call_id: &str,
+    args: &str,
+    stream: bool,
+    prompt_tokens: u32,
+) -> Answer {
+    let usage = usage(prompt_tokens, words(args), 0);
+    if !stream {
+        return Answer::Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": tool, "arguments": args}
+                    }],
+                    "refusal": null,
+                    "annotations": []
+                },
+                "logprobs": null,
+                "finish_reason": "tool_calls"
+            }],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": "fp_mock"
+        }));
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        })
+    };
+    let (a, b) = argument_pieces(args);
+    let mut chunks = vec![
+        chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{
+                "index": 0, "id": call_id, "type": "function",
+                "function": {"name": tool, "arguments": ""}
+            }], "refusal": null}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+            None,
+        ),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    if include_usage {
+        chunks.push(json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [],
+            "usage": usage
+        }));
+    }
+    let mut events: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    events.push("data: [DONE]\n\n".to_owned());
+    Answer::Sse {
+        events,
+        cut_after: 2,
+    }
 }
