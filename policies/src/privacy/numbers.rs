@@ -340,7 +340,12 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
         }
         // The maximal chain from `i`: digit groups joined by runs of at most two
         // separators.
+        // Only the chain's last parts, from `lo` on, that hold at most
+        // `MAX_PHONE_DIGITS + 1` digits together can start a number: earlier ones are
+        // dropped as the walk goes, so a long chain is not kept whole. `dropped` parts
+        // were removed from the front of `parts`.
         parts.clear();
+        let (mut lo, mut dropped, mut digits) = (0, 0, 0);
         let mut j = i + usize::from(b[i] == b'+');
         while j < b.len() {
             let run_start = j;
@@ -357,11 +362,21 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
             if j == g {
                 break;
             }
+            if lo >= 64 {
+                parts.drain(..lo);
+                dropped += lo;
+                lo = 0;
+            }
             parts.push(Part {
                 run: run_start,
                 start: g,
                 end: j,
             });
+            digits += j - g;
+            while digits > MAX_PHONE_DIGITS + 1 {
+                digits -= parts[lo].end - parts[lo].start;
+                lo += 1;
+            }
         }
         steps::add(j - i + 1);
         let Some(last) = parts.last() else {
@@ -369,25 +384,25 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
             continue;
         };
         let chain_end = last.end;
-        // Digits from each group to the end of the chain.
+        // Digits from each kept group to the end of the chain.
         suffix.clear();
         suffix.resize(parts.len() + 1, 0);
-        for k in (0..parts.len()).rev() {
+        for k in (lo..parts.len()).rev() {
             suffix[k] = suffix[k + 1] + (parts[k].end - parts[k].start);
         }
-        steps::add(parts.len());
+        steps::add(parts.len() - lo);
         let mut free = i;
-        for k in 0..parts.len() {
+        for k in lo..parts.len() {
             // Where a number may start at this group: the chain's own start, else an
             // opening parenthesis just before the group, then the group's first digit.
-            let first = if k == 0 {
+            let first = if dropped + k == 0 {
                 Some(i)
             } else {
                 parts[k].start.checked_sub(1).filter(|&p| b[p] == b'(')
             };
             let digit = Some(parts[k].start).filter(|&d| first != Some(d));
             for cand in [first, digit].into_iter().flatten() {
-                if cand < free || !phone_start(b, cand) || suffix[k] > MAX_PHONE_DIGITS + 1 {
+                if suffix[k] > MAX_PHONE_DIGITS + 1 || cand < free || !phone_start(b, cand) {
                     continue;
                 }
                 let mut ctx = |start: usize, end: usize| {
