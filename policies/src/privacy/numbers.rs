@@ -54,12 +54,15 @@ fn digit_chain(
 
 /// Starts of digit runs that are not inside a longer word or number.
 fn number_starts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    (0..b.len()).filter(move |&i| {
-        b[i].is_ascii_digit()
-            && !is_alnum_at(b, before(i))
-            // "1.2.3.4.5" and "12-34" chains are judged from their first group only.
-            && !(i >= 2 && matches!(b[i - 1], b'.' | b'-') && b[i - 2].is_ascii_digit())
-    })
+    (0..b.len()).filter(move |&i| number_start(b, i))
+}
+
+/// Whether a digit run that is not inside a longer word or number starts at `i`.
+fn number_start(b: &[u8], i: usize) -> bool {
+    b[i].is_ascii_digit()
+        && !is_alnum_at(b, before(i))
+        // "1.2.3.4.5" and "12-34" chains are judged from their first group only.
+        && !(i >= 2 && matches!(b[i - 1], b'.' | b'-') && b[i - 2].is_ascii_digit())
 }
 
 fn digits_of(b: &[u8], start: usize, end: usize) -> Vec<u8> {
@@ -117,21 +120,103 @@ fn card_prefix(d: &[u8]) -> bool {
 /// The longest card number (Visa, JCB, Diners and Discover go up to nineteen digits).
 const MAX_CARD_DIGITS: usize = 19;
 
+/// Payment card numbers: 13 to 19 digits with a card network's prefix and a valid Luhn
+/// checksum, written together or in groups joined by single spaces or dashes, one kind
+/// of join per number.
+///
+/// A card may start at any digit group that starts a number, and it runs through the
+/// following groups as long as they keep the join after its first group. Walking that
+/// chain again from every group made long runs of short groups ("1 1 1 …") cost up to
+/// nineteen groups at each of them; instead each maximal chain of joined groups is
+/// walked once, keeping only its last groups that hold at most `MAX_CARD_DIGITS` digits
+/// together, and every start among them is judged when its run of equal joins ends.
 pub(crate) fn cards(b: &[u8], out: &mut Vec<Hit>) {
-    let mut groups = Vec::new();
-    for i in number_starts(b) {
+    // The last groups of the current run of equal joins, as (start, end), from `lo` on;
+    // together they hold `digits` digits, at most `MAX_CARD_DIGITS` (a longer number is
+    // no card).
+    let mut window: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // A chain of digit groups starts at `i`; `join` is the separator of its current
+        // run of equal joins.
+        window.clear();
+        let (mut lo, mut digits) = (0, 0);
+        let mut join: Option<u8> = None;
+        let mut j = i;
+        loop {
+            let g = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if lo >= 64 {
+                window.drain(..lo);
+                lo = 0;
+            }
+            window.push((g, j));
+            digits += j - g;
+            while digits > MAX_CARD_DIGITS {
+                let (s, e) = window[lo];
+                lo += 1;
+                digits -= e - s;
+            }
+            let next = b.get(j).copied().filter(|&s| {
+                (s == b' ' || s == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            });
+            match next {
+                Some(s) if join.is_none_or(|u| u == s) => {
+                    join = Some(s);
+                    j += 1;
+                }
+                Some(s) => {
+                    // The run of `join`s ends with this group, which begins the next run:
+                    // every earlier start of the run ends here.
+                    match window.last().copied().filter(|_| lo < window.len()) {
+                        Some((gs, ge)) => {
+                            card_starts(b, &window[lo..window.len() - 1], j, digits, out);
+                            window.clear();
+                            window.push((gs, ge));
+                            digits = ge - gs;
+                        }
+                        // The group alone is longer than any card.
+                        None => {
+                            window.clear();
+                            digits = 0;
+                        }
+                    }
+                    lo = 0;
+                    join = Some(s);
+                    j += 1;
+                }
+                None => {
+                    card_starts(b, &window[lo..], j, digits, out);
+                    break;
+                }
+            }
+        }
+        steps::add(j - i + 1);
+        i = j;
+    }
+}
+
+/// Judges a card number from each group of `groups` that starts a number, through the
+/// last group, which ends at `end`; `digits` is how many digits `groups` hold together.
+fn card_starts(b: &[u8], groups: &[(usize, usize)], end: usize, digits: usize, out: &mut Vec<Hit>) {
+    if is_alnum_at(b, Some(end)) {
+        return;
+    }
+    let mut total = digits;
+    for &(i, e) in groups {
+        let len = total;
+        total -= e - i;
+        if len < 13 {
+            break;
+        }
         // A leading `+` is a country code: "+4915221559094" is a phone, never a card.
-        if i > 0 && b[i - 1] == b'+' {
-            continue;
-        }
-        let Some((end, _)) = digit_chain(b, i, b" -", MAX_CARD_DIGITS, &mut groups) else {
-            continue;
-        };
-        if is_alnum_at(b, Some(end)) {
-            continue;
-        }
-        let total: usize = groups.iter().sum();
-        if !(13..=19).contains(&total) {
+        if len > MAX_CARD_DIGITS || !number_start(b, i) || (i > 0 && b[i - 1] == b'+') {
             continue;
         }
         let d = digits_of(b, i, end);
@@ -255,7 +340,12 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
         }
         // The maximal chain from `i`: digit groups joined by runs of at most two
         // separators.
+        // Only the chain's last parts, from `lo` on, that hold at most
+        // `MAX_PHONE_DIGITS + 1` digits together can start a number: earlier ones are
+        // dropped as the walk goes, so a long chain is not kept whole. `dropped` parts
+        // were removed from the front of `parts`.
         parts.clear();
+        let (mut lo, mut dropped, mut digits) = (0, 0, 0);
         let mut j = i + usize::from(b[i] == b'+');
         while j < b.len() {
             let run_start = j;
@@ -272,11 +362,21 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
             if j == g {
                 break;
             }
+            if lo >= 64 {
+                parts.drain(..lo);
+                dropped += lo;
+                lo = 0;
+            }
             parts.push(Part {
                 run: run_start,
                 start: g,
                 end: j,
             });
+            digits += j - g;
+            while digits > MAX_PHONE_DIGITS + 1 {
+                digits -= parts[lo].end - parts[lo].start;
+                lo += 1;
+            }
         }
         steps::add(j - i + 1);
         let Some(last) = parts.last() else {
@@ -284,25 +384,25 @@ pub(crate) fn phones(text: &str, out: &mut Vec<Hit>) {
             continue;
         };
         let chain_end = last.end;
-        // Digits from each group to the end of the chain.
+        // Digits from each kept group to the end of the chain.
         suffix.clear();
         suffix.resize(parts.len() + 1, 0);
-        for k in (0..parts.len()).rev() {
+        for k in (lo..parts.len()).rev() {
             suffix[k] = suffix[k + 1] + (parts[k].end - parts[k].start);
         }
-        steps::add(parts.len());
+        steps::add(parts.len() - lo);
         let mut free = i;
-        for k in 0..parts.len() {
+        for k in lo..parts.len() {
             // Where a number may start at this group: the chain's own start, else an
             // opening parenthesis just before the group, then the group's first digit.
-            let first = if k == 0 {
+            let first = if dropped + k == 0 {
                 Some(i)
             } else {
                 parts[k].start.checked_sub(1).filter(|&p| b[p] == b'(')
             };
             let digit = Some(parts[k].start).filter(|&d| first != Some(d));
             for cand in [first, digit].into_iter().flatten() {
-                if cand < free || !phone_start(b, cand) || suffix[k] > MAX_PHONE_DIGITS + 1 {
+                if suffix[k] > MAX_PHONE_DIGITS + 1 || cand < free || !phone_start(b, cand) {
                     continue;
                 }
                 let mut ctx = |start: usize, end: usize| {

@@ -136,10 +136,30 @@ fn is_token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-')
 }
 
+/// The bytes a token, an AWS key or a JWT can start with.
+const TOKEN_FIRST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    while k < TOKEN_PREFIXES.len() {
+        t[TOKEN_PREFIXES[k].0.as_bytes()[0] as usize] = true;
+        k += 1;
+    }
+    let mut k = 0;
+    while k < AWS_KEY_PREFIXES.len() {
+        t[AWS_KEY_PREFIXES[k].as_bytes()[0] as usize] = true;
+        k += 1;
+    }
+    t[b'e' as usize] = true; // "eyJ"
+    t
+};
+
 pub(crate) fn find(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
     private_keys(text, out);
     for i in 0..b.len() {
+        if !TOKEN_FIRST[usize::from(b[i])] {
+            continue;
+        }
         let word_start = i == 0 || !is_token_char(b[i - 1]);
         if !word_start || !b[i].is_ascii_alphabetic() {
             continue;
@@ -241,17 +261,22 @@ fn private_keys(text: &str, out: &mut Vec<Hit>) {
     }
 }
 
-/// Shannon entropy in bits per character of a text with these byte counts.
-fn entropy(counts: &[u32; 256], len: usize) -> f64 {
+/// Shannon entropy in bits per character of a text with these byte counts; `present`
+/// has bit `c % 64` of word `c / 64` set for every byte `c` whose count is not zero, so
+/// only those are visited, in the same ascending order as a walk over all 256.
+fn entropy(counts: &[u32; 256], present: &[u64; 4], len: usize) -> f64 {
     let n = len as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
+    let mut sum = 0.0;
+    for (w, &bits) in present.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let c = counts[w * 64 + bits.trailing_zeros() as usize];
+            bits &= bits - 1;
             let p = f64::from(c) / n;
-            -p * p.log2()
-        })
-        .sum()
+            sum += -p * p.log2();
+        }
+    }
+    sum
 }
 
 /// Byte counts of a window of the text that only ever moves forward, so the
@@ -259,6 +284,8 @@ fn entropy(counts: &[u32; 256], len: usize) -> f64 {
 /// counted from its start to the common end.
 struct Window {
     counts: [u32; 256],
+    /// The bytes whose count is not zero, one bit each.
+    present: [u64; 4],
     /// Bytes of each character class: lowercase, uppercase, digit, punctuation.
     classes: [u32; 4],
     start: usize,
@@ -269,6 +296,7 @@ impl Window {
     fn new() -> Self {
         Window {
             counts: [0; 256],
+            present: [0; 4],
             classes: [0; 4],
             start: 0,
             end: 0,
@@ -305,6 +333,12 @@ impl Window {
                     *k -= 1;
                 }
             }
+            let bit = 1u64 << (c % 64);
+            if *slot == 0 {
+                self.present[usize::from(c / 64)] &= !bit;
+            } else {
+                self.present[usize::from(c / 64)] |= bit;
+            }
         }
     }
 
@@ -329,7 +363,7 @@ impl Window {
     }
 
     fn entropy(&self) -> f64 {
-        entropy(&self.counts, self.end - self.start)
+        entropy(&self.counts, &self.present, self.end - self.start)
     }
 }
 
@@ -584,7 +618,8 @@ fn keyword_values(text: &str, out: &mut Vec<Hit>) {
             // look more like a password: three classes, one of them digits.
             let classes = window.classes();
             let strong = explicit || (classes >= 3 && window.has_digit());
-            let random = j - v >= 8 && window.entropy() >= 2.5 && classes >= 2 && strong;
+            // The entropy last: it is the costly test.
+            let random = j - v >= 8 && classes >= 2 && strong && window.entropy() >= 2.5;
             // A value that ends in a colon is the next key ("auth: basic password: …").
             let key = b[v..e].ends_with(b":");
             if random && !key && !is_placeholder(&b[v..e]) {

@@ -10,13 +10,26 @@ pub(crate) const MAX_WORDS: usize = 64;
 /// For each word of `words` (the first element of each pair), the starts of its
 /// occurrences in `hay`, in order and not overlapping each other, as successive
 /// searches from the end of the previous occurrence would find them. Each byte of `hay`
-/// is looked at once, plus the bytes compared with words whose first byte it is.
+/// is looked at once, plus the bytes compared with words whose first two bytes stand
+/// there (two tables tell which).
 pub(crate) fn find_all<T>(hay: &[u8], words: &[(&str, T)]) -> Vec<Vec<usize>> {
     debug_assert!(words.len() <= MAX_WORDS, "too many words for one pass");
+    // Words by first byte, and by second byte (a word shorter than two bytes under
+    // every byte, and in `short`, for the last byte of `hay`).
     let mut first = [0u64; 256];
+    let mut second = [0u64; 256];
+    let mut short = 0u64;
     for (w, (word, _)) in words.iter().enumerate().take(MAX_WORDS) {
-        if let Some(&c) = word.as_bytes().first() {
+        let word = word.as_bytes();
+        if let Some(&c) = word.first() {
             first[usize::from(c)] |= 1 << w;
+        }
+        match word.get(1) {
+            Some(&c) => second[usize::from(c)] |= 1 << w,
+            None => {
+                short |= 1 << w;
+                second.iter_mut().for_each(|m| *m |= 1 << w);
+            }
         }
     }
     let mut found: Vec<Vec<usize>> = vec![Vec::new(); words.len()];
@@ -24,6 +37,10 @@ pub(crate) fn find_all<T>(hay: &[u8], words: &[(&str, T)]) -> Vec<Vec<usize>> {
     let mut compared = 0;
     for i in 0..hay.len() {
         let mut mask = first[usize::from(hay[i])];
+        if mask == 0 {
+            continue;
+        }
+        mask &= hay.get(i + 1).map_or(short, |&c| second[usize::from(c)]);
         while mask != 0 {
             let w = mask.trailing_zeros() as usize;
             mask &= mask - 1;
