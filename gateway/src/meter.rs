@@ -122,6 +122,11 @@ impl Meter {
         self.backend = Some(target.clone());
     }
 
+    /// The target tried last, if any was.
+    pub fn backend_id(&self) -> Option<&str> {
+        self.backend.as_ref().map(|b| b.id.as_str())
+    }
+
     /// Called for every streamed piece of text.
     pub fn delta(&mut self) {
         if self.first_token_ms.is_none() {

@@ -10,7 +10,12 @@ pub enum ErrorCode {
     BadRequest,
     Unauthorized,
     PolicyDenied,
+    /// An unknown model (the only thing a valid endpoint can fail to find).
     NotFound,
+    /// A path the gateway does not serve.
+    UnknownEndpoint,
+    /// A path it serves, with another method.
+    MethodNotAllowed,
     PayloadTooLarge,
     BudgetExceeded,
     RateLimited,
@@ -30,6 +35,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::NotFound => "model_not_found",
+            ErrorCode::UnknownEndpoint => "unknown_endpoint",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::RateLimited => "rate_limited",
@@ -60,6 +67,8 @@ pub enum ProviderError {
         target: String,
         status: u16,
         message: String,
+        /// The upstream's `Retry-After`, in seconds, passed on to the client.
+        retry_after_s: Option<u64>,
     },
     /// The upstream could not be reached or broke the connection.
     #[error("upstream {target} unreachable: {message}")]
@@ -105,6 +114,16 @@ impl ProviderError {
             ProviderError::Protocol { .. } => ErrorCode::UpstreamError,
             ProviderError::Cancelled => ErrorCode::Cancelled,
             ProviderError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// How long the client should wait before trying again, when the backend
+    /// said (a full local queue, an upstream's `Retry-After`).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ProviderError::Overloaded { retry_after_s, .. }
+            | ProviderError::Upstream { retry_after_s, .. } => *retry_after_s,
+            _ => None,
         }
     }
 

@@ -190,7 +190,34 @@ pub(crate) fn upstream_error(t: &RemoteTarget, status: u16, body: &[u8]) -> Prov
         target: t.target.clone(),
         status,
         message,
+        retry_after_s: None,
     }
+}
+
+/// An upstream's `Retry-After` in seconds. The HTTP-date form is read as
+/// "unknown": no upstream we speak to sends it, and a wrong clock would make
+/// it a lie.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| s.ceil() as u64)
+}
+
+/// [`upstream_error`] with the answer's `Retry-After`.
+fn upstream_error_with(
+    t: &RemoteTarget,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> ProviderError {
+    let mut err = upstream_error(t, status, body);
+    if let ProviderError::Upstream { retry_after_s, .. } = &mut err {
+        *retry_after_s = retry_after(headers);
+    }
+    err
 }
 
 pub(crate) fn protocol(t: &RemoteTarget, message: impl Into<String>) -> ProviderError {
@@ -211,9 +238,10 @@ pub(crate) async fn send_json(
         .await
         .map_err(|e| map_reqwest(t, &e))?;
     let status = resp.status();
+    let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(|e| map_reqwest(t, &e))?;
     if !status.is_success() {
-        return Err(upstream_error(t, status.as_u16(), &body));
+        return Err(upstream_error_with(t, status.as_u16(), &headers, &body));
     }
     serde_json::from_slice(&body).map_err(|e| protocol(t, format!("answer is not json: {e}")))
 }
@@ -233,11 +261,12 @@ pub(crate) async fn send_sse(
     };
     let status = resp.status();
     if !status.is_success() {
+        let headers = resp.headers().clone();
         let body = match tokio::time::timeout(t.request_timeout, resp.bytes()).await {
             Ok(Ok(b)) => b,
             Ok(Err(_)) | Err(_) => bytes::Bytes::new(),
         };
-        return Err(upstream_error(t, status.as_u16(), &body));
+        return Err(upstream_error_with(t, status.as_u16(), &headers, &body));
     }
     struct State {
         body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
@@ -380,6 +409,28 @@ mod tests {
             }
             other => panic!("expected MissingKey, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_a_date_is_not_guessed() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", "12".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(12));
+        assert!(matches!(
+            upstream_error_with(&target(), 429, &h, b""),
+            ProviderError::Upstream {
+                retry_after_s: Some(12),
+                ..
+            }
+        ));
+        h.insert("retry-after", "0.5".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(1));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

@@ -254,6 +254,7 @@ async fn upstream_error_statuses_keep_their_status_and_code() {
                         status: s,
                         message,
                         target,
+                        ..
                     } => {
                         assert_eq!(*s, status, "{}", b.name());
                         assert!(!message.is_empty());

@@ -83,6 +83,40 @@ pub async fn messages(
     entry(state, headers, body, Wire::Anthropic).await
 }
 
+/// An error answer with what had been decided when it happened: the route,
+/// once one was chosen, and the last backend tried, once one was.
+struct Failed {
+    err: ApiError,
+    route: Option<String>,
+    backend: Option<String>,
+}
+
+impl From<ApiError> for Failed {
+    fn from(err: ApiError) -> Self {
+        Failed {
+            err,
+            route: None,
+            backend: None,
+        }
+    }
+}
+
+impl From<watershed_providers::ProviderError> for Failed {
+    fn from(e: watershed_providers::ProviderError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl Failed {
+    fn at(err: ApiError, route: &str, meter: &Meter) -> Self {
+        Failed {
+            err,
+            route: Some(route.to_owned()),
+            backend: meter.backend_id().map(str::to_owned),
+        }
+    }
+}
+
 async fn entry(
     state: Arc<AppState>,
     headers: HeaderMap,
@@ -93,18 +127,22 @@ async fn entry(
     let rt = state.runtime();
     let mut resp = match handle(&state, &rt, &headers, body, &request_id, wire).await {
         Ok(resp) => resp,
-        Err(err) => {
+        Err(Failed {
+            err,
+            route,
+            backend,
+        }) => {
             if err.status().is_server_error() {
                 warn!(request_id = %request_id, code = err.code.as_str(), message = %err.message, "request failed");
             }
-            match wire {
-                Wire::OpenAi => err.into_response(),
-                Wire::Anthropic => (
-                    err.status(),
-                    axum::Json(anthropic::error_json(err.code, &err.message)),
-                )
-                    .into_response(),
+            let mut resp = error_response(err, wire);
+            if let Some(route) = &route {
+                set_header(&mut resp, "x-watershed-route", route);
             }
+            if let Some(backend) = &backend {
+                set_header(&mut resp, "x-watershed-backend", backend);
+            }
+            resp
         }
     };
     set_header(&mut resp, "x-request-id", &request_id);
@@ -118,7 +156,7 @@ async fn handle(
     body: Result<JsonBody, ApiError>,
     request_id: &str,
     wire: Wire,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failed> {
     let JsonBody(body) = body?;
     let req = match wire {
         Wire::OpenAi => openai::parse_chat_request(&body)?,
@@ -215,9 +253,28 @@ async fn handle(
             }
             Err(e) => {
                 let err = ApiError::from(e);
+                let failed = Failed::at(err.clone(), &prepared.route, &meter);
                 meter.failure(err.code);
-                Err(err)
+                Err(failed)
             }
+        }
+    }
+}
+
+/// An error in the client's wire format, with its `retry-after`.
+fn error_response(err: ApiError, wire: Wire) -> Response {
+    match wire {
+        Wire::OpenAi => err.into_response(),
+        Wire::Anthropic => {
+            let mut resp = (
+                err.status(),
+                axum::Json(anthropic::error_json(err.code, &err.message)),
+            )
+                .into_response();
+            if let Some(secs) = err.retry_after_s {
+                set_header(&mut resp, "retry-after", &secs.to_string());
+            }
+            resp
         }
     }
 }
@@ -229,7 +286,7 @@ fn prepare(
     req: ChatRequest,
     scan: &Scan,
     request_id: &str,
-) -> Result<Prepared, ApiError> {
+) -> Result<Prepared, Failed> {
     let cfg = &rt.config;
     let caller = access::caller(cfg, headers)?;
     let declared = declared_privacy(headers)?;
@@ -241,7 +298,8 @@ fn prepare(
                     cfg.server.max_tokens_limit
                 ),
                 Some("max_tokens"),
-            ));
+            )
+            .into());
         }
     }
     let floor = crate::classify::privacy_floor(cfg, declared, &caller);
@@ -297,7 +355,11 @@ fn prepare(
                 );
                 let mut err = ApiError::new(ErrorCode::BudgetExceeded, verdict.describe(now));
                 err.retry_after_s = verdict.resets_in_s(now);
-                return Err(err);
+                return Err(Failed {
+                    err,
+                    route: Some(decision.route.clone()),
+                    backend: None,
+                });
             }
         }
     }
@@ -446,17 +508,18 @@ async fn stream_answer(
     targets: Vec<Arc<crate::state::TargetHandle>>,
     mut meter: Meter,
     wire: Wire,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failed> {
     let upstream = dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route).await;
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {
             let err = ApiError::from(e);
+            let failed = Failed::at(err.clone(), &prepared.route, &meter);
             meter.failure(err.code);
-            return Err(err);
+            return Err(failed);
         }
     };
-    let encoder = Encoder::new(wire, &prepared, &target.model_name);
+    let mut encoder = Encoder::new(wire, &prepared, &target.model_name);
     let head = stream::iter(encoder.start(meter.estimated_prompt_tokens()));
     // The meter lives inside the stream: when the client disconnects, axum drops
     // the stream and the meter records the request as cancelled.
@@ -518,7 +581,7 @@ impl Encoder {
         }
     }
 
-    fn start(&self, input_tokens: u32) -> Vec<Event> {
+    fn start(&mut self, input_tokens: u32) -> Vec<Event> {
         match self {
             Encoder::OpenAi(b) => vec![sse(&b.role())],
             Encoder::Anthropic(e) => e.start(input_tokens).iter().map(named).collect(),

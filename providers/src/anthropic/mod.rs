@@ -161,6 +161,13 @@ pub(crate) fn parse_stop_reason(v: Option<&Value>) -> FinishReason {
     }
 }
 
+/// The `stop_sequence` Anthropic names when `stop_reason` is `stop_sequence`.
+fn matched_stop(reason: Option<&Value>, seq: Option<&Value>) -> Option<String> {
+    (reason.and_then(Value::as_str) == Some("stop_sequence"))
+        .then(|| seq.and_then(Value::as_str).map(str::to_owned))
+        .flatten()
+}
+
 fn count(v: &Value, key: &str) -> Option<u32> {
     v.get(key)
         .and_then(Value::as_u64)
@@ -231,6 +238,7 @@ pub(crate) fn parse_message(t: &RemoteTarget, v: &Value) -> Result<ChatResponse,
                 .unwrap_or(&t.upstream_model)
                 .to_owned(),
             finish_reason: parse_stop_reason(v.get("stop_reason")),
+            stop_sequence: matched_stop(v.get("stop_reason"), v.get("stop_sequence")),
             usage: usage.canonical(),
             engine_seconds: None,
         },
@@ -259,6 +267,7 @@ pub(crate) fn stream_error(t: &RemoteTarget, err: &Value) -> ProviderError {
             .and_then(Value::as_str)
             .unwrap_or(kind)
             .to_owned(),
+        retry_after_s: None,
     }
 }
 
@@ -270,6 +279,7 @@ pub(crate) struct EventReader {
     model: Option<String>,
     usage: WireUsage,
     finish: FinishReason,
+    stop_sequence: Option<String>,
 }
 
 impl EventReader {
@@ -279,6 +289,7 @@ impl EventReader {
             model: None,
             usage: WireUsage::default(),
             finish: FinishReason::Stop,
+            stop_sequence: None,
         }
     }
 }
@@ -323,6 +334,7 @@ impl StreamTranslator for EventReader {
             "message_delta" => {
                 if let Some(r) = v.pointer("/delta/stop_reason").filter(|r| !r.is_null()) {
                     self.finish = parse_stop_reason(Some(r));
+                    self.stop_sequence = matched_stop(Some(r), v.pointer("/delta/stop_sequence"));
                 }
                 if let Some(u) = v.get("usage") {
                     self.usage.update(u);
@@ -335,6 +347,7 @@ impl StreamTranslator for EventReader {
                         .take()
                         .unwrap_or_else(|| self.t.upstream_model.clone()),
                     finish_reason: self.finish,
+                    stop_sequence: self.stop_sequence.take(),
                     usage: self.usage.canonical(),
                     engine_seconds: None,
                 }));

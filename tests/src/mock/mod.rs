@@ -368,7 +368,7 @@ fn error_response(flavor: Flavor, status: u16, message: Option<&str>) -> Respons
         Flavor::Anthropic => anthropic::error_body(status, message),
     };
     let mut resp = json_response(code, &body);
-    if status == 429 || status == 529 {
+    if matches!(status, 429 | 503 | 529) {
         resp.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));
     }
