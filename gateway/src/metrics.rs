@@ -83,6 +83,7 @@ pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
 pub const BUDGET_ACTIONS: &str = "watershed_budget_actions_total";
 pub const REDACTIONS: &str = "watershed_redacted_values_total";
 pub const PRIVACY_FAIL_CLOSED: &str = "watershed_privacy_fail_closed_total";
+pub const UNPRICED: &str = "watershed_unpriced_requests_total";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -139,6 +140,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         PRIVACY_FAIL_CLOSED,
         "Requests treated as restricted because their classification could not finish (too large, timeout), by reason",
+    ),
+    (
+        UNPRICED,
+        "Requests served by a remote target that has no price (costed at 0 in the ledger), by backend",
     ),
     (
         REDACTIONS,

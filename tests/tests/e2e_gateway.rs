@@ -724,3 +724,55 @@ async fn models_retrieve_unknown_endpoints_and_wrong_methods() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(error_shape(&v).0, "method_not_allowed", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpriced_target_is_warned_about_and_its_requests_counted() {
+    let openai = MockUpstream::openai().await;
+    let cfg = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+models:
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+  house:
+    provider: openai-compatible
+    base_url: "{}"
+    model: house-model-7b
+routes:
+  - name: home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: all
+    to: [house]
+"#,
+        openai.base_url
+    );
+    let gw = Gateway::start("e2e-unpriced", &cfg, &[]).unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        gw.log_text().contains("target \"house\" has no price"),
+        "{}",
+        gw.log_text()
+    );
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/chat/completions", gw.base_url))
+        .json(&chat("house", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let metrics = http
+        .get(format!("{}/metrics", gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("watershed_unpriced_requests_total{backend=\"house\"} 1"),
+        "{metrics}"
+    );
+}
