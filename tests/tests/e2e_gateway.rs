@@ -776,3 +776,64 @@ routes:
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_is_routed_like_a_message_and_says_when_it_estimates() {
+    let env = start().await;
+    let url = format!("{}/v1/messages/count_tokens", env.gw.base_url);
+    let body = |model: &str| json!({"model": model, "system": "be brief", "messages": [{"role": "user", "content": "one two three"}]});
+    // Anthropic targets: forwarded to the upstream's count_tokens.
+    let resp = env
+        .http
+        .post(&url)
+        .json(&body("claude-sonnet-4.6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let h = resp.headers().clone();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v, json!({"input_tokens": 5}));
+    assert_eq!(h["x-watershed-route"], "anthropic-only");
+    assert_eq!(h["x-watershed-backend"], "claude-sonnet-4.6");
+    assert!(!h.contains_key("x-watershed-estimate"));
+    let sent = env.anthropic.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant"));
+
+    // OpenAI targets cannot count: an estimate, and it says so.
+    let before = env.openai.request_count();
+    let resp = env
+        .http
+        .post(&url)
+        .json(&body("gpt-5.4-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-watershed-estimate"], "true");
+    assert_eq!(resp.headers()["x-watershed-backend"], "gpt-5.4-mini");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(env.openai.request_count(), before);
+
+    // Confidential: only the local engine may count it, and it is down, so
+    // the count fails closed and nothing leaves.
+    let anthropic_before = env.anthropic.request_count();
+    let resp = env
+        .http
+        .post(&url)
+        .header("x-watershed-privacy", "confidential")
+        .json(&body("claude-sonnet-4.6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()["x-watershed-route"],
+        "confidential-stays-home"
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(env.anthropic.request_count(), anthropic_before);
+}

@@ -24,6 +24,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(chat::messages))
+        .route("/v1/messages/count_tokens", post(chat::count_tokens))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/healthz", get(healthz))

@@ -54,10 +54,18 @@ impl AnthropicProvider {
     }
 
     fn request(&self, body: &Value) -> Result<reqwest::RequestBuilder, ProviderError> {
+        self.request_to("v1/messages", body)
+    }
+
+    fn request_to(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.target.key()?;
         let mut req = self
             .client
-            .post(self.target.url("v1/messages"))
+            .post(self.target.url(path))
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(body);
         if let Some(key) = key {
@@ -393,6 +401,25 @@ impl Provider for AnthropicProvider {
             return Err(stream_error(&self.target, err));
         }
         parse_message(&self.target, &answer)
+    }
+
+    /// Forwarded to the upstream's `/v1/messages/count_tokens`, which takes
+    /// the prompt only (model, system, messages): generation settings are
+    /// refused there.
+    async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u32>, ProviderError> {
+        let full = upstream_body(&self.target, req, false)?;
+        let mut body = json!({"model": full["model"], "messages": full["messages"]});
+        if let Some(system) = full.get("system") {
+            body["system"] = system.clone();
+        }
+        let answer = remote::send_json(
+            &self.target,
+            self.request_to("v1/messages/count_tokens", &body)?,
+        )
+        .await?;
+        count(&answer, "input_tokens")
+            .map(Some)
+            .ok_or_else(|| protocol(&self.target, "count_tokens answer has no input_tokens"))
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
