@@ -328,16 +328,26 @@ impl PriceTable {
     /// 0 when none has one. The price is the one in force at `ts_ms` (the
     /// request's start), so a price change never splits one request.
     pub fn cost_for(&self, candidates: &[&str], ts_ms: i64, usage: Usage) -> f64 {
-        match candidates
-            .iter()
-            .find_map(|m| self.cost_at(m, ts_ms, usage))
-        {
+        match self.try_cost_for(candidates, ts_ms, usage) {
             Some(c) => c,
             None => {
                 tracing::debug!(models = ?candidates, "no price for model; costed at 0");
                 0.0
             }
         }
+    }
+
+    /// [`PriceTable::cost_for`], `None` when no candidate has a price, for
+    /// callers that must not take an unpriced request for a free one.
+    pub fn try_cost_for(&self, candidates: &[&str], ts_ms: i64, usage: Usage) -> Option<f64> {
+        candidates
+            .iter()
+            .find_map(|m| self.cost_at(m, ts_ms, usage))
+    }
+
+    /// Whether any of `candidates` has a price.
+    pub fn has_price(&self, candidates: &[&str]) -> bool {
+        candidates.iter().any(|m| self.resolve(m).is_some())
     }
 
     /// Canonical keys with their price histories.

@@ -209,6 +209,11 @@ pub fn main() -> ExitCode {
             command: PolicyCommand::Check { file },
         } => match config::load(Some(&file)) {
             Ok(loaded) => {
+                if let Ok(prices) = crate::state::price_table(&loaded.config) {
+                    for id in crate::state::unpriced_targets(&loaded.config, &prices) {
+                        eprintln!("warning: {}", crate::state::unpriced_warning(&id));
+                    }
+                }
                 println!(
                     "{}: ok ({} models, {} routes)",
                     file.display(),

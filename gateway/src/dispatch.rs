@@ -53,7 +53,10 @@ impl Outbound {
     }
 
     /// The request a target gets, and the map to restore its answer with.
-    fn for_target(&self, t: &TargetHandle) -> (&ChatRequest, Option<&Arc<RedactionMap>>) {
+    pub(crate) fn for_target(
+        &self,
+        t: &TargetHandle,
+    ) -> (&ChatRequest, Option<&Arc<RedactionMap>>) {
         match &self.redacted {
             Some((req, map)) if !t.trusted => (req, Some(map)),
             _ => (&self.original, None),

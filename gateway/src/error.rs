@@ -42,7 +42,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::NotFound | ErrorCode::UnknownEndpoint => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::BudgetExceeded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Overloaded | ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -57,9 +58,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 /// OpenAI's `error.type` for a status class.
 fn error_type(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::BadRequest | ErrorCode::NotFound | ErrorCode::PayloadTooLarge => {
-            "invalid_request_error"
-        }
+        ErrorCode::BadRequest
+        | ErrorCode::NotFound
+        | ErrorCode::UnknownEndpoint
+        | ErrorCode::MethodNotAllowed
+        | ErrorCode::PayloadTooLarge => "invalid_request_error",
         ErrorCode::Unauthorized => "authentication_error",
         ErrorCode::PolicyDenied => "permission_error",
         ErrorCode::BudgetExceeded | ErrorCode::RateLimited => "rate_limit_error",
@@ -70,11 +73,13 @@ fn error_type(code: ErrorCode) -> &'static str {
 impl From<ProviderError> for ApiError {
     fn from(e: ProviderError) -> Self {
         let code = e.code();
-        let (param, retry_after_s) = match &e {
-            ProviderError::BadRequest { param, .. } => (param.clone(), None),
-            ProviderError::Overloaded { retry_after_s, .. } => (None, *retry_after_s),
-            _ => (None, None),
+        let param = match &e {
+            ProviderError::BadRequest { param, .. } => param.clone(),
+            _ => None,
         };
+        // A full local queue and an upstream's 429/503 both say when to come
+        // back; the client's SDK reads `retry-after` to time its retry.
+        let retry_after_s = e.retry_after_s();
         // Causes that could carry an upstream URL or a provider's raw text
         // stay in the log (dispatch writes them with the request id).
         let message = e.public_message();
@@ -118,6 +123,8 @@ mod tests {
             (ErrorCode::Unauthorized, 401),
             (ErrorCode::PolicyDenied, 403),
             (ErrorCode::NotFound, 404),
+            (ErrorCode::UnknownEndpoint, 404),
+            (ErrorCode::MethodNotAllowed, 405),
             (ErrorCode::PayloadTooLarge, 413),
             (ErrorCode::BudgetExceeded, 429),
             (ErrorCode::UpstreamError, 502),
@@ -128,6 +135,20 @@ mod tests {
         for (code, status) in cases {
             assert_eq!(status_of(code).as_u16(), status, "{code:?}");
         }
+    }
+
+    #[test]
+    fn an_upstream_retry_after_becomes_the_answer_header() {
+        let e: ApiError = ProviderError::Upstream {
+            target: "gpt".into(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after_s: Some(7),
+        }
+        .into();
+        let resp = e.into_response();
+        assert_eq!(resp.status().as_u16(), 429);
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).unwrap(), "7");
     }
 
     #[test]

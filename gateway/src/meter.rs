@@ -175,6 +175,11 @@ impl Meter {
         Some(v.to_string())
     }
 
+    /// The target tried last, if any was.
+    pub fn backend_id(&self) -> Option<&str> {
+        self.backend.as_ref().map(|b| b.id.as_str())
+    }
+
     /// Called for every streamed piece of text.
     pub fn delta(&mut self) {
         if self.first_token_ms.is_none() {
@@ -268,11 +273,22 @@ impl Meter {
     fn cost(&self, model: &str, usage: Usage) -> f64 {
         match &self.backend {
             Some(b) if b.kind == BackendKind::Local => 0.0,
-            Some(b) => self.prices.cost_for(
-                &[b.id.as_str(), b.model_name.as_str(), model],
-                self.info.ts_ms,
-                usage,
-            ),
+            Some(b) => {
+                let candidates = [b.id.as_str(), b.model_name.as_str(), model];
+                match self
+                    .prices
+                    .try_cost_for(&candidates, self.info.ts_ms, usage)
+                {
+                    Some(c) => c,
+                    // Not free: unknown. Counted, so a dashboard at $0 can be
+                    // told from one that is missing a price.
+                    None => {
+                        self.metrics
+                            .add(metrics::UNPRICED, vec![("backend", b.id.clone())], 1.0);
+                        0.0
+                    }
+                }
+            }
             None => 0.0,
         }
     }

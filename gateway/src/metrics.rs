@@ -86,6 +86,7 @@ pub const PRIVACY_FAIL_CLOSED: &str = "watershed_privacy_fail_closed_total";
 pub const UPSTREAM_RETRIES: &str = "watershed_upstream_retries_total";
 pub const BREAKER_TRANSITIONS: &str = "watershed_breaker_transitions_total";
 pub const BREAKER_STATE: &str = "watershed_breaker_state";
+pub const UNPRICED: &str = "watershed_unpriced_requests_total";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -142,6 +143,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         PRIVACY_FAIL_CLOSED,
         "Requests treated as restricted because their classification could not finish (too large, timeout), by reason",
+    ),
+    (
+        UNPRICED,
+        "Requests served by a remote target that has no price (costed at 0 in the ledger), by backend",
     ),
     (
         REDACTIONS,

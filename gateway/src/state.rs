@@ -288,12 +288,39 @@ pub fn build_runtime(
         targets.insert(id.clone(), Arc::new(handle));
     }
     let prices = Arc::new(price_table(&config)?);
+    for id in unpriced_targets(&config, &prices) {
+        tracing::warn!(target_id = %id, "{}", unpriced_warning(&id));
+    }
     Ok(Runtime {
         config,
         targets,
         prices,
         plan,
     })
+}
+
+/// Remote targets with no price, neither built in nor under `pricing:` (by
+/// target id or model name): their requests would be costed at $0.
+pub fn unpriced_targets(config: &Config, prices: &PriceTable) -> Vec<String> {
+    let mut out: Vec<String> = config
+        .models
+        .iter()
+        .filter_map(|(id, t)| match &t.spec {
+            watershed_policies::TargetSpec::Remote(r) => {
+                (!prices.has_price(&[id.as_str(), r.model.as_str()])).then(|| id.clone())
+            }
+            watershed_policies::TargetSpec::Local(_) => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The warning for an unpriced target, at start-up and in `policy check`.
+pub fn unpriced_warning(target: &str) -> String {
+    format!(
+        "target \"{target}\" has no price (not built in, not under pricing:); its requests are costed at $0 and counted in watershed_unpriced_requests_total"
+    )
 }
 
 /// The built-in prices with the config's `pricing` overrides.

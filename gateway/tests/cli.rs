@@ -99,6 +99,42 @@ fn policy_check_refuses_a_leaky_policy_with_its_position() {
 }
 
 #[test]
+fn policy_check_warns_about_a_remote_target_with_no_price() {
+    let dir = std::env::temp_dir().join(format!("watershed-cli-unpriced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("unpriced.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\n\
+         models:\n  \
+           local: { engine: local, gguf: m.gguf }\n  \
+           gpt: { provider: openai, model: gpt-5.4-mini, api_key_env: OPENAI_API_KEY }\n  \
+           pool: { provider: openai-compatible, base_url: \"http://10.0.0.1/v1\", model: house-model-7b }\n\
+         routes:\n  \
+           - name: home\n    \
+             when: { privacy: \">= confidential\" }\n    \
+             to: [local]\n  \
+           - name: all\n    \
+             to: [pool, gpt]\n",
+    )
+    .unwrap();
+    let out = watershed()
+        .args(["policy", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: target \"pool\" has no price"),
+        "{stderr}"
+    );
+    // The built-in table prices gpt-5.4-mini; the local engine is not priced per token.
+    assert!(!stderr.contains("\"gpt\""), "{stderr}");
+    assert!(!stderr.contains("\"local\""), "{stderr}");
+}
+
+#[test]
 fn an_unknown_subcommand_is_refused() {
     let out = watershed().arg("frobnicate").output().unwrap();
     assert!(!out.status.success());

@@ -406,6 +406,14 @@ impl Provider for LocalEngine {
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
         self.submit(req)
     }
+
+    /// Exact: the prompt rendered with the GGUF's chat template and tokenized
+    /// with its own vocabulary, as a request would be.
+    async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u32>, ProviderError> {
+        let prompt = self.render_prompt(req)?;
+        let n = self.tokenize(&prompt)?.len();
+        Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
+    }
 }
 
 pub(crate) fn file_stem(path: &Path) -> String {

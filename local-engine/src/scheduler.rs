@@ -615,6 +615,7 @@ impl<'m> Scheduler<'m> {
         let token = a.job.sampler.sample(&self.ctx, idx);
         let vocab = model.vocab();
         let mut finish = None;
+        let mut stop_sequence = None;
         let mut out = String::new();
         if vocab.is_eog(token) {
             out.push_str(&a.filter.finish());
@@ -626,6 +627,7 @@ impl<'m> Scheduler<'m> {
             out.push_str(&step.emit);
             if step.stopped {
                 finish = Some(FinishReason::Stop);
+                stop_sequence = step.stop_sequence;
             } else if a.generated >= a.job.max_tokens {
                 out.push_str(&a.filter.finish());
                 finish = Some(FinishReason::Length);
@@ -639,11 +641,11 @@ impl<'m> Scheduler<'m> {
             return;
         }
         if let Some(reason) = finish {
-            self.finish(i, reason);
+            self.finish(i, reason, stop_sequence);
         }
     }
 
-    fn finish(&mut self, i: usize, reason: FinishReason) {
+    fn finish(&mut self, i: usize, reason: FinishReason, stop_sequence: Option<String>) {
         self.clock += 1;
         let slot = &mut self.slots[i];
         slot.last_used = self.clock;
@@ -651,6 +653,7 @@ impl<'m> Scheduler<'m> {
         let done = Completion {
             model: self.upstream.clone(),
             finish_reason: reason,
+            stop_sequence,
             usage: Usage {
                 prompt_tokens: a.job.prompt.len() as u32,
                 completion_tokens: a.generated,

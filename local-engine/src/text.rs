@@ -9,6 +9,8 @@ pub struct Step {
     pub emit: String,
     /// A stop string was completed; generation must end and nothing after it is sent.
     pub stopped: bool,
+    /// The stop string that was completed, when `stopped`.
+    pub stop_sequence: Option<String>,
 }
 
 /// Streaming UTF-8 decoder and stop-string matcher for one answer.
@@ -54,15 +56,17 @@ impl OutputFilter {
         let first = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min();
-        if let Some(at) = first {
+            .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, s)) = first {
+            let stop_sequence = Some(s.clone());
             let emit = self.held[..at].to_owned();
             self.held.clear();
             self.partial.clear();
             return Step {
                 emit,
                 stopped: true,
+                stop_sequence,
             };
         }
         // Hold back the longest suffix that is a proper prefix of some stop string.
@@ -80,6 +84,7 @@ impl OutputFilter {
         Step {
             emit,
             stopped: false,
+            stop_sequence: None,
         }
     }
 }
@@ -183,5 +188,18 @@ mod tests {
     fn stop_strings_with_multibyte_characters() {
         let (out, stopped) = run(&["é!"], &[b"caf\xC3", b"\xA9", b"!x"]);
         assert_eq!((out.as_str(), stopped), ("caf", true));
+    }
+
+    #[test]
+    fn the_step_that_stops_names_the_earliest_stop_string() {
+        let stops = vec!["cd".to_string(), "b".to_string()];
+        let mut f = OutputFilter::new(&stops);
+        let step = f.push(b"abcd");
+        assert!(step.stopped);
+        assert_eq!(step.stop_sequence.as_deref(), Some("b"));
+        let stops = vec!["END".to_string()];
+        let mut f = OutputFilter::new(&stops);
+        assert_eq!(f.push(b"x E").stop_sequence, None);
+        assert_eq!(f.push(b"ND").stop_sequence.as_deref(), Some("END"));
     }
 }

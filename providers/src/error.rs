@@ -10,7 +10,12 @@ pub enum ErrorCode {
     BadRequest,
     Unauthorized,
     PolicyDenied,
+    /// An unknown model (the only thing a valid endpoint can fail to find).
     NotFound,
+    /// A path the gateway does not serve.
+    UnknownEndpoint,
+    /// A path it serves, with another method.
+    MethodNotAllowed,
     PayloadTooLarge,
     BudgetExceeded,
     RateLimited,
@@ -30,6 +35,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::NotFound => "model_not_found",
+            ErrorCode::UnknownEndpoint => "unknown_endpoint",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::RateLimited => "rate_limited",
@@ -116,6 +123,16 @@ impl ProviderError {
         }
     }
 
+    /// How long the client should wait before trying again, when the backend
+    /// said (a full local queue, an upstream's `Retry-After`).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ProviderError::Overloaded { retry_after_s, .. }
+            | ProviderError::Upstream { retry_after_s, .. } => *retry_after_s,
+            _ => None,
+        }
+    }
+
     /// Whether dispatch may try the next target: the fault lies with this target,
     /// not with the request.
     pub fn is_retryable(&self) -> bool {
@@ -131,15 +148,6 @@ impl ProviderError {
             ProviderError::Upstream { status, .. } => *status == 429 || *status >= 500,
             ProviderError::Unreachable { .. } | ProviderError::Timeout { .. } => true,
             _ => false,
-        }
-    }
-
-    /// How long the upstream asked us to wait before trying again.
-    pub fn retry_after_s(&self) -> Option<u64> {
-        match self {
-            ProviderError::Upstream { retry_after_s, .. }
-            | ProviderError::Overloaded { retry_after_s, .. } => *retry_after_s,
-            _ => None,
         }
     }
 

@@ -41,4 +41,10 @@ pub trait Provider: Send + Sync {
     /// Errors that happen before the first byte of the answer are returned here so
     /// dispatch can fall back to the next target; later errors arrive in the stream.
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError>;
+
+    /// The prompt's input tokens as the backend itself counts them, or `None`
+    /// when it has no way to count (the caller then estimates, and says so).
+    async fn count_tokens(&self, _req: &ChatRequest) -> Result<Option<u32>, ProviderError> {
+        Ok(None)
+    }
 }

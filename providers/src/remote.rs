@@ -178,8 +178,10 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
         .to_str()
         .ok()?
         .trim()
-        .parse()
+        .parse::<f64>()
         .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| s.ceil() as u64)
 }
 
 /// [`upstream_error`] with the answer's `retry-after`.
@@ -414,6 +416,28 @@ mod tests {
             }
             other => panic!("expected MissingKey, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_a_date_is_not_guessed() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", "12".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(12));
+        assert!(matches!(
+            upstream_error_with(&target(), 429, b"", retry_after(&h)),
+            ProviderError::Upstream {
+                retry_after_s: Some(12),
+                ..
+            }
+        ));
+        h.insert("retry-after", "0.5".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(1));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

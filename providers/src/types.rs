@@ -500,6 +500,25 @@ impl FinishReason {
     }
 }
 
+/// Which of the request's stop sequences ended an answer whose backend did not
+/// say: the one the backend named (`named`, e.g. vLLM's `stop_reason`) if the
+/// request holds it, else the one the answer's text ends with (servers that
+/// keep the stop string in the output). OpenAI itself strips the string and
+/// names nothing, so there the answer reads as a natural end (`None`): a
+/// model's own end of turn and a stop sequence cannot be told apart.
+pub fn infer_stop_sequence(stops: &[String], named: Option<&str>, text: &str) -> Option<String> {
+    if let Some(n) = named {
+        if let Some(s) = stops.iter().find(|s| s.as_str() == n) {
+            return Some(s.clone());
+        }
+    }
+    stops
+        .iter()
+        .filter(|s| !s.is_empty() && text.ends_with(s.as_str()))
+        .max_by_key(|s| s.len())
+        .cloned()
+}
+
 /// Token counts as the backend reported them (exact for the local engine).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -515,6 +534,10 @@ pub struct Completion {
     /// The model that answered, as the backend names it.
     pub model: String,
     pub finish_reason: FinishReason,
+    /// The stop sequence that ended the answer (`finish_reason` is `Stop`),
+    /// when the backend says which or it could be told from the answer's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
     pub usage: Usage,
     /// This request's share of local engine time, in seconds (local engine only).
     pub engine_seconds: Option<f64>,

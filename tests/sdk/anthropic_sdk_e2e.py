@@ -47,6 +47,52 @@ def main() -> None:
     assert text == final.content[0].text
     out["stream"] = {"text": text, "output_tokens": final.usage.output_tokens, "stop_reason": final.stop_reason}
 
+    # count_tokens: the same prompt as the plain call, counted exactly by the
+    # backend, so it equals what that call reported (cache reads included).
+    counted = client.messages.count_tokens(
+        model=model,
+        system="You are terse.",
+        messages=[{"role": "user", "content": "Name a colour of the sky."}],
+    )
+    out["count_tokens"] = {
+        "input_tokens": counted.input_tokens,
+        "plain_prompt_tokens": msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0),
+    }
+
+    # Stop sequences: a short English answer holds a space, an "e" or a comma,
+    # so one of them ends it, and the answer names which.
+    stops = [" ", "e", ",", "\n"]
+    stopped = client.messages.create(
+        model=model,
+        max_tokens=16,
+        messages=[{"role": "user", "content": "Say hello to the world."}],
+        stop_sequences=stops,
+        temperature=0,
+    )
+    assert stopped.stop_reason == "stop_sequence", stopped
+    assert stopped.stop_sequence in stops, stopped
+    with client.messages.stream(
+        model=model,
+        max_tokens=16,
+        messages=[{"role": "user", "content": "Say hello to the world."}],
+        stop_sequences=stops,
+        temperature=0,
+    ) as stream:
+        start_input = None
+        for event in stream:
+            if event.type == "message_start":
+                start_input = event.message.usage.input_tokens
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence", final
+    assert final.stop_sequence == stopped.stop_sequence, (final, stopped)
+    assert start_input == final.usage.input_tokens, (start_input, final.usage)
+    # From the local engine, that one number is the exact count.
+    hello = client.messages.count_tokens(
+        model=model, messages=[{"role": "user", "content": "Say hello to the world."}]
+    )
+    assert final.usage.input_tokens == hello.input_tokens, (final.usage, hello)
+    out["stop_sequence"] = {"plain": stopped.stop_sequence, "stream": final.stop_sequence}
+
     try:
         client.messages.create(model=model, max_tokens=5, messages=[])
         raise AssertionError("empty messages accepted")

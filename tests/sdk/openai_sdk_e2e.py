@@ -100,6 +100,16 @@ def main() -> None:
     except openai.BadRequestError as e:
         out["n2"] = {"status": e.status_code, "body": e.body}
 
+    # models.retrieve: one model object, and a typed 404 for an unknown id.
+    model = client.models.retrieve(local_model)
+    assert model.id == local_model and model.object == "model", model
+    try:
+        client.models.retrieve("gpt-6")
+        raise AssertionError("unknown model retrieved")
+    except openai.NotFoundError as e:
+        out["retrieve_not_found"] = {"status": e.status_code, "body": e.body}
+    out["retrieved"] = model.id
+
     print(json.dumps(out))
 
 

@@ -168,9 +168,10 @@ async fn confidential_requests_fail_closed_and_never_leave() {
         .await;
     assert_eq!(status, 503, "{body}");
     error_shape(&body);
+    // The error names the route that kept it home.
     assert_eq!(
         h.get("x-watershed-route").map(|v| v.to_str().unwrap()),
-        None
+        Some("confidential-stays-home")
     );
     let (status, _, _) = env
         .post(&chat("claude-sonnet-4.6", "secret"), Some("restricted"))
@@ -599,4 +600,246 @@ async fn the_price_in_force_today_is_charged() {
     let expected = (p * 1.0 + c * 2.0) / 1e6;
     assert!((charged - expected).abs() < 1e-8, "{charged} vs {expected}");
     gw.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_retry_after_and_decision_headers_reach_error_answers() {
+    let env = start().await;
+    // A 429 from the only target: its Retry-After is passed on, and the error
+    // says which route and backend it came from.
+    env.anthropic.fail_next(1, Failure::Status(429));
+    let (status, h, body) = env.post(&chat("claude-sonnet-4.6", "x"), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(h["x-watershed-route"], "anthropic-only");
+    assert_eq!(h["x-watershed-backend"], "claude-sonnet-4.6");
+    assert!(h.contains_key("x-request-id"));
+    // 503 too, in Anthropic's wire format.
+    env.anthropic.fail_next(1, Failure::Status(503));
+    let resp = env
+        .http
+        .post(format!("{}/v1/messages", env.gw.base_url))
+        .json(&json!({"model": "claude-sonnet-4.6", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["x-watershed-route"], "anthropic-only");
+    assert_eq!(resp.headers()["x-watershed-backend"], "claude-sonnet-4.6");
+    // Before a route is chosen there is none to name.
+    let (status, h, _) = env.post(&chat("no-such-model", "x"), None).await;
+    assert_eq!(status, 404);
+    assert!(h.contains_key("x-request-id"));
+    assert!(!h.contains_key("x-watershed-backend"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sequences_are_named_in_anthropic_answers_plain_and_streamed() {
+    let env = start().await;
+    let body = json!({
+        "model": "claude-sonnet-4.6", "max_tokens": 32,
+        "stop_sequences": ["STOP"],
+        "messages": [{"role": "user", "content": "one two STOP three"}]
+    });
+    let url = format!("{}/v1/messages", env.gw.base_url);
+    let plain: Value = env
+        .http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain["stop_reason"], "stop_sequence", "{plain}");
+    assert_eq!(plain["stop_sequence"], "STOP", "{plain}");
+    assert_eq!(plain["content"][0]["text"], "echo: one two ");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = env
+        .http
+        .post(&url)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let start = data.iter().find(|d| d["type"] == "message_start").unwrap();
+    let delta = data.iter().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "stop_sequence", "{text}");
+    assert_eq!(delta["delta"]["stop_sequence"], "STOP", "{text}");
+    // One input count, whichever event a client reads it from.
+    assert_eq!(
+        start["message"]["usage"]["input_tokens"], delta["usage"]["input_tokens"],
+        "{text}"
+    );
+
+    // A natural end is end_turn with no sequence.
+    let natural = json!({"model": "claude-sonnet-4.6", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]});
+    let v: Value = env
+        .http
+        .post(&url)
+        .json(&natural)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert!(v["stop_sequence"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_retrieve_unknown_endpoints_and_wrong_methods() {
+    let env = start().await;
+    let get = |path: &str| env.http.get(format!("{}{path}", env.gw.base_url)).send();
+    let resp = get("/v1/models/claude-sonnet-4.6").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], "claude-sonnet-4.6");
+    assert_eq!(v["object"], "model");
+    let resp = get("/v1/models/auto").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let resp = get("/v1/models/gpt-6").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(error_shape(&v).0, "model_not_found", "{v}");
+
+    let resp = get("/v1/nope").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let v: Value = resp.json().await.unwrap();
+    let (code, message) = error_shape(&v);
+    assert_eq!(code, "unknown_endpoint", "{v}");
+    assert!(message.contains("/v1/nope"), "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+
+    let resp = get("/v1/chat/completions").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(error_shape(&v).0, "method_not_allowed", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpriced_target_is_warned_about_and_its_requests_counted() {
+    let openai = MockUpstream::openai().await;
+    let cfg = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+models:
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+  house:
+    provider: openai-compatible
+    base_url: "{}"
+    model: house-model-7b
+routes:
+  - name: home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: all
+    to: [house]
+"#,
+        openai.base_url
+    );
+    let gw = Gateway::start("e2e-unpriced", &cfg, &[]).unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        gw.log_text().contains("target \"house\" has no price"),
+        "{}",
+        gw.log_text()
+    );
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/chat/completions", gw.base_url))
+        .json(&chat("house", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let metrics = http
+        .get(format!("{}/metrics", gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("watershed_unpriced_requests_total{backend=\"house\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_is_routed_like_a_message_and_says_when_it_estimates() {
+    let env = start().await;
+    let url = format!("{}/v1/messages/count_tokens", env.gw.base_url);
+    let body = |model: &str| json!({"model": model, "system": "be brief", "messages": [{"role": "user", "content": "one two three"}]});
+    // Anthropic targets: forwarded to the upstream's count_tokens.
+    let resp = env
+        .http
+        .post(&url)
+        .json(&body("claude-sonnet-4.6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let h = resp.headers().clone();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v, json!({"input_tokens": 5}));
+    assert_eq!(h["x-watershed-route"], "anthropic-only");
+    assert_eq!(h["x-watershed-backend"], "claude-sonnet-4.6");
+    assert!(!h.contains_key("x-watershed-estimate"));
+    let sent = env.anthropic.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant"));
+
+    // OpenAI targets cannot count: an estimate, and it says so.
+    let before = env.openai.request_count();
+    let resp = env
+        .http
+        .post(&url)
+        .json(&body("gpt-5.4-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-watershed-estimate"], "true");
+    assert_eq!(resp.headers()["x-watershed-backend"], "gpt-5.4-mini");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(env.openai.request_count(), before);
+
+    // Confidential: only the local engine may count it, and it is down, so
+    // the count fails closed and nothing leaves.
+    let anthropic_before = env.anthropic.request_count();
+    let resp = env
+        .http
+        .post(&url)
+        .header("x-watershed-privacy", "confidential")
+        .json(&body("claude-sonnet-4.6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()["x-watershed-route"],
+        "confidential-stays-home"
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(env.anthropic.request_count(), anthropic_before);
 }

@@ -95,6 +95,13 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
     assert_eq!(seen["bad_request"]["status"], 400);
     assert_eq!(seen["not_found"]["status"], 404);
     assert_eq!(seen["n2"]["status"], 400);
+    assert_eq!(seen["retrieved"], "local");
+    assert_eq!(seen["retrieve_not_found"]["status"], 404);
+    assert_eq!(
+        seen["retrieve_not_found"]["body"]["code"], "model_not_found",
+        "{}",
+        seen["retrieve_not_found"]
+    );
     assert_eq!(seen["n2"]["body"]["param"], "n", "{}", seen["n2"]);
     // The mock received the key from the environment variable the config names.
     let upstream = mock.requests();
@@ -131,6 +138,17 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
     assert_eq!(anth["plain"]["backend"], "local");
     assert!(anth["plain"]["output_tokens"].as_u64().unwrap() > 0);
     assert_eq!(anth["bad_request"]["status"], 400);
+    // Counted with the model's own template and tokenizer: what generation counted.
+    assert_eq!(
+        anth["count_tokens"]["input_tokens"], anth["count_tokens"]["plain_prompt_tokens"],
+        "{}",
+        anth["count_tokens"]
+    );
+    assert_eq!(
+        anth["stop_sequence"]["plain"], anth["stop_sequence"]["stream"],
+        "{}",
+        anth["stop_sequence"]
+    );
     assert_eq!(
         anth["bad_request"]["body"]["type"], "error",
         "{}",
@@ -148,8 +166,8 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
         .unwrap();
     assert_eq!(
         rows.len(),
-        6,
-        "one record per dispatched request (errors before dispatch have none)"
+        8,
+        "one record per dispatched request (errors before dispatch have none, nor do counts)"
     );
     for key in [
         "local_plain",

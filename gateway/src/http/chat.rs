@@ -83,6 +83,40 @@ pub async fn messages(
     entry(state, headers, body, Wire::Anthropic).await
 }
 
+/// An error answer with what had been decided when it happened: the route,
+/// once one was chosen, and the last backend tried, once one was.
+struct Failed {
+    err: ApiError,
+    route: Option<String>,
+    backend: Option<String>,
+}
+
+impl From<ApiError> for Failed {
+    fn from(err: ApiError) -> Self {
+        Failed {
+            err,
+            route: None,
+            backend: None,
+        }
+    }
+}
+
+impl From<watershed_providers::ProviderError> for Failed {
+    fn from(e: watershed_providers::ProviderError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl Failed {
+    fn at(err: ApiError, route: &str, meter: &Meter) -> Self {
+        Failed {
+            err,
+            route: Some(route.to_owned()),
+            backend: meter.backend_id().map(str::to_owned),
+        }
+    }
+}
+
 async fn entry(
     state: Arc<AppState>,
     headers: HeaderMap,
@@ -93,18 +127,22 @@ async fn entry(
     let rt = state.runtime();
     let mut resp = match handle(&state, &rt, &headers, body, &request_id, wire).await {
         Ok(resp) => resp,
-        Err(err) => {
+        Err(Failed {
+            err,
+            route,
+            backend,
+        }) => {
             if err.status().is_server_error() {
                 warn!(request_id = %request_id, code = err.code.as_str(), message = %err.message, "request failed");
             }
-            match wire {
-                Wire::OpenAi => err.into_response(),
-                Wire::Anthropic => (
-                    err.status(),
-                    axum::Json(anthropic::error_json(err.code, &err.message)),
-                )
-                    .into_response(),
+            let mut resp = error_response(err, wire);
+            if let Some(route) = &route {
+                set_header(&mut resp, "x-watershed-route", route);
             }
+            if let Some(backend) = &backend {
+                set_header(&mut resp, "x-watershed-backend", backend);
+            }
+            resp
         }
     };
     set_header(&mut resp, "x-request-id", &request_id);
@@ -118,28 +156,14 @@ async fn handle(
     body: Result<JsonBody, ApiError>,
     request_id: &str,
     wire: Wire,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failed> {
     let JsonBody(body) = body?;
     let req = match wire {
         Wire::OpenAi => openai::parse_chat_request(&body)?,
         Wire::Anthropic => anthropic::parse_messages_request(&body)?,
     };
     drop(body);
-    // Classification is bounded and, for large requests, off the async
-    // workers (`crate::scan`); what it found is used for routing and reused,
-    // not recomputed, by redaction.
-    let req = Arc::new(req);
-    let scan = state.scans.scan(&req, &rt.config.scan).await;
-    let req = Arc::try_unwrap(req).unwrap_or_else(|shared| (*shared).clone());
-    if let Some(f) = &scan.failed {
-        warn!(request_id = %request_id, reason = f.reason(), "{f}");
-        state.metrics.add(
-            metrics::PRIVACY_FAIL_CLOSED,
-            vec![("reason", f.reason().to_owned())],
-            1.0,
-        );
-    }
-    let mut prepared = prepare(state, rt, headers, req, &scan, request_id)?;
+    let (mut prepared, scan) = admit(state, rt, headers, req, request_id, Purpose::Answer).await?;
     let info = RequestInfo {
         request_id: prepared.request_id.clone(),
         ts_ms: prepared.now.timestamp_millis(),
@@ -222,9 +246,184 @@ async fn handle(
             }
             Err(e) => {
                 let err = ApiError::from(e);
+                let failed = Failed::at(err.clone(), &prepared.route, &meter);
                 meter.failure(err.code);
-                Err(err)
+                Err(failed)
             }
+        }
+    }
+}
+
+/// What a request is admitted for: an answer (its budget is checked and
+/// reserved), or only a count of its prompt (which costs nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Answer,
+    Count,
+}
+
+/// Classify and route a parsed request: the one path both the answering
+/// endpoints and `count_tokens` take, so a count is routed, privacy first,
+/// exactly as the answer would be.
+async fn admit(
+    state: &Arc<AppState>,
+    rt: &Arc<Runtime>,
+    headers: &HeaderMap,
+    req: ChatRequest,
+    request_id: &str,
+    purpose: Purpose,
+) -> Result<(Prepared, Scan), Failed> {
+    // Classification is bounded and, for large requests, off the async
+    // workers (`crate::scan`); what it found is used for routing and reused,
+    // not recomputed, by redaction.
+    let req = Arc::new(req);
+    let scan = state.scans.scan(&req, &rt.config.scan).await;
+    let req = Arc::try_unwrap(req).unwrap_or_else(|shared| (*shared).clone());
+    if let Some(f) = &scan.failed {
+        warn!(request_id = %request_id, reason = f.reason(), "{f}");
+        state.metrics.add(
+            metrics::PRIVACY_FAIL_CLOSED,
+            vec![("reason", f.reason().to_owned())],
+            1.0,
+        );
+    }
+    let prepared = prepare(state, rt, headers, req, &scan, request_id, purpose)?;
+    Ok((prepared, scan))
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's input tokens, `{"input_tokens": N}`.
+///
+/// Routed like the message it counts (a confidential prompt is only counted
+/// by a target inside the trust boundary): the first allowed target that is
+/// available counts it, exactly for the local engine (its own template and
+/// tokenizer) and Anthropic (forwarded to its count_tokens); any other target
+/// has no way to count, so the answer is the gateway's estimate and says so
+/// in `x-watershed-estimate: true`. Nothing is generated, so nothing is
+/// metered.
+pub async fn count_tokens(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Response {
+    let request_id = new_request_id();
+    let rt = state.runtime();
+    let mut resp = match count(&state, &rt, &headers, body, &request_id).await {
+        Ok(resp) => resp,
+        Err(Failed {
+            err,
+            route,
+            backend,
+        }) => {
+            let mut resp = error_response(err, Wire::Anthropic);
+            if let Some(route) = &route {
+                set_header(&mut resp, "x-watershed-route", route);
+            }
+            if let Some(backend) = &backend {
+                set_header(&mut resp, "x-watershed-backend", backend);
+            }
+            resp
+        }
+    };
+    set_header(&mut resp, "x-request-id", &request_id);
+    resp
+}
+
+async fn count(
+    state: &Arc<AppState>,
+    rt: &Arc<Runtime>,
+    headers: &HeaderMap,
+    body: Result<JsonBody, ApiError>,
+    request_id: &str,
+) -> Result<Response, Failed> {
+    let JsonBody(mut body) = body?;
+    // count_tokens takes a Messages body without `max_tokens`.
+    if let Some(obj) = body.as_object_mut() {
+        obj.entry("max_tokens").or_insert(serde_json::json!(1));
+        obj.remove("stream");
+    }
+    let req = anthropic::parse_messages_request(&body)?;
+    drop(body);
+    let (prepared, scan) = admit(state, rt, headers, req, request_id, Purpose::Count).await?;
+    let targets = dispatch::allowed_targets(
+        rt,
+        &prepared.targets,
+        prepared.privacy,
+        prepared.req.needs_tools(),
+    );
+    let outbound = Outbound::new(
+        prepared.req.clone(),
+        prepared.redact,
+        &scan.per_piece,
+        &state.metrics,
+    );
+    let mut counted = None;
+    let mut last_err = None;
+    let mut backend = None;
+    for t in targets.iter().filter(|t| t.missing_key.is_none()) {
+        let (req, _) = outbound.for_target(t);
+        match t.provider.count_tokens(req).await {
+            Ok(Some(n)) => {
+                counted = Some((t.id.clone(), n));
+                break;
+            }
+            // The first target that would answer cannot count: estimate.
+            Ok(None) => {
+                backend = Some(t.id.clone());
+                break;
+            }
+            Err(e) => {
+                warn!(request_id = %request_id, backend = %t.id, error = %e, "count_tokens failed");
+                backend = Some(t.id.clone());
+                last_err = Some(e);
+            }
+        }
+    }
+    let (backend, tokens, estimate) = match (counted, backend, last_err) {
+        (Some((id, n)), _, _) => (Some(id), n, false),
+        (None, Some(id), None) => (Some(id), prepared.estimated_tokens, true),
+        (None, backend, Some(e)) => {
+            return Err(Failed {
+                err: ApiError::from(e),
+                route: Some(prepared.route.clone()),
+                backend,
+            })
+        }
+        (None, None, None) => {
+            return Err(Failed {
+                err: ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    format!("no allowed target can serve route \"{}\"", prepared.route),
+                ),
+                route: Some(prepared.route.clone()),
+                backend: None,
+            })
+        }
+    };
+    let mut resp = axum::Json(serde_json::json!({"input_tokens": tokens})).into_response();
+    set_header(&mut resp, "x-watershed-route", &prepared.route);
+    if let Some(b) = &backend {
+        set_header(&mut resp, "x-watershed-backend", b);
+    }
+    if estimate {
+        set_header(&mut resp, "x-watershed-estimate", "true");
+    }
+    Ok(resp)
+}
+
+/// An error in the client's wire format, with its `retry-after`.
+fn error_response(err: ApiError, wire: Wire) -> Response {
+    match wire {
+        Wire::OpenAi => err.into_response(),
+        Wire::Anthropic => {
+            let mut resp = (
+                err.status(),
+                axum::Json(anthropic::error_json(err.code, &err.message)),
+            )
+                .into_response();
+            if let Some(secs) = err.retry_after_s {
+                set_header(&mut resp, "retry-after", &secs.to_string());
+            }
+            resp
         }
     }
 }
@@ -236,7 +435,8 @@ fn prepare(
     req: ChatRequest,
     scan: &Scan,
     request_id: &str,
-) -> Result<Prepared, ApiError> {
+    purpose: Purpose,
+) -> Result<Prepared, Failed> {
     let cfg = &rt.config;
     let caller = access::caller(cfg, headers)?;
     let declared = declared_privacy(headers)?;
@@ -248,7 +448,8 @@ fn prepare(
                     cfg.server.max_tokens_limit
                 ),
                 Some("max_tokens"),
-            ));
+            )
+            .into());
         }
     }
     let floor = crate::classify::privacy_floor(cfg, declared, &caller);
@@ -265,7 +466,9 @@ fn prepare(
         .fold(0.0, f64::max);
     let verdict = state.budgets.verdict(cfg, &caller, cost, now);
     let mut downgraded = None;
-    if verdict.state == BudgetState::Exhausted && cost > 0.0 {
+    // A count costs nothing: an exhausted budget neither refuses nor
+    // downgrades it, and nothing is reserved for it.
+    if verdict.state == BudgetState::Exhausted && cost > 0.0 && purpose == Purpose::Answer {
         let action = verdict
             .worst
             .as_ref()
@@ -305,11 +508,16 @@ fn prepare(
                 );
                 let mut err = ApiError::new(ErrorCode::BudgetExceeded, verdict.describe(now));
                 err.retry_after_s = verdict.resets_in_s(now);
-                return Err(err);
+                return Err(Failed {
+                    err,
+                    route: Some(decision.route.clone()),
+                    backend: None,
+                });
             }
         }
     }
-    let has_budget = !crate::budget::scopes_of(cfg, &caller).is_empty();
+    let has_budget =
+        purpose == Purpose::Answer && !crate::budget::scopes_of(cfg, &caller).is_empty();
     let reservation = has_budget.then(|| state.budgets.reserve(cfg, &caller, cost, now));
     let explanation = {
         let e = watershed_policies::explain(cfg, &facts, &scan.evidence);
@@ -460,19 +668,34 @@ async fn stream_answer(
     mut meter: Meter,
     wire: Wire,
     limits: dispatch::Limits,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failed> {
     let upstream =
         dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits).await;
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {
             let err = ApiError::from(e);
+            let failed = Failed::at(err.clone(), &prepared.route, &meter);
             meter.failure(err.code);
-            return Err(err);
+            return Err(failed);
         }
     };
     let mut encoder = Encoder::new(wire, &prepared, &target.model_name);
-    let head = stream::iter(encoder.start(meter.estimated_prompt_tokens()));
+    // Anthropic's message_start announces the input tokens before the first
+    // token. The local engine's count is exact and cheap (its template and
+    // tokenizer, as generation uses them); other backends report theirs only
+    // at the end, so they get the estimate.
+    let input_tokens = match (wire, target.kind) {
+        (Wire::Anthropic, BackendKind::Local) => target
+            .provider
+            .count_tokens(outbound.for_target(&target).0)
+            .await
+            .ok()
+            .flatten(),
+        _ => None,
+    }
+    .unwrap_or_else(|| meter.estimated_prompt_tokens());
+    let head = stream::iter(encoder.start(input_tokens));
     // The meter lives inside the stream: when the client disconnects, axum drops
     // the stream and the meter records the request as cancelled.
     let mut meter = Some(meter);
@@ -534,7 +757,7 @@ impl Encoder {
         }
     }
 
-    fn start(&self, input_tokens: u32) -> Vec<Event> {
+    fn start(&mut self, input_tokens: u32) -> Vec<Event> {
         match self {
             Encoder::OpenAi(b) => vec![sse(&b.role())],
             Encoder::Anthropic(e) => e.start(input_tokens).iter().map(named).collect(),

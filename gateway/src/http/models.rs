@@ -1,17 +1,44 @@
-//! `GET /v1/models`: every model name a client may ask for, with what is known of
-//! the backend behind it.
+//! `GET /v1/models` and `GET /v1/models/{id}`: every model name a client may
+//! ask for, with what is known of the backend behind it.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 use watershed_local_engine::LoadState;
+use watershed_providers::ErrorCode;
 
-use crate::state::AppState;
+use crate::error::ApiError;
+use crate::state::{AppState, Runtime};
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     let rt = state.runtime();
+    Json(json!({"object": "list", "data": models(&rt)}))
+}
+
+/// One model object, as OpenAI's `models.retrieve` answers; an id that is
+/// neither a target nor an alias is 404 `model_not_found`.
+pub async fn retrieve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rt = state.runtime();
+    models(&rt)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .map(Json)
+        .ok_or_else(|| {
+            let mut e = ApiError::new(
+                ErrorCode::NotFound,
+                format!("the model \"{id}\" does not exist"),
+            );
+            e.param = Some("model".to_owned());
+            e
+        })
+}
+
+fn models(rt: &Runtime) -> Vec<Value> {
     let created = 0;
     let mut data = Vec::new();
     let mut ids: Vec<&String> = rt.config.models.keys().collect();
@@ -58,5 +85,5 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     for alias in aliases.into_iter().map(String::as_str).chain(["auto"]) {
         data.push(json!({"id": alias, "object": "model", "created": created, "owned_by": "watershed", "watershed": {"alias": true}}));
     }
-    Json(json!({"object": "list", "data": data}))
+    data
 }

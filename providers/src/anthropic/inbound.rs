@@ -12,8 +12,8 @@ use crate::validate::{
     show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{
-    ChatRequest, ChatResponse, ErrorCode, FinishReason, Message, ProviderError, Role, StreamEvent,
-    Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatRequest, ChatResponse, Completion, ErrorCode, FinishReason, Message, ProviderError, Role,
+    StreamEvent, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The most stop sequences a request may give.
@@ -338,8 +338,16 @@ fn parse_message(i: usize, v: &Value, book: &mut CallBook) -> Result<Vec<Message
     Ok(out)
 }
 
-/// The wire name of a finish reason. The canonical answer does not say whether
-/// a stop string ended it, so every `Stop` reads as `end_turn`.
+/// The wire `stop_reason` and `stop_sequence` of an answer: `stop_sequence`
+/// with the matched string when the backend said (or it could be told) which
+/// one ended it, else `end_turn`.
+fn stop_fields(done: &Completion) -> (&'static str, Value) {
+    match (&done.stop_sequence, done.finish_reason) {
+        (Some(s), FinishReason::Stop) => ("stop_sequence", json!(s)),
+        (_, reason) => (stop_reason_str(reason), Value::Null),
+    }
+}
+
 fn stop_reason_str(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop | FinishReason::Cancelled => "end_turn",
@@ -379,14 +387,15 @@ fn content_blocks(resp: &ChatResponse) -> Value {
 
 /// A complete Messages API answer.
 pub fn messages_response_json(id: &str, model: &str, resp: &ChatResponse) -> Value {
+    let (stop_reason, stop_sequence) = stop_fields(&resp.done);
     json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content_blocks(resp),
-        "stop_reason": stop_reason_str(resp.done.finish_reason),
-        "stop_sequence": null,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": usage_json(&resp.done.usage),
     })
 }
@@ -394,10 +403,12 @@ pub fn messages_response_json(id: &str, model: &str, resp: &ChatResponse) -> Val
 /// The Anthropic error type for an error code.
 fn error_type(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::BadRequest | ErrorCode::PayloadTooLarge => "invalid_request_error",
+        ErrorCode::BadRequest | ErrorCode::PayloadTooLarge | ErrorCode::MethodNotAllowed => {
+            "invalid_request_error"
+        }
         ErrorCode::Unauthorized => "authentication_error",
         ErrorCode::PolicyDenied => "permission_error",
-        ErrorCode::NotFound => "not_found_error",
+        ErrorCode::NotFound | ErrorCode::UnknownEndpoint => "not_found_error",
         ErrorCode::BudgetExceeded | ErrorCode::RateLimited => "rate_limit_error",
         ErrorCode::Overloaded | ErrorCode::UpstreamUnavailable => "overloaded_error",
         ErrorCode::UpstreamError
@@ -423,6 +434,8 @@ pub struct MessagesStreamEncoder {
     block: u32,
     /// Whether the open block is a `tool_use` block, and for which call.
     tool: Option<u32>,
+    /// The `input_tokens` message_start announced.
+    input_tokens: u32,
 }
 
 impl MessagesStreamEncoder {
@@ -432,6 +445,7 @@ impl MessagesStreamEncoder {
             model: model.to_owned(),
             block: 0,
             tool: None,
+            input_tokens: 0,
         }
     }
 
@@ -443,8 +457,18 @@ impl MessagesStreamEncoder {
     }
 
     /// message_start, content_block_start and ping. `input_tokens` is the best
-    /// count known before generation; the exact one goes in message_delta.
-    pub fn start(&self, input_tokens: u32) -> Vec<(&'static str, Value)> {
+    /// count known before generation (exact where the gateway can count it).
+    ///
+    /// message_delta repeats this number rather than the backend's final one:
+    /// the SDKs build the final message from message_start and overwrite
+    /// `input_tokens` only when message_delta carries it (the Python SDK since
+    /// 0.50, older ones never), so two different numbers would leave the same
+    /// answer with a different usage depending on the SDK's version and on
+    /// whether the client read the start event. Holding message_start back
+    /// until the backend reports its count would instead hold the whole answer
+    /// back behind an OpenAI upstream, which reports usage only at the end.
+    pub fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)> {
+        self.input_tokens = input_tokens;
         vec![
             (
                 "message_start",
@@ -499,18 +523,27 @@ impl MessagesStreamEncoder {
                 out
             }
             StreamEvent::ToolCall(d) => self.tool_call(d),
-            StreamEvent::Done(done) => vec![
-                self.block_stop(),
-                (
-                    "message_delta",
-                    json!({
-                        "type": "message_delta",
-                        "delta": {"stop_reason": stop_reason_str(done.finish_reason), "stop_sequence": null},
-                        "usage": usage_json(&done.usage)
-                    }),
-                ),
-                ("message_stop", json!({"type": "message_stop"})),
-            ],
+            StreamEvent::Done(done) => {
+                let (stop_reason, stop_sequence) = stop_fields(done);
+                vec![
+                    self.block_stop(),
+                    (
+                        "message_delta",
+                        json!({
+                            "type": "message_delta",
+                            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                            // The same input count message_start announced,
+                            // so every SDK version reads one figure.
+                            "usage": usage_json(&Usage {
+                                prompt_tokens: self.input_tokens,
+                                cached_prompt_tokens: 0,
+                                ..done.usage
+                            })
+                        }),
+                    ),
+                    ("message_stop", json!({"type": "message_stop"})),
+                ]
+            }
         }
     }
 

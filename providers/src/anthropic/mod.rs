@@ -55,10 +55,18 @@ impl AnthropicProvider {
     }
 
     fn request(&self, body: &Value) -> Result<reqwest::RequestBuilder, ProviderError> {
+        self.request_to("v1/messages", body)
+    }
+
+    fn request_to(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.target.key()?;
         let mut req = self
             .client
-            .post(self.target.url("v1/messages"))
+            .post(self.target.url(path))
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(body);
         if let Some(key) = key {
@@ -266,6 +274,13 @@ pub(crate) fn parse_stop_reason(v: Option<&Value>) -> FinishReason {
     }
 }
 
+/// The `stop_sequence` Anthropic names when `stop_reason` is `stop_sequence`.
+fn matched_stop(reason: Option<&Value>, seq: Option<&Value>) -> Option<String> {
+    (reason.and_then(Value::as_str) == Some("stop_sequence"))
+        .then(|| seq.and_then(Value::as_str).map(str::to_owned))
+        .flatten()
+}
+
 fn count(v: &Value, key: &str) -> Option<u32> {
     v.get(key)
         .and_then(Value::as_u64)
@@ -356,6 +371,7 @@ pub(crate) fn parse_message(t: &RemoteTarget, v: &Value) -> Result<ChatResponse,
                 .unwrap_or(&t.upstream_model)
                 .to_owned(),
             finish_reason: parse_stop_reason(v.get("stop_reason")),
+            stop_sequence: matched_stop(v.get("stop_reason"), v.get("stop_sequence")),
             usage: usage.canonical(),
             engine_seconds: None,
         },
@@ -398,6 +414,7 @@ pub(crate) struct EventReader {
     finish: FinishReason,
     /// Content block index → the ordinal of the tool call it holds.
     tool_blocks: std::collections::BTreeMap<u64, u32>,
+    stop_sequence: Option<String>,
 }
 
 impl EventReader {
@@ -408,6 +425,7 @@ impl EventReader {
             usage: WireUsage::default(),
             finish: FinishReason::Stop,
             tool_blocks: Default::default(),
+            stop_sequence: None,
         }
     }
 }
@@ -497,6 +515,7 @@ impl StreamTranslator for EventReader {
             "message_delta" => {
                 if let Some(r) = v.pointer("/delta/stop_reason").filter(|r| !r.is_null()) {
                     self.finish = parse_stop_reason(Some(r));
+                    self.stop_sequence = matched_stop(Some(r), v.pointer("/delta/stop_sequence"));
                 }
                 if let Some(u) = v.get("usage") {
                     self.usage.update(u);
@@ -509,6 +528,7 @@ impl StreamTranslator for EventReader {
                         .take()
                         .unwrap_or_else(|| self.t.upstream_model.clone()),
                     finish_reason: self.finish,
+                    stop_sequence: self.stop_sequence.take(),
                     usage: self.usage.canonical(),
                     engine_seconds: None,
                 }));
@@ -555,6 +575,25 @@ impl Provider for AnthropicProvider {
             return Err(stream_error(&self.target, err));
         }
         parse_message(&self.target, &answer)
+    }
+
+    /// Forwarded to the upstream's `/v1/messages/count_tokens`, which takes
+    /// the prompt only (model, system, messages): generation settings are
+    /// refused there.
+    async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u32>, ProviderError> {
+        let full = upstream_body(&self.target, req, false)?;
+        let mut body = json!({"model": full["model"], "messages": full["messages"]});
+        if let Some(system) = full.get("system") {
+            body["system"] = system.clone();
+        }
+        let answer = remote::send_json(
+            &self.target,
+            self.request_to("v1/messages/count_tokens", &body)?,
+        )
+        .await?;
+        count(&answer, "input_tokens")
+            .map(Some)
+            .ok_or_else(|| protocol(&self.target, "count_tokens answer has no input_tokens"))
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {

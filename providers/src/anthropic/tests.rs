@@ -153,6 +153,7 @@ fn stop_reasons_map_both_ways() {
             done: Completion {
                 model: "m".into(),
                 finish_reason: reason,
+                stop_sequence: None,
                 usage: Usage::default(),
                 engine_seconds: None,
             },
@@ -170,6 +171,7 @@ fn written_message_reads_back_and_has_the_recorded_keys() {
         done: Completion {
             model: "claude-sonnet-4-5".into(),
             finish_reason: FinishReason::Length,
+            stop_sequence: None,
             usage: Usage {
                 prompt_tokens: 30,
                 completion_tokens: 4,
@@ -436,6 +438,7 @@ fn encoded_stream_matches_the_recorded_sequence_and_reads_back() {
     let done = Completion {
         model: "claude-sonnet-4-5".into(),
         finish_reason: FinishReason::Length,
+        stop_sequence: None,
         usage: Usage {
             prompt_tokens: 32,
             completion_tokens: 15,
@@ -468,8 +471,14 @@ fn encoded_stream_matches_the_recorded_sequence_and_reads_back() {
         .collect();
     let (back, err) = read_stream(&raw);
     assert!(err.is_none());
-    // The exact usage in message_delta overrides the estimate in message_start.
-    assert_eq!(back, canonical);
+    // message_delta repeats message_start's input count, so every SDK reads
+    // one number; the output count is the backend's.
+    let mut expected = canonical.clone();
+    if let Some(StreamEvent::Done(d)) = expected.last_mut() {
+        d.usage.prompt_tokens = 25;
+        d.usage.cached_prompt_tokens = 0;
+    }
+    assert_eq!(back, expected);
 
     let (name, data) = enc.error(crate::ErrorCode::UpstreamUnavailable, "backend overloaded");
     assert_eq!(name, "error");
@@ -638,4 +647,62 @@ fn recorded_tool_use_stream_reads_into_tool_call_pieces_and_writes_back() {
     let (back, err) = read_stream(&raw);
     assert!(err.is_none());
     assert_eq!(back, events);
+}
+
+#[test]
+fn a_matched_stop_sequence_is_named_both_ways_plain_and_streamed() {
+    let done = Completion {
+        model: "m".into(),
+        finish_reason: FinishReason::Stop,
+        stop_sequence: Some("END".into()),
+        usage: Usage {
+            prompt_tokens: 9,
+            completion_tokens: 3,
+            cached_prompt_tokens: 0,
+        },
+        engine_seconds: None,
+    };
+    let resp = ChatResponse {
+        text: "one two".into(),
+        tool_calls: Vec::new(),
+        done: done.clone(),
+    };
+    let wire = messages_response_json("msg_1", "m", &resp);
+    assert_eq!(wire["stop_reason"], "stop_sequence");
+    assert_eq!(wire["stop_sequence"], "END");
+    assert_eq!(parse_message(&target(), &wire).unwrap(), resp);
+
+    let mut enc = MessagesStreamEncoder::new("msg_1", "m");
+    let mut pairs = enc.start(9);
+    pairs.extend(enc.on_event(&StreamEvent::Delta("one two".into())));
+    pairs.extend(enc.on_event(&StreamEvent::Done(done.clone())));
+    let delta = pairs
+        .iter()
+        .find(|(n, _)| *n == "message_delta")
+        .map(|(_, d)| d.clone())
+        .unwrap();
+    assert_eq!(
+        delta["delta"],
+        json!({"stop_reason": "stop_sequence", "stop_sequence": "END"})
+    );
+    let raw: String = pairs
+        .iter()
+        .map(|(n, d)| format!("event: {n}\ndata: {d}\n\n"))
+        .collect();
+    let (back, err) = read_stream(&raw);
+    assert!(err.is_none());
+    assert_eq!(back.last(), Some(&StreamEvent::Done(done)));
+
+    // A natural end names no sequence.
+    let natural = ChatResponse {
+        text: "x".into(),
+        tool_calls: Vec::new(),
+        done: Completion {
+            stop_sequence: None,
+            ..resp.done
+        },
+    };
+    let wire = messages_response_json("msg_1", "m", &natural);
+    assert_eq!(wire["stop_reason"], "end_turn");
+    assert!(wire["stop_sequence"].is_null());
 }

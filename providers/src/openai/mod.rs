@@ -189,7 +189,7 @@ impl Provider for OpenAiProvider {
         if let Some(err) = answer.get("error").filter(|e| !e.is_null()) {
             return Err(response::stream_error(&self.target, err));
         }
-        response::parse_response(&self.target, &answer)
+        response::parse_response(&self.target, &answer, &req.stop)
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
@@ -197,7 +197,7 @@ impl Provider for OpenAiProvider {
         let events = remote::send_sse(&self.target, self.request(&body)?).await?;
         Ok(remote::translate(
             events,
-            response::ChunkReader::new(self.target.clone()),
+            response::ChunkReader::new(self.target.clone(), &req.stop),
         ))
     }
 }

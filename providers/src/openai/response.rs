@@ -215,7 +215,14 @@ pub(crate) fn parse_usage(u: &Value) -> Usage {
 }
 
 /// An upstream `chat.completion` as a canonical answer.
-pub(crate) fn parse_response(t: &RemoteTarget, v: &Value) -> Result<ChatResponse, ProviderError> {
+///
+/// `stops` are the request's stop sequences: OpenAI does not say which one
+/// ended an answer, so [`crate::infer_stop_sequence`] tells it where it can.
+pub(crate) fn parse_response(
+    t: &RemoteTarget,
+    v: &Value,
+    stops: &[String],
+) -> Result<ChatResponse, ProviderError> {
     let choice = v
         .pointer("/choices/0")
         .ok_or_else(|| protocol(t, "answer has no choices"))?;
@@ -241,10 +248,14 @@ pub(crate) fn parse_response(t: &RemoteTarget, v: &Value) -> Result<ChatResponse
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(protocol(t, format!("tool_calls is not an array: {other}"))),
     };
+    let stop_sequence = (finish_reason == FinishReason::Stop)
+        .then(|| crate::infer_stop_sequence(stops, named_stop(choice), &text))
+        .flatten();
     Ok(ChatResponse {
         text,
         tool_calls,
         done: Completion {
+            stop_sequence,
             model: v
                 .get("model")
                 .and_then(Value::as_str)
@@ -315,6 +326,12 @@ fn read_tool_call_deltas(delta: Option<&Value>, out: &mut VecDeque<StreamEvent>)
     }
 }
 
+/// The stop string some OpenAI-compatible servers (vLLM) name in a choice's
+/// `stop_reason`; OpenAI itself sends none.
+fn named_stop(choice: &Value) -> Option<&str> {
+    choice.get("stop_reason").and_then(Value::as_str)
+}
+
 /// An `error` object inside a 200 stream, with a status guessed from its type so
 /// the error code (rate limit, overload, bad request) survives.
 pub(crate) fn stream_error(t: &RemoteTarget, err: &Value) -> ProviderError {
@@ -349,15 +366,39 @@ pub(crate) struct ChunkReader {
     finish: Option<FinishReason>,
     usage: Usage,
     model: Option<String>,
+    /// The request's stop sequences, the one a server named, and the end of
+    /// the text so far (as long as the longest stop sequence), to tell which
+    /// stop sequence ended the answer.
+    stops: Vec<String>,
+    named_stop: Option<String>,
+    tail: String,
 }
 
 impl ChunkReader {
-    pub(crate) fn new(t: RemoteTarget) -> Self {
+    pub(crate) fn new(t: RemoteTarget, stops: &[String]) -> Self {
         Self {
             t,
             finish: None,
             usage: Usage::default(),
             model: None,
+            stops: stops.to_vec(),
+            named_stop: None,
+            tail: String::new(),
+        }
+    }
+
+    fn keep_tail(&mut self, text: &str) {
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
+        if longest == 0 {
+            return;
+        }
+        self.tail.push_str(text);
+        if self.tail.len() > longest {
+            let mut cut = self.tail.len() - longest;
+            while !self.tail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.tail.drain(..cut);
         }
     }
 }
@@ -376,6 +417,15 @@ impl StreamTranslator for ChunkReader {
                     .take()
                     .unwrap_or_else(|| self.t.upstream_model.clone()),
                 finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+                stop_sequence: matches!(self.finish, None | Some(FinishReason::Stop))
+                    .then(|| {
+                        crate::infer_stop_sequence(
+                            &self.stops,
+                            self.named_stop.as_deref(),
+                            &self.tail,
+                        )
+                    })
+                    .flatten(),
                 usage: self.usage,
                 engine_seconds: None,
             }));
@@ -399,9 +449,13 @@ impl StreamTranslator for ChunkReader {
                 .and_then(Value::as_str)
                 .or_else(|| delta.and_then(|d| d.get("refusal")).and_then(Value::as_str));
             if let Some(text) = piece.filter(|s| !s.is_empty()) {
+                self.keep_tail(text);
                 out.push_back(StreamEvent::Delta(text.to_owned()));
             }
             read_tool_call_deltas(delta, out);
+            if let Some(s) = named_stop(choice) {
+                self.named_stop = Some(s.to_owned());
+            }
             if let Some(r) = choice.get("finish_reason").filter(|r| !r.is_null()) {
                 self.finish = Some(parse_finish_reason(Some(r)));
             }
@@ -441,7 +495,7 @@ mod tests {
         let mut dec = SseDecoder::new();
         let mut events: Vec<SseEvent> = dec.feed(raw.as_bytes());
         events.extend(dec.finish());
-        let mut reader = ChunkReader::new(target());
+        let mut reader = ChunkReader::new(target(), &[]);
         let mut out = VecDeque::new();
         for ev in events {
             match reader.on_event(ev, &mut out) {
@@ -455,7 +509,7 @@ mod tests {
 
     #[test]
     fn recorded_completion_reads_into_the_canonical_answer() {
-        let resp = parse_response(&target(), &fixture("completion")).unwrap();
+        let resp = parse_response(&target(), &fixture("completion"), &[]).unwrap();
         assert_eq!(resp.text, "The sky is blue because of Rayleigh scattering.");
         assert_eq!(resp.done.model, "gpt-4o-mini-2024-07-18");
         assert_eq!(resp.done.finish_reason, FinishReason::Stop);
@@ -482,6 +536,7 @@ mod tests {
                     completion_tokens: 2,
                     cached_prompt_tokens: 4,
                 },
+                stop_sequence: None,
                 engine_seconds: None,
             },
         };
@@ -491,7 +546,7 @@ mod tests {
         assert_eq!(wire["choices"][0]["finish_reason"], "length");
         assert_eq!(wire["usage"]["total_tokens"], 11);
         assert_eq!(wire["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
-        let back = parse_response(&target(), &wire).unwrap();
+        let back = parse_response(&target(), &wire, &[]).unwrap();
         assert_eq!(back, original);
     }
 
@@ -503,7 +558,7 @@ mod tests {
             "chatcmpl-x",
             1,
             "m",
-            &parse_response(&target(), &recorded).unwrap(),
+            &parse_response(&target(), &recorded, &[]).unwrap(),
         );
         for key in [
             "id",
@@ -561,6 +616,57 @@ mod tests {
     }
 
     #[test]
+    fn which_stop_sequence_ended_an_answer_is_told_where_it_can_be() {
+        let stops = vec!["END".to_string(), "\n\n".to_string()];
+        let answer = |text: &str, extra: Value| {
+            let mut choice = json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"});
+            if let Value::Object(m) = extra {
+                choice.as_object_mut().unwrap().extend(m);
+            }
+            json!({"model": "m", "choices": [choice]})
+        };
+        let stop_of = |v: &Value| {
+            parse_response(&target(), v, &stops)
+                .unwrap()
+                .done
+                .stop_sequence
+        };
+        // OpenAI strips the string and names nothing: a natural end.
+        assert_eq!(stop_of(&answer("one two", json!({}))), None);
+        // vLLM names it in `stop_reason`.
+        assert_eq!(
+            stop_of(&answer("one two", json!({"stop_reason": "END"}))),
+            Some("END".into())
+        );
+        // A server that keeps it in the output.
+        assert_eq!(
+            stop_of(&answer("one twoEND", json!({}))),
+            Some("END".into())
+        );
+        // Not one of the request's: not reported.
+        assert_eq!(stop_of(&answer("x", json!({"stop_reason": "other"}))), None);
+
+        // Streamed, the end of the text is kept across chunks.
+        let mut reader = ChunkReader::new(target(), &stops);
+        let mut out = VecDeque::new();
+        for data in [
+            r#"{"model":"m","choices":[{"index":0,"delta":{"content":"one E"}}]}"#,
+            r#"{"model":"m","choices":[{"index":0,"delta":{"content":"ND"},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ] {
+            let ev = SseEvent {
+                event: None,
+                data: data.into(),
+            };
+            reader.on_event(ev, &mut out).unwrap();
+        }
+        match out.back() {
+            Some(StreamEvent::Done(c)) => assert_eq!(c.stop_sequence.as_deref(), Some("END")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn stream_cut_before_done_is_an_error() {
         let cut = STREAM.split("data: [DONE]").next().unwrap();
         let (_, err) = read_stream(cut);
@@ -605,6 +711,7 @@ mod tests {
                 completion_tokens: 3,
                 cached_prompt_tokens: 0,
             },
+            stop_sequence: None,
             engine_seconds: None,
         };
         let events = vec![
@@ -676,6 +783,7 @@ mod tests {
                     model: "m".into(),
                     finish_reason: FinishReason::Cancelled,
                     usage: Usage::default(),
+                    stop_sequence: None,
                     engine_seconds: None,
                 }))
                 .len(),
@@ -745,7 +853,7 @@ mod tests {
                 "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
         });
-        let resp = parse_response(&target(), &v).unwrap();
+        let resp = parse_response(&target(), &v, &[]).unwrap();
         assert_eq!(resp.text, "");
         assert_eq!(resp.done.finish_reason, FinishReason::ToolCalls);
         assert_eq!(

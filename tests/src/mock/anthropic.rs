@@ -26,6 +26,27 @@ pub(crate) fn error_body(status: u16, message: Option<&str>) -> Value {
     })
 }
 
+/// `/v1/messages/count_tokens`: mock tokens are words of system and messages.
+/// Like the real endpoint it refuses generation settings such as `max_tokens`.
+pub(crate) fn count_tokens(body: &Value) -> Result<Value, String> {
+    body.get("model")
+        .and_then(Value::as_str)
+        .ok_or("model: Field required")?;
+    if body.get("max_tokens").is_some() {
+        return Err("max_tokens: Extra inputs are not permitted".into());
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("messages: Field required")?;
+    let n = words(&content_text(body.get("system")))
+        + messages
+            .iter()
+            .map(|m| words(&content_text(m.get("content"))))
+            .sum::<u32>();
+    Ok(json!({"input_tokens": n}))
+}
+
 pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, String> {
     let model = body
         .get("model")

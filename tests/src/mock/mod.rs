@@ -291,6 +291,13 @@ async fn handle(
         (Flavor::OpenAi, &Method::GET, "/v1/models" | "/models") => {
             return json_response(StatusCode::OK, &openai::models());
         }
+        (Flavor::Anthropic, &Method::POST, "/v1/messages/count_tokens") => {
+            return match parsed.as_ref().map(anthropic::count_tokens) {
+                Some(Ok(v)) => json_response(StatusCode::OK, &v),
+                Some(Err(m)) => error_response(flavor, 400, Some(&m)),
+                None => error_response(flavor, 400, Some("request body is not valid json")),
+            };
+        }
         _ => false,
     };
     if !route {
@@ -425,7 +432,7 @@ fn error_response(flavor: Flavor, status: u16, message: Option<&str>) -> Respons
         Flavor::Anthropic => anthropic::error_body(status, message),
     };
     let mut resp = json_response(code, &body);
-    if status == 429 || status == 529 {
+    if matches!(status, 429 | 503 | 529) {
         resp.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));
     }
