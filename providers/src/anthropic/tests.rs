@@ -619,8 +619,13 @@ fn recorded_tool_use_stream_reads_into_tool_call_pieces_and_writes_back() {
         other => panic!("{other:?}"),
     }
     // Our encoder writes the same event sequence, which reads back the same.
+    // message_start announces the recorded input count; message_delta repeats it.
+    let input = match events.last() {
+        Some(StreamEvent::Done(c)) => c.usage.prompt_tokens,
+        _ => 0,
+    };
     let mut enc = MessagesStreamEncoder::new("msg_1", "claude-sonnet-4-5-20250929");
-    let mut pairs = enc.start(10);
+    let mut pairs = enc.start(input);
     for ev in &events {
         pairs.extend(enc.on_event(ev));
     }
