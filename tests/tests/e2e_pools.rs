@@ -4,7 +4,8 @@
 //! every request is still answered (retried on another member), it comes
 //! back once it passes its health checks, and the ledger holds one row per
 //! answered request naming the member that served it. When no member is
-//! usable the target's breaker opens, and no error names a member's URL.
+//! usable the target's breaker opens, and no error names a member's URL,
+//! also when the members cannot be reached at all.
 //! Time is asserted only as ordering and generous bounds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
@@ -448,4 +449,70 @@ async fn with_no_usable_member_the_breaker_opens_and_no_error_names_a_member_url
     let rows = env.ledger().await;
     // One row per request, failed ones included.
     assert_eq!(rows.len(), sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_cannot_be_reached_fail_without_showing_their_address() {
+    // Two ports nothing listens on: every attempt is a connect error, whose
+    // own text holds the member's URL.
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ports.push(l.local_addr().unwrap().port());
+    }
+    let yaml = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+models:
+  pool:
+    provider: openai-compatible
+    model: mock-open-model
+    trusted: true
+    retries: 1
+    retry_backoff_ms: 10
+    endpoints:
+      - {{ url: "http://127.0.0.1:{}/v1" }}
+      - {{ url: "http://127.0.0.1:{}/v1" }}
+    health: {{ interval_ms: 60000, eject_after_failures: 5 }}
+routes:
+  - name: everything
+    to: [pool]
+"#,
+        ports[0], ports[1]
+    );
+    let gw = Gateway::start("pools-unreachable", &yaml, &[]).unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    for stream in [false, true] {
+        let (status, _, body) = post(&http, &gw.base_url, "hello", stream).await;
+        assert_eq!(status, 503, "{body}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            err["error"]["message"], "upstream pool could not be reached",
+            "{body}"
+        );
+        assert!(!body.contains("127.0.0.1"), "{body}");
+        for p in &ports {
+            assert!(!body.contains(&p.to_string()), "{body}");
+        }
+    }
+    // Both members were tried by each request: one failure each so far.
+    let ready: Value = http
+        .get(format!("{}/readyz", gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for m in ["0", "1"] {
+        assert_eq!(
+            ready["targets"]["pool"]["members"][m]["state"], "healthy",
+            "{ready}"
+        );
+    }
+    assert!(!ready.to_string().contains("127.0.0.1"), "{ready}");
+    let log = gw.stop().unwrap();
+    // The cause is in the log, for the operator.
+    assert!(log.contains("upstream attempt failed"), "{log}");
 }
