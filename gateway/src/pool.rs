@@ -260,6 +260,7 @@ impl Pool {
             }));
         }
         let client = reqwest::Client::builder()
+            .user_agent(concat!("watershed/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_millis(spec.health.timeout_ms))
             .timeout(Duration::from_millis(spec.health.timeout_ms))
             .build()?;

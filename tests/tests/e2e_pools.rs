@@ -516,3 +516,80 @@ routes:
     // The cause is in the log, for the operator.
     assert!(log.contains("upstream attempt failed"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_and_the_span_name_the_member_that_served() {
+    let receiver = watershed_tests::mock::otlp::OtlpReceiver::start()
+        .await
+        .unwrap();
+    let a = MockUpstream::openai().await;
+    let b = MockUpstream::openai().await;
+    let yaml = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+telemetry: {{ otlp_endpoint: "{}", service_name: watershed-pools }}
+models:
+  pool:
+    provider: openai-compatible
+    model: mock-open-model
+    trusted: true
+    endpoints:
+      - {{ name: a, url: "{}" }}
+      - {{ name: b, url: "{}" }}
+routes:
+  - name: everything
+    to: [pool]
+"#,
+        receiver.endpoint, a.base_url, b.base_url
+    );
+    let gw = Gateway::start("pools-spans", &yaml, &[]).unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let (status, id, body) = post(&http, &gw.base_url, &format!("n{n}"), n % 2 == 1).await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(id);
+    }
+    // One after the other, each finds both idle: they take turns.
+    assert_eq!((a.count_path(CHAT), b.count_path(CHAT)), (2, 2));
+    let spans = receiver.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(spans.len(), 4, "{}", gw.log_text());
+    let port = |m: &MockUpstream| -> i64 {
+        m.base_url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches("/v1")
+            .parse()
+            .unwrap()
+    };
+    let mut span_member = BTreeMap::new();
+    for s in &spans {
+        let member = s.str("watershed.pool_member").unwrap().to_owned();
+        let expected = if member == "a" { port(&a) } else { port(&b) };
+        assert_eq!(s.int("server.port"), Some(expected), "{member}");
+        assert_eq!(s.str("watershed.backend"), Some("pool"));
+        span_member.insert(s.str("watershed.request_id").unwrap().to_owned(), member);
+    }
+    let dir = gw.dir.clone();
+    gw.stop().unwrap();
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT request_id, explanation FROM ledger")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        let id: String = r.get("request_id");
+        let e: Value = serde_json::from_str(&r.get::<String, _>("explanation")).unwrap();
+        assert_eq!(
+            e["pool_member"].as_str(),
+            Some(span_member[&id].as_str()),
+            "{id}"
+        );
+        assert!(ids.contains(&id));
+    }
+}
