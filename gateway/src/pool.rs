@@ -642,6 +642,35 @@ mod tests {
         assert_eq!(p.pick(&[]).unwrap().index, 0);
     }
 
+    #[tokio::test]
+    async fn a_stream_holds_its_lease_until_it_ends_and_its_failure_counts() {
+        use watershed_providers::StreamEvent;
+        let p = Arc::new(pool(2));
+        let metrics = Arc::new(Metrics::default());
+        let run = |p: &Arc<Pool>| {
+            let lease = p.pick(&[]).unwrap();
+            let index = lease.index;
+            let items: Vec<Result<StreamEvent, ProviderError>> =
+                vec![Ok(StreamEvent::Delta("hi".into())), Err(fault())];
+            let s: ChatStream = Box::pin(futures::stream::iter(items));
+            (index, lease.hold(p.clone(), metrics.clone(), s))
+        };
+        let (index, mut s) = run(&p);
+        assert!(s.next().await.unwrap().is_ok());
+        // Mid-stream, the member still counts the request.
+        assert_eq!(p.members[index].outstanding(), 1);
+        assert!(s.next().await.unwrap().is_err());
+        assert!(s.next().await.is_none());
+        drop(s);
+        assert_eq!(p.members[index].outstanding(), 0);
+        // The reset counted against the member: with eject_after_failures
+        // at 3, two more failures eject it.
+        let h = &p.members[index].health;
+        assert_eq!(h.request_failed(), None);
+        assert_eq!(h.request_failed(), Some(Moved::Ejected));
+        assert_eq!(p.members[index].health.state(), MemberState::Ejected);
+    }
+
     #[test]
     fn the_health_url_sits_on_the_members_host() {
         let p = pool(1);
