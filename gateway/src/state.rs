@@ -274,16 +274,18 @@ pub fn build_runtime(
                     Some(p) => Some(Arc::new(Pool::new(p, &remote)?)),
                     None => None,
                 };
-                let provider: Arc<dyn Provider> = match (&pool, spec.provider) {
-                    (Some(p), _) => match p.members.first() {
-                        Some(m) => m.provider.clone(),
-                        None => anyhow::bail!("pool target \"{id}\" has no endpoints"),
-                    },
-                    (None, ProviderKind::Anthropic) => Arc::new(AnthropicProvider::new(remote)?),
-                    (None, ProviderKind::Openai | ProviderKind::OpenaiCompatible) => {
+                let provider: Arc<dyn Provider> = match spec.provider {
+                    ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
+                    ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                         Arc::new(OpenAiProvider::new(remote)?)
                     }
                 };
+                // A pool answers through its members; its first member's
+                // client stands for what they share (capabilities).
+                let provider = pool
+                    .as_ref()
+                    .and_then(|p| p.members.first())
+                    .map_or(provider, |m| m.provider.clone());
                 TargetHandle {
                     id: id.clone(),
                     kind,
