@@ -177,6 +177,32 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `promtool check metrics` (the linter Prometheus ships) accepts `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by scripts/setup.sh --test");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What the load generator saw: every request's id and status.
 #[derive(Default)]
 struct Seen {
@@ -327,6 +353,7 @@ async fn a_pool_balances_by_outstanding_ejects_a_failing_member_and_readmits_it_
         );
     }
     assert!(!metrics.contains("watershed_breaker_transitions_total{backend=\"pool\""));
+    promtool_accepts(&metrics);
     assert_eq!(env.readyz().await["targets"]["pool"]["breaker"], "closed");
     let chats = env.chats();
 
