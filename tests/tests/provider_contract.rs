@@ -610,3 +610,32 @@ async fn retry_after_is_read_and_faults_are_classed_transient_or_not() {
         assert!(err.is_transient(), "{}: {err:?}", b.name());
     }
 }
+
+#[tokio::test]
+async fn the_prompt_is_counted_by_the_upstream_where_it_can_count() {
+    for b in backends().await {
+        let counted = b
+            .provider()
+            .count_tokens(&request("hello there world"))
+            .await
+            .unwrap();
+        match b.kind {
+            // Mock tokens are words: "be brief" + "hello there world".
+            BackendKind::Anthropic | BackendKind::Gemini => {
+                assert_eq!(counted, Some(5), "{}", b.name());
+                let sent = b.mock.last_request().unwrap();
+                let want = if b.kind == BackendKind::Gemini {
+                    "/v1beta/models/upstream-gcp.gemini:countTokens"
+                } else {
+                    "/v1/messages/count_tokens"
+                };
+                assert_eq!(sent.path, want);
+            }
+            // OpenAI has no counting endpoint: the caller estimates.
+            _ => {
+                assert_eq!(counted, None, "{}", b.name());
+                assert_eq!(b.mock.request_count(), 0);
+            }
+        }
+    }
+}
