@@ -211,3 +211,78 @@ async fn the_openai_sdk_chats_and_calls_tools_on_a_gemini_target() {
         "{header}"
     );
 }
+
+/// Gemini says how long to wait in a 429's `RetryInfo`, not in a header:
+/// dispatch waits that out before retrying, and when the retries run out
+/// the client gets the 429 with the delay as `retry-after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gemini_429_is_waited_out_by_its_retry_delay_and_passed_on() {
+    let gemini = MockUpstream::gemini().await;
+    let config = config(&gemini.base_url).replace(
+        "    timeout_ms: 5000\n",
+        "    timeout_ms: 5000\n    retries: 1\n    retry_backoff_ms: 10\n",
+    );
+    let gw = Gateway::start(
+        "e2e-gemini-429",
+        &config,
+        &[("E2E_GEMINI_KEY", "gemini-key-e2e")],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    let body =
+        json!({"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi there"}]});
+    let post = || {
+        http.post(format!("{}/v1/chat/completions", gw.base_url))
+            .json(&body)
+            .send()
+    };
+
+    gemini.fail_next(1, watershed_tests::mock::Failure::RetryAfter(1));
+    let started = std::time::Instant::now();
+    let resp = post().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "echo: hi there");
+    assert_eq!(gemini.request_count(), 2, "one 429, then the retry");
+    // The retry came after the upstream's delay, not the 10 ms backoff.
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    gemini.fail_next(2, watershed_tests::mock::Failure::RetryAfter(2));
+    let resp = post().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    assert_eq!(
+        resp.headers()
+            .get("x-watershed-backend")
+            .and_then(|v| v.to_str().ok()),
+        Some("gemini-3-flash")
+    );
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "rate_limited", "{err}");
+    assert!(
+        !err.to_string().contains("quota"),
+        "the upstream's own text stays in the log: {err}"
+    );
+    assert_eq!(gemini.request_count(), 4);
+
+    let dir = gw.dir.clone();
+    gw.stop().unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT status, attempts FROM ledger ORDER BY ts_ms")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get("status"), r.get("attempts")))
+        .collect();
+    assert_eq!(got, [(200, 2), (429, 2)]);
+}
