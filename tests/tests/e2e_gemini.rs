@@ -286,3 +286,108 @@ async fn a_gemini_429_is_waited_out_by_its_retry_delay_and_passed_on() {
         .collect();
     assert_eq!(got, [(200, 2), (429, 2)]);
 }
+
+/// The same target as the other wire format and endpoints see it: listed
+/// with its facts, an Anthropic client's streamed tool call, and a token
+/// count Gemini itself makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_clients_models_and_count_tokens_reach_a_gemini_target() {
+    let gemini = MockUpstream::gemini().await;
+    let gw = Gateway::start(
+        "e2e-gemini-messages",
+        &config(&gemini.base_url),
+        &[("E2E_GEMINI_KEY", "gemini-key-e2e")],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+
+    let models: Value = http
+        .get(format!("{}/v1/models/gemini-3-flash", gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["watershed"]["backend"], "gcp.gemini", "{models}");
+    assert_eq!(
+        models["watershed"]["upstream_model"],
+        "gemini-3-flash-preview"
+    );
+    assert_eq!(models["watershed"]["tools"], true);
+    assert_eq!(models["watershed"]["context_tokens"], 1_048_576);
+
+    let body = json!({
+        "model": "gemini-3-flash",
+        "max_tokens": 100,
+        "stream": true,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "weather in Oslo"}],
+        "tools": [{"name": "get_weather", "input_schema": {
+            "type": "object", "properties": {"query": {"type": "string"}}
+        }}]
+    });
+    let sse = http
+        .post(format!("{}/v1/messages", gw.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let start = events
+        .iter()
+        .find(|e| e["type"] == "content_block_start" && e["content_block"]["type"] == "tool_use")
+        .unwrap_or_else(|| panic!("no tool_use block in {sse}"));
+    assert!(start["content_block"]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("call_mockresp"));
+    assert_eq!(start["content_block"]["name"], "get_weather");
+    let input: String = events
+        .iter()
+        .filter(|e| e["delta"]["type"] == "input_json_delta")
+        .map(|e| e["delta"]["partial_json"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&input).unwrap(),
+        json!({"query": "weather in Oslo"})
+    );
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use", "{sse}");
+
+    let mut count_body = body.clone();
+    count_body.as_object_mut().unwrap().remove("stream");
+    count_body.as_object_mut().unwrap().remove("max_tokens");
+    let resp = http
+        .post(format!("{}/v1/messages/count_tokens", gw.base_url))
+        .json(&count_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-watershed-estimate").is_none());
+    let counted: Value = resp.json().await.unwrap();
+    // Gemini's count (mock tokens are words): "be brief" + "weather in Oslo".
+    assert_eq!(counted, json!({"input_tokens": 5}));
+    let last = gemini.last_request().unwrap();
+    assert_eq!(
+        last.path,
+        "/v1beta/models/gemini-3-flash-preview:countTokens"
+    );
+    assert_eq!(
+        last.body["generateContentRequest"]["model"],
+        "models/gemini-3-flash-preview"
+    );
+    gw.stop().unwrap();
+}
