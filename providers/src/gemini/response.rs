@@ -102,6 +102,14 @@ fn is_thought(part: &Value) -> bool {
     part.get("thought").and_then(Value::as_bool) == Some(true)
 }
 
+/// Whether the answer holds no candidate (absent or an empty list).
+fn no_candidates(answer: &Value) -> bool {
+    answer
+        .get("candidates")
+        .and_then(Value::as_array)
+        .is_none_or(|c| c.is_empty())
+}
+
 /// Why a prompt was refused outright, when it was (no candidates then).
 fn block_reason(answer: &Value) -> Option<&str> {
     answer
@@ -123,7 +131,7 @@ pub(crate) fn parse_response(
         .unwrap_or(&t.upstream_model)
         .to_owned();
     let usage = usage(v.get("usageMetadata"));
-    if v.get("candidates").is_none() {
+    if no_candidates(v) {
         if block_reason(v).is_none() {
             return Err(protocol(
                 t,
@@ -265,7 +273,7 @@ impl StreamTranslator for ChunkReader {
         if v.get("usageMetadata").is_some() {
             self.usage = usage(v.get("usageMetadata"));
         }
-        if v.get("candidates").is_none() && block_reason(&v).is_some() {
+        if no_candidates(&v) && block_reason(&v).is_some() {
             out.push_back(self.done(FinishReason::ContentFilter));
             return Ok(true);
         }

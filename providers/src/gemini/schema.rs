@@ -265,6 +265,16 @@ fn convert(v: &Value, path: &str, defs: &Defs<'_>, depth: usize) -> Result<Value
     if out.get("type").and_then(Value::as_str) == Some("ARRAY") && !out.contains_key("items") {
         return Err(refuse(path, "an array needs \"items\" for gemini"));
     }
+    let no_properties = out
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_none_or(|p| p.is_empty());
+    if out.get("type").and_then(Value::as_str) == Some("OBJECT") && no_properties {
+        return Err(refuse(
+            path,
+            "gemini cannot state an object without \"properties\" (a free-form object)",
+        ));
+    }
     Ok(Value::Object(out))
 }
 
@@ -419,6 +429,10 @@ mod tests {
                 "$ref",
             ),
             (json!({"type": "array"}), "needs \"items\""),
+            (
+                json!({"type": "object", "properties": {"meta": {"type": "object"}}}),
+                "properties.meta",
+            ),
         ] {
             let err = to_gemini(&schema, "tools[2].function.parameters").unwrap_err();
             let msg = err.to_string();

@@ -427,6 +427,10 @@ fn finish_and_block_reasons_map_to_canonical_ones() {
             ..
         })]
     ));
+    // An empty candidate list reads like none at all.
+    let empty = json!({"candidates": [], "promptFeedback": {"blockReason": "SAFETY"}});
+    let resp = parse_response(&target("x"), &empty, &ChatRequest::default()).unwrap();
+    assert_eq!(resp.done.finish_reason, FinishReason::ContentFilter);
     let neither = json!({"modelVersion": "gemini-2.5-flash"});
     assert!(matches!(
         parse_response(&target("x"), &neither, &ChatRequest::default()),
