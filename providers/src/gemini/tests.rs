@@ -65,6 +65,16 @@ fn urls_put_the_model_and_method_in_the_path() {
         Some(1_048_576)
     );
     assert_eq!(context_tokens("my-tuned-model"), None);
+    for (model, wants) in [
+        ("gemini-2.5-flash", false),
+        ("gemini-2.0-flash-001", false),
+        ("gemini-3-flash-preview", true),
+        ("models/gemini-3.1-pro-preview", true),
+        ("gemini-exp-1206", false),
+        ("my-tuned-model", false),
+    ] {
+        assert_eq!(wants_thought_signature(model), wants, "{model}");
+    }
 }
 
 #[test]
