@@ -20,6 +20,7 @@ use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
 use watershed_providers::anthropic::AnthropicProvider;
+use watershed_providers::gemini::GeminiProvider;
 use watershed_providers::openai::OpenAiProvider;
 use watershed_providers::remote::RemoteTarget;
 use watershed_providers::{BackendKind, Provider};
@@ -258,6 +259,7 @@ pub fn build_runtime(
                     ProviderKind::Openai => BackendKind::Openai,
                     ProviderKind::OpenaiCompatible => BackendKind::OpenaiCompatible,
                     ProviderKind::Anthropic => BackendKind::Anthropic,
+                    ProviderKind::Gemini => BackendKind::Gemini,
                 };
                 let remote = RemoteTarget {
                     target: id.clone(),
@@ -276,6 +278,7 @@ pub fn build_runtime(
                 };
                 let provider: Arc<dyn Provider> = match spec.provider {
                     ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
+                    ProviderKind::Gemini => Arc::new(GeminiProvider::new(remote)?),
                     ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                         Arc::new(OpenAiProvider::new(remote)?)
                     }

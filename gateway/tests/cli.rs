@@ -65,7 +65,7 @@ fn policy_check_accepts_the_default_policy() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ok (4 models, 5 routes)"), "{stdout}");
+    assert!(stdout.contains("ok (5 models, 6 routes)"), "{stdout}");
 }
 
 #[test]

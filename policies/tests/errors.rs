@@ -860,3 +860,48 @@ routes:
     assert_eq!(errs[0].path, "models.vllm.endpoints", "{errs:?}");
     assert!(errs[0].message.contains("at least one"), "{}", errs[0]);
 }
+
+#[test]
+fn a_gemini_target_has_its_default_url_needs_a_key_and_a_url_safe_model() {
+    let text = GOOD.replace(
+        "  gpt-5.4-mini:",
+        "  gemini-3-flash: { provider: gemini, model: gemini-3-flash-preview, api_key_env: GEMINI_API_KEY }\n  gpt-5.4-mini:",
+    );
+    let cfg = load_config(&text, "policies.yaml").unwrap();
+    let spec = match &cfg.models["gemini-3-flash"].spec {
+        watershed_policies::TargetSpec::Remote(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(spec.provider, watershed_policies::ProviderKind::Gemini);
+    assert_eq!(spec.provider.as_str(), "gemini");
+    assert_eq!(
+        spec.base_url,
+        "https://generativelanguage.googleapis.com/v1beta"
+    );
+    assert_eq!(spec.model, "gemini-3-flash-preview");
+    assert!(!cfg.models["gemini-3-flash"].trusted);
+
+    // Without a key variable, and with a model that cannot stand in a URL
+    // path: both reported, each where it is written.
+    let text = GOOD.replace(
+        "  gpt-5.4-mini:",
+        "  gem: { provider: gemini, model: \"gemini/3 flash?\" }\n  gpt-5.4-mini:",
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        where_(&errs),
+        vec![(4, 3, "models.gem"), (4, 35, "models.gem.model")],
+        "{errs:?}"
+    );
+    assert!(errs[0].message.contains("api_key_env"), "{}", errs[0]);
+    assert!(errs[1].message.contains("gemini/3 flash?"), "{}", errs[1]);
+    let text = GOOD.replace("provider: openai,", "provider: gemini-pro,");
+    let errs = errors(&text);
+    assert!(
+        errs[0]
+            .message
+            .contains("expected openai, openai-compatible, anthropic or gemini"),
+        "{}",
+        errs[0]
+    );
+}

@@ -405,6 +405,8 @@ pub enum ProviderKind {
     OpenaiCompatible,
     /// Anthropic's Messages API (`anthropic`).
     Anthropic,
+    /// Google's Gemini API, `generateContent` (`gemini`).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -414,6 +416,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
         }
     }
 
@@ -422,6 +425,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
             ProviderKind::OpenaiCompatible => None,
         }
     }
@@ -431,6 +435,7 @@ impl ProviderKind {
             "openai" => Some(ProviderKind::Openai),
             "openai-compatible" => Some(ProviderKind::OpenaiCompatible),
             "anthropic" => Some(ProviderKind::Anthropic),
+            "gemini" => Some(ProviderKind::Gemini),
             _ => None,
         }
     }

@@ -561,7 +561,7 @@ fn target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Option<Targ
                 path,
                 At::Key,
                 format!(
-                    "target \"{id}\" needs engine: local or provider: (openai, openai-compatible, anthropic)"
+                    "target \"{id}\" needs engine: local or provider: (openai, openai-compatible, anthropic, gemini)"
                 ),
             );
             None
@@ -650,6 +650,15 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
     })
 }
 
+/// A model name that can stand in Gemini's URL path.
+fn is_gemini_model_name(s: &str) -> bool {
+    let name = s.strip_prefix("models/").unwrap_or(s);
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 pub(super) fn is_env_var_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -675,7 +684,7 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
             &join_key(path, "provider"),
             At::Value,
             format!(
-                "unknown provider \"{name}\" (expected openai, openai-compatible or anthropic)"
+                "unknown provider \"{name}\" (expected openai, openai-compatible, anthropic or gemini)"
             ),
         );
         return None;
@@ -750,12 +759,27 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         ),
         _ => {}
     }
+    let model_set = raw.model.is_some();
     let model = raw.model.unwrap_or_else(|| id.to_string());
     if model.trim().is_empty() {
         cx.err(
             &join_key(path, "model"),
             At::Value,
             "must name the upstream model",
+        );
+    } else if provider == ProviderKind::Gemini && !is_gemini_model_name(&model) {
+        // Gemini puts the model in the URL path (models/{model}:generateContent).
+        let (key, at) = if model_set {
+            (join_key(path, "model"), At::Value)
+        } else {
+            (path.to_string(), At::Key)
+        };
+        cx.err(
+            &key,
+            at,
+            format!(
+                "gemini model \"{model}\" must be letters, digits, '.', '-' or '_' (optionally after \"models/\"); set model: to the upstream name"
+            ),
         );
     }
     let spec = RemoteSpec {

@@ -1,4 +1,4 @@
-//! Mock OpenAI and Anthropic upstreams on port 0 that speak the exact wire
+//! Mock OpenAI, Anthropic and Gemini upstreams on port 0 that speak the exact wire
 //! formats: deterministic answers (plain and streamed), the providers' own error
 //! bodies, and scripted faults (an error status with or without `retry-after`,
 //! a hang, a trickle of bytes that never completes, malformed JSON or SSE, a
@@ -10,6 +10,7 @@
 //! OTLP/HTTP endpoint.
 
 mod anthropic;
+mod gemini;
 mod openai;
 pub mod otlp;
 
@@ -33,6 +34,8 @@ use tokio_util::task::TaskTracker;
 pub enum Flavor {
     OpenAi,
     Anthropic,
+    /// Google's Gemini API (`/v1beta/models/{model}:generateContent`).
+    Gemini,
 }
 
 /// A scripted failure for the next requests.
@@ -102,7 +105,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MockUpstream {
     /// What a provider config uses as `base_url`: `http://127.0.0.1:PORT/v1` for
     /// OpenAI (as the OpenAI SDKs expect; `/chat/completions` without `/v1`
-    /// works too), `http://127.0.0.1:PORT` for Anthropic.
+    /// works too), `http://127.0.0.1:PORT` for Anthropic,
+    /// `http://127.0.0.1:PORT/v1beta` for Gemini.
     pub base_url: String,
     pub flavor: Flavor,
     shared: Arc<Shared>,
@@ -127,6 +131,11 @@ impl MockUpstream {
     /// An Anthropic Messages mock.
     pub async fn anthropic() -> Self {
         Self::start(Flavor::Anthropic).await
+    }
+
+    /// A Gemini API mock.
+    pub async fn gemini() -> Self {
+        Self::start(Flavor::Gemini).await
     }
 
     /// Start a mock on 127.0.0.1, port 0.
@@ -172,6 +181,7 @@ impl MockUpstream {
         let base_url = match flavor {
             Flavor::OpenAi => format!("http://{addr}/v1"),
             Flavor::Anthropic => format!("http://{addr}"),
+            Flavor::Gemini => format!("http://{addr}/v1beta"),
         };
         Ok(Self {
             base_url,
@@ -292,6 +302,11 @@ async fn handle(
             shared.shutdown.cancelled().await;
             return error_response(flavor, 503, Some("mock upstream shut down"));
         }
+        // Gemini says how long to wait in the body's RetryInfo, not a header.
+        Some(Failure::RetryAfter(secs)) if flavor == Flavor::Gemini => {
+            let body = gemini::error_body(429, None, secs);
+            return json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+        }
         Some(Failure::RetryAfter(secs)) => {
             let mut resp = error_response(flavor, 429, None);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -301,8 +316,9 @@ async fn handle(
         }
         Some(Failure::Trickle) => return trickle(&shared),
         Some(Failure::Malformed) => {
-            let streamed =
-                parsed.as_ref().and_then(|b| b.get("stream")) == Some(&Value::Bool(true));
+            let streamed = parsed.as_ref().and_then(|b| b.get("stream"))
+                == Some(&Value::Bool(true))
+                || uri.path().ends_with(":streamGenerateContent");
             return if streamed {
                 sse_response(
                     vec![Bytes::from_static(b"data: {\"choices\": [oops\n\n")],
@@ -325,6 +341,28 @@ async fn handle(
     let route = match (flavor, &method, uri.path()) {
         (Flavor::OpenAi, &Method::POST, "/v1/chat/completions" | "/chat/completions") => true,
         (Flavor::Anthropic, &Method::POST, "/v1/messages") => true,
+        (Flavor::Gemini, &Method::POST, path) => {
+            match gemini::route(path, uri.query()) {
+                Some((_, gemini::Method::CountTokens)) => {
+                    return match parsed.as_ref().map(gemini::count_tokens) {
+                        Some(Ok(v)) => json_response(StatusCode::OK, &v),
+                        Some(Err(m)) => error_response(flavor, 400, Some(&m)),
+                        None => error_response(flavor, 400, Some("Invalid JSON payload received.")),
+                    };
+                }
+                Some((_, gemini::Method::Stream { sse: false })) => {
+                    // Without alt=sse Gemini streams one JSON array; the
+                    // gateway must always ask for SSE.
+                    return error_response(
+                        flavor,
+                        400,
+                        Some("mock answers streamGenerateContent only with alt=sse"),
+                    );
+                }
+                Some(_) => true,
+                None => false,
+            }
+        }
         (Flavor::OpenAi, &Method::GET, "/v1/models" | "/models") => {
             return json_response(StatusCode::OK, &openai::models());
         }
@@ -352,6 +390,16 @@ async fn handle(
     let answer = match flavor {
         Flavor::OpenAi => openai::answer(&body, id, cached),
         Flavor::Anthropic => anthropic::answer(&body, id, cached),
+        Flavor::Gemini => match gemini::route(uri.path(), uri.query()) {
+            Some((model, method)) => gemini::answer(
+                &body,
+                &model,
+                method != gemini::Method::Generate,
+                id,
+                cached,
+            ),
+            None => Err(format!("no route for {}", uri.path())),
+        },
     };
     let answer = match answer {
         Ok(a) => a,
@@ -471,9 +519,10 @@ fn error_response(flavor: Flavor, status: u16, message: Option<&str>) -> Respons
     let body = match flavor {
         Flavor::OpenAi => openai::error_body(status, message),
         Flavor::Anthropic => anthropic::error_body(status, message),
+        Flavor::Gemini => gemini::error_body(status, message, 1),
     };
     let mut resp = json_response(code, &body);
-    if matches!(status, 429 | 503 | 529) {
+    if matches!(status, 429 | 503 | 529) && flavor != Flavor::Gemini {
         resp.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));
     }
