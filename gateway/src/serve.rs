@@ -80,10 +80,12 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
         .publish(&cfg, &state.metrics, state.clock.now());
     // The shared book's writes and sweeps stop with the ledger writer, after
     // every request has drained.
+    let weak = Arc::downgrade(&state);
     crate::budget::start_sync(
         state.budgets.clone(),
         state.clock.clone(),
         state.metrics.clone(),
+        move || weak.upgrade().map(|s| s.runtime().config.clone()),
         &tracker,
         ledger_stop.clone(),
     );

@@ -795,12 +795,15 @@ impl SharedStore {
 }
 
 /// Runs the sync task of `book`'s shared store until `stop`: settles are
-/// written as soon as they are queued, the rest every `sync_interval_ms`.
-/// At stop, what is queued gets one bounded last write.
+/// written as soon as they are queued, the rest every `sync_interval_ms`,
+/// after which the budget gauges are published from the fresh figures
+/// (under `config()`, the configuration in force). At stop, what is queued
+/// gets one bounded last write.
 pub fn start_sync(
     book: Arc<BudgetBook>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    config: impl Fn() -> Option<Arc<watershed_policies::Config>> + Send + 'static,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -819,7 +822,13 @@ pub fn start_sync(
                         shared.flush(&book, clock.now()).await;
                     }
                 }
-                _ = tick.tick() => shared.sync(&book, clock.now(), &metrics).await,
+                _ = tick.tick() => {
+                    let now = clock.now();
+                    shared.sync(&book, now, &metrics).await;
+                    if let Some(cfg) = config() {
+                        book.publish(&cfg, &metrics, now);
+                    }
+                }
             }
         }
         if shared.is_up() && !shared.flush(&book, clock.now()).await {
