@@ -24,7 +24,7 @@
 //! really cost beyond their reservations — zero while the upper bound holds —
 //! plus the spend of requests that outlived `ledger.budgets.reservation_ttl_s`
 //! (their reservation was swept before they settled). The end-to-end test of
-//! several replicas checks the first, `budget_pg` tests the second.
+//! three replicas checks the first; the sweep test here shows the second.
 //!
 //! **Windows and the clock.** As in the process's book, every call takes
 //! `now` from the application's clock and a request's cost counts in the day
@@ -51,6 +51,9 @@
 //! cut off, re-reads the shared figures, and requests go back to conditional
 //! updates. While cut off, N replicas can each spend what was left at the
 //! last read: the outage bound is (N − 1) × the remaining budget at the cut.
+//! Spend this replica could not write before it stopped (killed while cut
+//! off, or still cut off at shutdown) is missing from the shared figures;
+//! the ledger has it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
