@@ -183,7 +183,7 @@ const GAUGES: &[(&str, &str)] = &[
     (BUDGET_USED_RATIO, "Share of a budget period's limit spent"),
     (
         BUDGET_STORE_UP,
-        "1 while the shared budget store (PostgreSQL) answers, 0 while budgets are enforced from this replica's last known figures",
+        "Whether the shared budget store (PostgreSQL) answers (1) or budgets are enforced from this replica's last known figures (0)",
     ),
     (
         BREAKER_STATE,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Row;
-use watershed_tests::harness::Gateway;
+use watershed_tests::harness::{binary, Gateway};
 use watershed_tests::mock::MockUpstream;
 
 fn sha256(s: &str) -> String {
@@ -249,8 +249,39 @@ async fn three_replicas_share_team_and_key_budgets_without_overspending() {
         let key = gauge(&text, "key", "ops-bot", "monthly").unwrap();
         assert!((team - (TEAM_LIMIT - spent[0])).abs() < 1e-6, "{team}");
         assert!((key - (KEY_LIMIT - spent[1])).abs() < 1e-6, "{key}");
-        assert!(text.contains("watershed_budget_store_up 1"));
+        assert!(
+            text.lines()
+                .find_map(|l| l.strip_prefix("watershed_budget_store_up "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                == Some(1.0),
+            "{text}"
+        );
     }
+    // `policy explain` reads the same shared figures.
+    let req = gws[0].dir.join("explain.json");
+    std::fs::write(
+        &req,
+        json!({"headers": {"authorization": "Bearer sk-support"},
+               "body": {"model": "gpt-5.4-mini", "max_tokens": 5,
+                        "messages": [{"role": "user", "content": "hi"}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary().unwrap())
+        .args(["policy", "explain", "--config"])
+        .arg(gws[0].config_path())
+        .arg("--request")
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let detail = e["budget_detail"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("${:.4} left", TEAM_LIMIT - spent[0])),
+        "{detail}"
+    );
+
     let leftover: i64 = sqlx::query_scalar(&format!(
         "SELECT COUNT(*) FROM \"{schema}\".budget_reservations"
     ))
@@ -265,6 +296,130 @@ async fn three_replicas_share_team_and_key_budgets_without_overspending() {
     for gw in gws {
         gw.stop().unwrap();
     }
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+/// The value of the sample `series` (name and labels) on `/metrics`.
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `/metrics` until `series` has `value`, for at most 20 s.
+async fn wait_metric(http: &reqwest::Client, base: &str, series: &str, value: f64) {
+    for _ in 0..200 {
+        if metric(http, base, series).await == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/metrics never showed {series} {value}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_from_postgresql_a_replica_enforces_its_last_figures_and_reconciles() {
+    let base = std::env::var("WATERSHED_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("e2e_budget_cut_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let proxy = watershed_tests::proxy::CutProxy::start("127.0.0.1:5432")
+        .await
+        .unwrap();
+    let via = base.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    assert_ne!(via, base, "the test database must be on 127.0.0.1:5432");
+    let openai = MockUpstream::openai().await;
+    // A $30 team day: with $3 answers reserving $7, 8 fit ($24 spent).
+    let yaml = config(&openai.base_url, &format!("{via}?schema={schema}"))
+        .replace("daily_usd: 60", "daily_usd: 30")
+        .replace("timeout_ms: 2000", "timeout_ms: 500");
+    let gw = Gateway::start("budget-cut", &yaml, &[("E2E_OPENAI_KEY", "sk-test")]).unwrap();
+    gw.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        assert_eq!(post(&http, &gw.base_url, "sk-support").await.status, 200);
+    }
+    let spent = || async {
+        let r = sqlx::query(&format!(
+            "SELECT day_usd, reserved_usd FROM \"{schema}\".budget_spend WHERE scope = 'team:support'"
+        ))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        (r.get::<f64, _>("day_usd"), r.get::<f64, _>("reserved_usd"))
+    };
+    // Both settles written (right after each answer, by the sync task).
+    for _ in 0..100 {
+        if spent().await == (6.0, 0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(spent().await, (6.0, 0.0));
+    wait_metric(&http, &gw.base_url, "watershed_budget_store_up", 1.0).await;
+
+    proxy.cut();
+    // Six more fit in what was left at the last read ($24 of $30 after them),
+    // the seventh does not.
+    let mut answered = 0;
+    let refusal = loop {
+        let o = post(&http, &gw.base_url, "sk-support").await;
+        if o.status != 200 {
+            break o;
+        }
+        answered += 1;
+        assert!(answered <= 8, "the budget never ran out while cut off");
+    };
+    assert_eq!(answered, 6, "{refusal:?}");
+    assert!((check_refusal(&refusal) - 6.0).abs() < 1e-6, "{refusal:?}");
+    // The key budget this replica never read is refused: when_unknown is closed.
+    let unknown = post(&http, &gw.base_url, "sk-ops").await;
+    assert_eq!(unknown.status, 503, "{unknown:?}");
+    assert!(
+        unknown
+            .message
+            .contains("key \"ops-bot\" budget cannot be checked"),
+        "{unknown:?}"
+    );
+    // The gauge follows within a sync round.
+    wait_metric(&http, &gw.base_url, "watershed_budget_store_up", 0.0).await;
+    assert_eq!(
+        metric(
+            &http,
+            &gw.base_url,
+            "watershed_budget_offline_reservations_total{outcome=\"admitted\"}"
+        )
+        .await,
+        Some(6.0)
+    );
+    // Nothing reached the shared row meanwhile.
+    assert_eq!(spent().await, (6.0, 0.0));
+
+    proxy.restore();
+    wait_metric(&http, &gw.base_url, "watershed_budget_store_up", 1.0).await;
+    // The outage's spend is in the shared row, once.
+    assert_eq!(spent().await, (24.0, 0.0), "{}", gw.log_text());
+    let o = post(&http, &gw.base_url, "sk-support").await;
+    assert!((check_refusal(&o) - 6.0).abs() < 1e-6, "{o:?}");
+    // Back online the key budget is read (its row created) and admits.
+    assert_eq!(post(&http, &gw.base_url, "sk-ops").await.status, 200);
+    gw.stop().unwrap();
+    drop(proxy);
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(&admin)
         .await

@@ -954,6 +954,13 @@ mod tests {
         Ok(r)
     }
 
+    /// The value of the sample `series` in a rendering of the metrics.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     fn store_of(book: &BudgetBook) -> &SharedStore {
         book.shared.as_deref().unwrap()
     }
@@ -1050,9 +1057,13 @@ mod tests {
         assert!(take(&b, &cfg, 0.5, now).await.is_err());
         let later = now + chrono::Duration::seconds(61);
         store_of(&b).sync(&b, later, &metrics).await;
-        assert!(metrics
-            .render()
-            .contains("watershed_budget_reservations_expired_total 1"));
+        assert_eq!(
+            sample(
+                &metrics.render(),
+                "watershed_budget_reservations_expired_total"
+            ),
+            Some(1.0)
+        );
         let ok = take(&b, &cfg, 0.5, later).await.unwrap();
         assert!((row(&url, "team:support").await.reserved_usd - 0.5).abs() < 1e-9);
         // Had A only stalled, its late settle adds its cost and frees
@@ -1178,13 +1189,19 @@ mod tests {
         // Still cut: the sync round writes nothing and says so.
         store_of(&a).sync(&a, now, &metrics).await;
         assert!(!store_of(&a).is_up());
-        assert!(metrics.render().contains("watershed_budget_store_up 0"));
+        assert_eq!(
+            sample(&metrics.render(), "watershed_budget_store_up"),
+            Some(0.0)
+        );
         assert!((row(&direct, "team:support").await.day_usd - 0.4).abs() < 1e-9);
 
         proxy.restore();
         store_of(&a).sync(&a, now, &metrics).await;
         assert!(store_of(&a).is_up());
-        assert!(metrics.render().contains("watershed_budget_store_up 1"));
+        assert_eq!(
+            sample(&metrics.render(), "watershed_budget_store_up"),
+            Some(1.0)
+        );
         // What A spent while cut off is in the shared row now, once.
         let r = row(&direct, "team:support").await;
         assert!((r.day_usd - 0.85).abs() < 1e-9, "{r:?}");
