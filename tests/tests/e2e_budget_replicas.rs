@@ -43,7 +43,7 @@ pricing:
 models:
   gpt-5.4-mini: {{ provider: openai, base_url: "{openai}", api_key_env: E2E_OPENAI_KEY, trusted: true }}
 teams:
-  support: {{ budget: {{ daily_usd: {TEAM_LIMIT}, on_exhausted: reject }} }}
+  support: {{ budget: {{ daily_usd: {TEAM_LIMIT}, alert_at: 0.5, on_exhausted: reject }} }}
   ops: {{}}
 keys:
   support-bot: {{ sha256: {support}, team: support }}
@@ -61,6 +61,8 @@ routes:
 struct Outcome {
     status: u16,
     message: String,
+    /// `x-watershed-budget`, on answers near or past a limit.
+    budget: Option<String>,
 }
 
 async fn post(http: &reqwest::Client, base: &str, key: &str) -> Outcome {
@@ -74,10 +76,16 @@ async fn post(http: &reqwest::Client, base: &str, key: &str) -> Outcome {
         .await
         .unwrap();
     let status = resp.status().as_u16();
+    let budget = resp
+        .headers()
+        .get("x-watershed-budget")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     Outcome {
         status,
         message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+        budget,
     }
 }
 
@@ -160,13 +168,18 @@ async fn three_replicas_share_team_and_key_budgets_without_overspending() {
             }
         }
     }
+    let started = std::time::Instant::now();
     let mut answered = [0usize; 2];
     let mut refused = [0usize; 2];
+    let mut alerting = 0;
     while let Some(r) = tasks.join_next().await {
         for (key, o) in r.unwrap() {
             let i = usize::from(key == "sk-ops");
             match o.status {
-                200 => answered[i] += 1,
+                200 => {
+                    answered[i] += 1;
+                    alerting += usize::from(o.budget.as_deref() == Some("alerting"));
+                }
                 429 => {
                     check_refusal(&o);
                     refused[i] += 1;
@@ -175,7 +188,11 @@ async fn three_replicas_share_team_and_key_budgets_without_overspending() {
             }
         }
     }
+    let load_s = started.elapsed().as_secs_f64();
     assert_eq!(answered[0] + refused[0], 144);
+    // Past half the team's day (alert_at 0.5), answers say so, whichever
+    // replica served them: at least the ones after $30 of the shared spend.
+    assert!(alerting >= answered[0] / 2 - 1, "{alerting} alerting");
     assert_eq!(answered[1] + refused[1], 144);
 
     // Every settle is written within a sync round; then each replica refuses
@@ -290,7 +307,8 @@ async fn three_replicas_share_team_and_key_budgets_without_overspending() {
     .unwrap();
     assert_eq!(leftover, 0, "settled reservations are removed");
     println!(
-        "answered {answered:?}, refused {refused:?}, spent {spent:?} of [{TEAM_LIMIT}, {KEY_LIMIT}]"
+        "answered {answered:?}, refused {refused:?}, spent {spent:?} of [{TEAM_LIMIT}, {KEY_LIMIT}], \
+         {alerting} alerting, 288 requests in {load_s:.2} s"
     );
 
     for gw in gws {
