@@ -718,6 +718,14 @@ impl SharedStore {
                     l.generation += 1;
                 });
                 self.failed("settle", &e);
+                // Whatever the error, new reservations stay in this process
+                // until a sync round writes the queue: so the queue of rows
+                // to remove never outgrows the reservations in flight when
+                // writing began to fail (spend is one sum per budget and
+                // window).
+                if self.up.swap(false, Ordering::Relaxed) && !e.unreachable() {
+                    warn!("shared budget writes failing: enforcing budgets from this replica's last known figures");
+                }
                 false
             }
         }
