@@ -144,14 +144,14 @@ pub(crate) async fn open_budgets(
     if !(ledger_url.starts_with("postgres://") || ledger_url.starts_with("postgresql://")) {
         return seed_budgets(store, now).await;
     }
-    let pg = watershed_dashboards::ledger::PgStore::connect(ledger_url)
-        .await
-        .context("cannot connect to the shared budget store")?;
+    // Connected on first use: a replica that starts while the database is
+    // away starts with no figures, under `ledger.budgets.when_unknown`.
+    let pg = watershed_dashboards::ledger::PgStore::connect_lazy(ledger_url, 8)
+        .context("invalid shared budget store url")?;
     let book = BudgetBook::shared(SharedStore::new(pg.pool().clone(), cfg.ledger.budgets));
-    book.load(now)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("cannot read the shared budgets")?;
+    if let Err(e) = book.load(now).await {
+        warn!(error = %e, "cannot read the shared budgets yet; retrying every sync round");
+    }
     Ok(book)
 }
 

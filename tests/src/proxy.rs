@@ -2,7 +2,7 @@
 //! test PostgreSQL) away from one gateway without stopping it for anyone
 //! else: cutting closes every proxied connection and refuses new ones.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +14,8 @@ pub struct CutProxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     generation: Arc<Mutex<CancellationToken>>,
+    /// Connections being forwarded now.
+    open: Arc<AtomicUsize>,
     stop: CancellationToken,
     tracker: TaskTracker,
 }
@@ -27,6 +29,8 @@ impl CutProxy {
         let generation = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let open = Arc::new(AtomicUsize::new(0));
+        let o = open.clone();
         let (c, g, s, t, up) = (
             cut.clone(),
             generation.clone(),
@@ -52,14 +56,17 @@ impl CutProxy {
                     Err(p) => p.into_inner().clone(),
                 };
                 let up = up.clone();
+                let o = o.clone();
+                o.fetch_add(1, Ordering::SeqCst);
                 t.spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&up).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = conn_stop.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    if let Ok(mut server) = TcpStream::connect(&up).await {
+                        tokio::select! {
+                            _ = conn_stop.cancelled() => {}
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        }
                     }
+                    drop(client);
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -67,20 +74,30 @@ impl CutProxy {
             port,
             cut,
             generation,
+            open,
             stop,
             tracker,
         })
     }
 
-    /// Closes every connection and refuses new ones until `restore`.
-    pub fn cut(&self) {
+    /// Closes every connection and refuses new ones until `restore`;
+    /// returns once every forwarded connection is closed (at most 10 s).
+    pub async fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        let mut g = match self.generation.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        g.cancel();
-        *g = CancellationToken::new();
+        {
+            let mut g = match self.generation.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            g.cancel();
+            *g = CancellationToken::new();
+        }
+        for _ in 0..1000 {
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     pub fn restore(&self) {

@@ -392,7 +392,7 @@ async fn cut_off_from_postgresql_a_replica_enforces_its_last_figures_and_reconci
     assert_eq!(spent().await, (6.0, 0.0));
     wait_metric(&http, &gw.base_url, "watershed_budget_store_up", 1.0).await;
 
-    proxy.cut();
+    proxy.cut().await;
     // Six more fit in what was left at the last read ($24 of $30 after them),
     // the seventh does not.
     let mut answered = 0;

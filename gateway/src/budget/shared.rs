@@ -448,19 +448,25 @@ impl SharedStore {
         }
     }
 
-    /// Reads every budget's row into `book` (at start).
+    /// Reads every budget's row into `book` (at start). On failure the
+    /// store counts as unreachable: nothing is known until a sync round
+    /// reads it.
     pub(crate) async fn load_all(
         &self,
         book: &BudgetBook,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
         let generation = self.generation();
-        let rows = self
-            .bounded(self.read(None, now))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.mirror(book, &rows, generation, now);
-        Ok(())
+        match self.bounded(self.read(None, now)).await {
+            Ok(rows) => {
+                self.mirror(book, &rows, generation, now);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed("read", &e);
+                Err(e.to_string())
+            }
+        }
     }
 
     async fn reserve_rows(
@@ -854,11 +860,9 @@ mod tests {
     //! `test` database), each test in a schema of its own, dropped at the end.
     //! Two books on one schema are two replicas.
 
-    use std::sync::atomic::AtomicBool;
-
-    use tokio::net::{TcpListener, TcpStream};
     use watershed_dashboards::ledger::{LedgerStore, PgStore};
     use watershed_policies::{BudgetState, Config};
+    use watershed_tests::proxy::CutProxy;
 
     use super::*;
     use crate::access::Caller;
@@ -1085,69 +1089,63 @@ mod tests {
         drop_schema(&name).await;
     }
 
-    /// A TCP proxy to PostgreSQL that can be cut (every connection closed,
-    /// new ones refused) and restored, so the shared server never stops.
-    struct Proxy {
-        port: u16,
-        cut: Arc<AtomicBool>,
-        generation: Arc<Mutex<CancellationToken>>,
-        tracker: TaskTracker,
-    }
-
-    impl Proxy {
-        async fn start(upstream: &'static str) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let cut = Arc::new(AtomicBool::new(false));
-            let generation = Arc::new(Mutex::new(CancellationToken::new()));
-            let tracker = TaskTracker::new();
-            let (c, g, t) = (cut.clone(), generation.clone(), tracker.clone());
-            tracker.spawn(async move {
-                loop {
-                    let Ok((mut client, _)) = listener.accept().await else {
-                        return;
-                    };
-                    if c.load(Ordering::SeqCst) {
-                        drop(client);
-                        continue;
-                    }
-                    let stop = g.lock().unwrap().clone();
-                    t.spawn(async move {
-                        let Ok(mut server) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = stop.cancelled() => {}
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        }
-                    });
-                }
-            });
-            Self {
-                port,
-                cut,
-                generation,
-                tracker,
-            }
-        }
-
-        fn cut(&self) {
-            self.cut.store(true, Ordering::SeqCst);
-            let mut g = self.generation.lock().unwrap();
-            g.cancel();
-            *g = CancellationToken::new();
-        }
-
-        fn restore(&self) {
-            self.cut.store(false, Ordering::SeqCst);
-        }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_started_while_the_store_is_away_knows_nothing_until_it_returns() {
+        let name = schema("start").await;
+        let direct = format!("{}?schema={name}", base());
+        let proxy = CutProxy::start("127.0.0.1:5432").await.unwrap();
+        proxy.cut().await;
+        let via = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+        let cfg = config();
+        let metrics = Metrics::default();
+        let now = at("2026-11-26T10:00:00Z");
+        let b = replica(&direct, settings()).await;
+        take(&b, &cfg, 0.4, now).await.unwrap().settle(0.4, now);
+        assert!(store_of(&b).flush(&b, now).await);
+        let pool = PgStore::connect_lazy(&via, 2).unwrap().pool().clone();
+        let a = Arc::new(BudgetBook::shared(SharedStore::new(
+            pool.clone(),
+            settings(),
+        )));
+        assert!(a.load(now).await.is_err());
+        assert!(!store_of(&a).is_up());
+        let mut r = a.reserve(&cfg, &caller(), 0.1, now);
+        assert!(matches!(
+            a.confirm(&mut r, &cfg, &metrics).await,
+            Err(Refusal::Unknown(_))
+        ));
+        drop(r);
+        // With when_unknown: open it admits from nothing known.
+        let open = Arc::new(BudgetBook::shared(SharedStore::new(
+            pool,
+            SharedBudgetSettings {
+                when_unknown_open: true,
+                ..settings()
+            },
+        )));
+        assert!(open.load(now).await.is_err());
+        let mut r = open.reserve(&cfg, &caller(), 0.1, now);
+        open.confirm(&mut r, &cfg, &metrics).await.unwrap();
+        assert_eq!(r.held, Held::Offline);
+        drop(r);
+        proxy.restore();
+        store_of(&a).sync(&a, now, &metrics).await;
+        assert!(store_of(&a).is_up());
+        // Now it knows B's $0.40: $0.70 more does not fit.
+        assert_eq!(
+            a.verdict(&cfg, &caller(), 0.7, now).state,
+            BudgetState::Exhausted
+        );
+        assert!(take(&a, &cfg, 0.6, now).await.is_ok());
+        drop(proxy);
+        drop_schema(&name).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn while_the_store_is_cut_off_budgets_hold_from_the_last_figures_and_reconcile() {
         let name = schema("cut").await;
         let direct = format!("{}?schema={name}", base());
-        let proxy = Proxy::start("127.0.0.1:5432").await;
+        let proxy = CutProxy::start("127.0.0.1:5432").await.unwrap();
         let via = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
         assert_ne!(via, direct, "the test database must be on 127.0.0.1:5432");
         let cfg = config();
@@ -1169,7 +1167,7 @@ mod tests {
         a.load(now).await.unwrap();
         assert!(store_of(&a).is_up());
 
-        proxy.cut();
+        proxy.cut().await;
         // The first query finds the store gone; after it A decides alone.
         a.refresh(&cfg, &caller(), now).await;
         assert!(!store_of(&a).is_up());
@@ -1219,7 +1217,7 @@ mod tests {
         // And B sees it: $0.15 left for the team.
         assert!(take_as(&b, &cfg, &other, 0.2, now).await.is_err());
         assert!(take_as(&b, &cfg, &other, 0.1, now).await.is_ok());
-        proxy.tracker.close();
+        drop(proxy);
         drop_schema(&name).await;
     }
 }
