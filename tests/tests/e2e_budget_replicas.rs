@@ -119,6 +119,37 @@ fn check_refusal(o: &Outcome) -> f64 {
     left
 }
 
+/// Drops a schema of the test database when the test ends, also when it
+/// fails: others share the server.
+struct Dropper(String);
+
+impl Drop for Dropper {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&postgres()).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(&pool)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn postgres() -> String {
+    std::env::var("WATERSHED_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
 fn gauge(text: &str, scope: &str, name: &str, window: &str) -> Option<f64> {
     let prefix = format!(
         "watershed_budget_remaining_usd{{scope=\"{scope}\",name=\"{name}\",window=\"{window}\"}} "
@@ -130,9 +161,9 @@ fn gauge(text: &str, scope: &str, name: &str, window: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_share_team_and_key_budgets_without_overspending() {
-    let base = std::env::var("WATERSHED_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let base = postgres();
     let schema = format!("e2e_budget_replicas_{}", std::process::id());
+    let _drop = Dropper(schema.clone());
     let admin = sqlx::PgPool::connect(&base).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(&admin)
@@ -315,10 +346,6 @@ async fn three_replicas_share_team_and_key_budgets_without_overspending() {
     for gw in gws {
         gw.stop().unwrap();
     }
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&admin)
-        .await
-        .unwrap();
 }
 
 /// The value of the sample `series` (name and labels) on `/metrics`.
@@ -349,9 +376,9 @@ async fn wait_metric(http: &reqwest::Client, base: &str, series: &str, value: f6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_from_postgresql_a_replica_enforces_its_last_figures_and_reconciles() {
-    let base = std::env::var("WATERSHED_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let base = postgres();
     let schema = format!("e2e_budget_cut_{}", std::process::id());
+    let _drop = Dropper(schema.clone());
     let admin = sqlx::PgPool::connect(&base).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .execute(&admin)
@@ -439,8 +466,4 @@ async fn cut_off_from_postgresql_a_replica_enforces_its_last_figures_and_reconci
     assert_eq!(post(&http, &gw.base_url, "sk-ops").await.status, 200);
     gw.stop().unwrap();
     drop(proxy);
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&admin)
-        .await
-        .unwrap();
 }

@@ -919,6 +919,25 @@ mod tests {
         name
     }
 
+    /// Drops the schema when the test ends, also when it fails: others share
+    /// the server.
+    struct Dropper(String);
+
+    impl Drop for Dropper {
+        fn drop(&mut self) {
+            let name = self.0.clone();
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_schema(&name));
+                }
+            })
+            .join();
+        }
+    }
+
     async fn drop_schema(name: &str) {
         let admin = sqlx::PgPool::connect(&base()).await.unwrap();
         sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
@@ -992,6 +1011,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_replicas_racing_for_one_budget_admit_exactly_what_fits() {
         let name = schema("race").await;
+        let _drop = Dropper(name.clone());
         let url = format!("{}?schema={name}", base());
         let cfg = Arc::new(config());
         let (a, b) = (
@@ -1044,12 +1064,12 @@ mod tests {
         drop(r);
         assert!(store_of(&a).flush(&a, now).await);
         assert!(take(&b, &cfg, 0.02, now).await.is_ok());
-        drop_schema(&name).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_replicas_reservation_expires_and_is_swept() {
         let name = schema("sweep").await;
+        let _drop = Dropper(name.clone());
         let url = format!("{}?schema={name}", base());
         let cfg = config();
         let (a, b) = (
@@ -1086,12 +1106,12 @@ mod tests {
         assert!((r.reserved_usd - 0.5).abs() < 1e-9, "{r:?}");
         assert!((r.day_usd - 0.3).abs() < 1e-9, "{r:?}");
         drop(ok);
-        drop_schema(&name).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replica_started_while_the_store_is_away_knows_nothing_until_it_returns() {
         let name = schema("start").await;
+        let _drop = Dropper(name.clone());
         let direct = format!("{}?schema={name}", base());
         let proxy = CutProxy::start("127.0.0.1:5432").await.unwrap();
         proxy.cut().await;
@@ -1138,12 +1158,12 @@ mod tests {
         );
         assert!(take(&a, &cfg, 0.6, now).await.is_ok());
         drop(proxy);
-        drop_schema(&name).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn while_the_store_is_cut_off_budgets_hold_from_the_last_figures_and_reconcile() {
         let name = schema("cut").await;
+        let _drop = Dropper(name.clone());
         let direct = format!("{}?schema={name}", base());
         let proxy = CutProxy::start("127.0.0.1:5432").await.unwrap();
         let via = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
@@ -1218,6 +1238,5 @@ mod tests {
         assert!(take_as(&b, &cfg, &other, 0.2, now).await.is_err());
         assert!(take_as(&b, &cfg, &other, 0.1, now).await.is_ok());
         drop(proxy);
-        drop_schema(&name).await;
     }
 }
