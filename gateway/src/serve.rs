@@ -78,6 +78,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     state
         .budgets
         .publish(&cfg, &state.metrics, state.clock.now());
+    crate::pool::watch(state.clone(), &tracker, shutdown.clone());
     // The shared book's writes and sweeps stop with the ledger writer, after
     // every request has drained.
     let weak = Arc::downgrade(&state);

@@ -8,6 +8,7 @@
 
 mod access;
 mod error;
+mod pool;
 mod raw;
 mod telemetry;
 mod validate;
@@ -19,6 +20,7 @@ use std::fmt;
 use indexmap::IndexMap;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use pool::{HealthSettings, PoolMember, PoolSpec, MAX_POOL_MEMBERS};
 pub use telemetry::otlp_endpoint_problem;
 
 use crate::budget::{BudgetLimits, BudgetState};
@@ -499,6 +501,9 @@ pub struct RemoteSpec {
     pub retry_backoff_ms: u64,
     /// When dispatch stops sending this target requests for a while.
     pub breaker: BreakerSettings,
+    /// Several servers behind this one target (`endpoints:`), for
+    /// `openai-compatible`; `base_url` is then the first member's.
+    pub pool: Option<PoolSpec>,
 }
 
 /// `models.<id>.breaker:` — a target that fails `failures` times in a row,

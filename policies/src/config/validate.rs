@@ -712,7 +712,43 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         );
         return None;
     };
+    let is_pool = raw.endpoints.is_some();
+    let pool = match raw.endpoints {
+        Some(endpoints) => {
+            if provider != ProviderKind::OpenaiCompatible {
+                cx.err(
+                    &join_key(path, "endpoints"),
+                    At::Key,
+                    format!("endpoints (a pool) is for openai-compatible targets, not {provider}"),
+                );
+            }
+            if raw.base_url.is_some() {
+                cx.err(
+                    &join_key(path, "base_url"),
+                    At::Key,
+                    "give base_url or endpoints, not both",
+                );
+            }
+            super::pool::pool(cx, path, endpoints, raw.health)
+        }
+        None => {
+            if raw.health.is_some() {
+                cx.err(
+                    &join_key(path, "health"),
+                    At::Key,
+                    "health checks are for a pool (endpoints:), not a single base_url",
+                );
+            }
+            None
+        }
+    };
     let base_url = match (raw.base_url, provider.default_base_url()) {
+        // A pool's first member stands for it where one URL is asked for.
+        (None, _) if is_pool => pool
+            .as_ref()
+            .and_then(|p| p.members.first())
+            .map(|m| m.url.clone())
+            .unwrap_or_default(),
         (Some(u), _) => {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 cx.err(
@@ -796,6 +832,7 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
             ),
         },
         breaker: breaker(cx, &join_key(path, "breaker"), raw.breaker),
+        pool,
     };
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),

@@ -2,7 +2,9 @@
 //! formats: deterministic answers (plain and streamed), the providers' own error
 //! bodies, and scripted faults (an error status with or without `retry-after`,
 //! a hang, a trickle of bytes that never completes, malformed JSON or SSE, a
-//! connection reset before the first event or in the middle). Every
+//! connection reset before the first event or in the middle), a `/health`
+//! endpoint and a switch that takes the whole mock down and up again (a
+//! pool member failing and recovering). Every
 //! request is recorded so tests can assert what the gateway sent, and what it
 //! never sent. `otlp` is the receiving end of trace export, a collector's
 //! OTLP/HTTP endpoint.
@@ -13,7 +15,7 @@ pub mod otlp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -82,6 +84,11 @@ struct Shared {
     failures: Mutex<VecDeque<Failure>>,
     cached_prompt_tokens: AtomicU32,
     chunk_delay_ms: AtomicU64,
+    /// Switched on by the test: every request, health checks included,
+    /// answers 503 until it is switched off.
+    down: AtomicBool,
+    /// A pause before every answer, so requests overlap.
+    answer_delay_ms: AtomicU64,
     next_id: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -139,6 +146,8 @@ impl MockUpstream {
             failures: Mutex::new(VecDeque::new()),
             cached_prompt_tokens: AtomicU32::new(0),
             chunk_delay_ms: AtomicU64::new(1),
+            down: AtomicBool::new(false),
+            answer_delay_ms: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
         });
@@ -186,6 +195,26 @@ impl MockUpstream {
     pub fn set_chunk_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.shared.chunk_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Switches the mock down (every request answers 503, `GET /health`
+    /// included) or back up; requests already being answered finish.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Pause this long before every answer (default none).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How many requests came to `path` (e.g. `/v1/chat/completions`, `/health`).
+    pub fn count_path(&self, path: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
     }
 
     /// Every request received so far, in order.
@@ -247,8 +276,16 @@ async fn handle(
         body: parsed.clone().unwrap_or(Value::Null),
     });
 
-    let failure = lock(&shared.failures).pop_front();
     let flavor = shared.flavor;
+    if shared.down.load(Ordering::Relaxed) {
+        return error_response(flavor, 503, Some("mock upstream is down"));
+    }
+    // A server's health endpoint (vLLM, SGLang, llama.cpp server): 200 while
+    // up, outside the scripted failures, which are for model requests.
+    if method == Method::GET && uri.path() == "/health" {
+        return json_response(StatusCode::OK, &Value::Object(serde_json::Map::new()));
+    }
+    let failure = lock(&shared.failures).pop_front();
     match failure {
         Some(Failure::Status(status)) => return error_response(flavor, status, None),
         Some(Failure::Hang) => {
@@ -320,6 +357,10 @@ async fn handle(
         Ok(a) => a,
         Err(message) => return error_response(flavor, 400, Some(&message)),
     };
+    let pause = shared.answer_delay_ms.load(Ordering::Relaxed);
+    if pause > 0 {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
     let delay = Duration::from_millis(shared.chunk_delay_ms.load(Ordering::Relaxed));
     match answer {
         Answer::Json(v) if drop_mid_stream => {
