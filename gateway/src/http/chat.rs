@@ -287,12 +287,15 @@ async fn admit(
             1.0,
         );
     }
-    let shared = purpose == Purpose::Answer && state.budgets.is_shared();
-    if shared {
-        if let Ok(caller) = access::caller(&rt.config, headers) {
-            let now = state.clock.now();
-            state.budgets.refresh(&rt.config, &caller, now).await;
-        }
+    // Only a caller with a budget asks the shared store anything.
+    let budgeted = (purpose == Purpose::Answer && state.budgets.is_shared())
+        .then(|| access::caller(&rt.config, headers).ok())
+        .flatten()
+        .filter(|c| !crate::budget::scopes_of(&rt.config, c).is_empty());
+    let shared = budgeted.is_some();
+    if let Some(caller) = &budgeted {
+        let now = state.clock.now();
+        state.budgets.refresh(&rt.config, caller, now).await;
     }
     let again = shared.then(|| req.clone());
     let mut prepared = prepare(state, rt, headers, req, &scan, request_id, purpose)?;
