@@ -18,6 +18,12 @@ pub enum LedgerError {
     /// The background writer has stopped; nothing more can be recorded.
     #[error("ledger writer has stopped")]
     WriterClosed,
+    /// The database could not be reached; the records wait in the journal.
+    #[error("ledger database unavailable; records are kept in the journal")]
+    Unavailable,
+    /// A database operation did not finish within its bound.
+    #[error("ledger database operation timed out after {0:?}")]
+    Timeout(std::time::Duration),
     /// A value read back from the database does not fit the record.
     #[error("invalid ledger value in column {column}: {message}")]
     Corrupt { column: String, message: String },
@@ -35,6 +41,8 @@ impl LedgerError {
             | LedgerError::Database(_)
             | LedgerError::Migrate(_)
             | LedgerError::WriterClosed
+            | LedgerError::Unavailable
+            | LedgerError::Timeout(_)
             | LedgerError::Corrupt { .. } => ErrorCode::Internal,
         }
     }
