@@ -14,6 +14,18 @@ use serde_json::Value;
 pub(crate) struct RawLedger {
     pub url: Option<String>,
     pub url_env: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub journal: Option<RawJournal>,
+}
+
+/// `ledger.journal:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    pub dir: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub segment_bytes: Option<u64>,
+    pub when_full: Option<String>,
 }
 
 /// `server:`
@@ -27,6 +39,7 @@ pub(crate) struct RawServer {
     pub admin_key_env: Option<String>,
     pub request_deadline_ms: Option<u64>,
     pub stream_deadline_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `privacy:`
