@@ -1,16 +1,27 @@
 //! `watershed serve`: builds the state from the configuration, serves HTTP, and
 //! shuts down in order — drain requests, then flush the ledger and export the
-//! last spans.
+//! last spans — all within `server.shutdown_grace_ms`, whatever the database,
+//! the upstreams or slow clients do.
+//!
+//! Start-up does not wait on the ledger database: records go to the local
+//! journal, and the writer replays them when the database answers. Budgets
+//! start from the database's spend when it answers within
+//! `ledger.timeout_ms`, else from the spend of the records the journal holds.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use watershed_dashboards::ledger::{open_store, LedgerStore, LedgerWriter};
+use watershed_dashboards::ledger::{
+    open_store_lazy, Journal, JournalConfig, LedgerRecord, LedgerStore, LedgerWriter, WhenFull,
+    WriterConfig,
+};
 
 use crate::budget::{BudgetBook, Settled};
 use crate::config;
@@ -38,19 +49,64 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     let ledger_url = cfg
         .ledger_url(|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?;
-    let store = open_store(&ledger_url).await.with_context(|| {
-        format!(
-            "cannot open ledger {}",
-            watershed_policies::mask_url_password(&ledger_url)
-        )
-    })?;
-    store.migrate().await.context("ledger migration failed")?;
+    let op_timeout = Duration::from_millis(cfg.ledger.timeout_ms);
+    let masked = watershed_policies::mask_url_password(&ledger_url);
+    let store = open_store_lazy(&ledger_url, op_timeout)
+        .await
+        .with_context(|| format!("cannot open ledger {masked}"))?;
+    let journal_cfg = journal_config(&cfg.ledger.journal, &loaded.base_dir);
+    let journal_dir = journal_cfg.dir.display().to_string();
+    let (journal, replayed) = Journal::open(journal_cfg)
+        .with_context(|| format!("cannot open the ledger journal {journal_dir}"))?;
     // The ledger writer stops only after every request has drained, so the records
     // of requests that finish during shutdown are written too.
     let ledger_stop = CancellationToken::new();
     let clock = watershed_dashboards::clock::from_env().map_err(anyhow::Error::msg)?;
-    let budgets = seed_budgets(&*store, clock.now()).await?;
-    let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
+    let journaled = journaled_spend(replayed.iter().map(|(_, r)| r), clock.now());
+    let writer_cfg = WriterConfig {
+        op_timeout,
+        ..WriterConfig::default()
+    };
+    let ledger = LedgerWriter::start_journaled(
+        writer_cfg,
+        store.clone(),
+        Arc::new(journal),
+        replayed,
+        &tracker,
+        ledger_stop.clone(),
+    );
+    // The first flush migrates and replays what a previous process left; it
+    // is bounded, and a database that does not answer only makes the ledger
+    // degraded (see `/readyz`).
+    let reachable = matches!(
+        tokio::time::timeout(op_timeout * 3, ledger.flush()).await,
+        Ok(Ok(()))
+    );
+    let seeded = if reachable {
+        match tokio::time::timeout(op_timeout, seed_budgets(&*store, clock.now())).await {
+            Ok(Ok(book)) => Some(book),
+            Ok(Err(e)) => {
+                warn!(error = %format!("{e:#}"), "cannot read spend from the ledger");
+                None
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let budgets = match seeded {
+        Some(book) => book,
+        None => {
+            warn!(
+                ledger = %masked,
+                journal = %journal_dir,
+                "ledger database unreachable at start; serving with the ledger degraded, budgets from the journal's records"
+            );
+            let book = BudgetBook::default();
+            book.seed(&journaled, clock.now());
+            book
+        }
+    };
 
     // Trace export is set at start-up (a reload does not move it): the config's
     // `telemetry:` block, else the standard OTEL_* variables, else off.
@@ -92,14 +148,33 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     let local = listener.local_addr()?;
     info!(addr = %local, "watershed listening");
 
+    let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
+    let stopping = CancellationToken::new();
     let token = shutdown.clone();
-    axum::serve(listener, app(state.clone()))
+    let signalled = stopping.clone();
+    let server = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
-            info!("shutting down: draining requests");
+            info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: draining requests"
+            );
+            signalled.cancel();
             token.cancel();
         })
-        .await?;
+        .into_future();
+    tokio::pin!(server);
+    let stop_by = tokio::select! {
+        r = &mut server => {
+            r?;
+            tokio::time::Instant::now() + grace
+        }
+        () = stopping.cancelled() => {
+            let t0 = tokio::time::Instant::now();
+            drain_within(&mut server, &state, t0 + grace * 3 / 4).await?;
+            t0 + grace
+        }
+    };
 
     // Requests have drained (every request's record and span is queued); now
     // let the ledger writer flush and the trace exporter send what is left.
@@ -112,13 +187,115 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
         .values()
         .filter_map(|t| t.engine.clone())
         .collect();
+    let ledger = state.ledger.clone();
     drop(state);
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout_at(stop_by, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("shutdown grace period over; the ledger records not yet written stay in the journal");
+    }
     // Free the local models before the process exits (see LocalEngine::shutdown).
-    let _ = tokio::task::spawn_blocking(move || engines.iter().for_each(|e| e.shutdown())).await;
-    info!("ledger flushed; bye");
+    let freed = tokio::task::spawn_blocking(move || engines.iter().for_each(|e| e.shutdown()));
+    let _ = tokio::time::timeout(FREE_MODELS_GRACE, freed).await;
+    let left = ledger.journal().map_or(0, |j| j.stats().records());
+    info!(journaled = left, "ledger flushed; bye");
     Ok(())
+}
+
+/// How long the local models get to be freed after the grace period's work.
+const FREE_MODELS_GRACE: Duration = Duration::from_secs(2);
+/// How long streams cut at the drain deadline get to send their last event.
+const CUT_STREAMS_GRACE: Duration = Duration::from_millis(500);
+
+/// Lets requests drain until `deadline`; then ends the streams still running
+/// (each sends an error event and gets its ledger record) and, after a short
+/// moment, gives up on connections still open (slow clients, requests still
+/// waiting on an upstream: dropped with the runtime, their records written to
+/// the journal as cancelled).
+async fn drain_within<F>(
+    server: &mut std::pin::Pin<&mut F>,
+    state: &AppState,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    tokio::select! {
+        r = server.as_mut() => return Ok(r?),
+        () = tokio::time::sleep_until(deadline) => {}
+    }
+    warn!("drain deadline reached; ending the streams still running");
+    state.drain.cancel();
+    match tokio::time::timeout(CUT_STREAMS_GRACE, server.as_mut()).await {
+        Ok(r) => Ok(r?),
+        Err(_) => {
+            warn!("drain deadline reached; closing the connections still open");
+            Ok(())
+        }
+    }
+}
+
+/// The journal's settings with its directory resolved against the config's.
+fn journal_config(j: &watershed_policies::JournalSettings, base_dir: &Path) -> JournalConfig {
+    let dir = PathBuf::from(&j.dir);
+    JournalConfig {
+        dir: if dir.is_absolute() {
+            dir
+        } else {
+            base_dir.join(dir)
+        },
+        segment_bytes: j.segment_bytes,
+        max_bytes: j.max_bytes,
+        when_full: match j.when_full {
+            watershed_policies::JournalFull::Refuse => WhenFull::Refuse,
+            watershed_policies::JournalFull::Drop => WhenFull::Drop,
+        },
+    }
+}
+
+/// The paid spend of journaled records in `now`'s month and day, by team
+/// and key: what budgets start from when the database cannot be read.
+pub(crate) fn journaled_spend<'a>(
+    records: impl Iterator<Item = &'a LedgerRecord>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Settled> {
+    let (month, day) = window_starts(now);
+    let mut sums: std::collections::BTreeMap<(String, String), (f64, f64)> = Default::default();
+    for r in records {
+        if r.ts_ms < month || r.backend_kind == watershed_providers::BackendKind::Local.otel_name()
+        {
+            continue;
+        }
+        let e = sums.entry((r.team.clone(), r.key_id.clone())).or_default();
+        e.1 += r.cost_usd;
+        if r.ts_ms >= day {
+            e.0 += r.cost_usd;
+        }
+    }
+    sums.into_iter()
+        .map(|((team, key_id), (day_usd, month_usd))| Settled {
+            team,
+            key_id,
+            day_usd,
+            month_usd,
+        })
+        .collect()
+}
+
+/// Unix milliseconds of the start of `now`'s month and day (UTC).
+fn window_starts(now: chrono::DateTime<chrono::Utc>) -> (i64, i64) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let day = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |d| d.and_utc().timestamp_millis());
+    let month = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .map_or(0, |d| d.timestamp_millis());
+    (month, day)
 }
 
 /// Budgets start from what the ledger says was spent in `now`'s month and day.

@@ -164,6 +164,20 @@ async fn handle(
     };
     drop(body);
     let (mut prepared, scan) = admit(state, rt, headers, req, request_id, Purpose::Answer).await?;
+    // A full ledger journal with `when_full: refuse` turns away what would
+    // cost money with no record of it; the local engine still answers.
+    if !state.ledger.accepts_paid_requests()
+        && prepared
+            .targets
+            .iter()
+            .any(|id| rt.target(id).is_some_and(|t| t.kind != BackendKind::Local))
+    {
+        return Err(ApiError::new(
+            ErrorCode::LedgerUnavailable,
+            "the ledger journal is full (ledger.journal.max_bytes) while the ledger database catches up; paid requests are refused until it has",
+        )
+        .into());
+    }
     let info = RequestInfo {
         request_id: prepared.request_id.clone(),
         ts_ms: prepared.now.timestamp_millis(),
@@ -215,7 +229,8 @@ async fn handle(
     );
     if prepared.req.stream {
         let limits = dispatch::Limits::of(&rt.config.server);
-        stream_answer(prepared, outbound, targets, meter, wire, limits).await
+        let drain = state.drain.clone();
+        stream_answer(prepared, outbound, targets, meter, wire, limits, drain).await
     } else {
         let limits = dispatch::Limits::of(&rt.config.server);
         let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits).await;
@@ -668,6 +683,7 @@ async fn stream_answer(
     mut meter: Meter,
     wire: Wire,
     limits: dispatch::Limits,
+    drain: tokio_util::sync::CancellationToken,
 ) -> Result<Response, Failed> {
     let upstream =
         dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits).await;
@@ -700,7 +716,39 @@ async fn stream_answer(
     // the stream and the meter records the request as cancelled.
     let mut meter = Some(meter);
     let request_id = prepared.request_id.clone();
+    // At the drain deadline of a shutdown the stream is cut: the client gets
+    // a clean error event and the ledger a record saying so.
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = {
+        let (drain, ended) = (drain.clone(), ended.clone());
+        stream::once(async move {
+            (drain.is_cancelled() && !ended.load(std::sync::atomic::Ordering::Relaxed))
+                .then_some(Item::Cut)
+        })
+        .filter_map(|x| async move { x })
+    };
+    let upstream = upstream
+        .map(Item::Up)
+        .take_until(drain.cancelled_owned())
+        .chain(cut);
     let body = upstream.flat_map(move |item| {
+        let item = match item {
+            Item::Up(item) => item,
+            Item::Cut => {
+                warn!(request_id = %request_id, "stream ended at the shutdown drain deadline");
+                let err = ApiError::new(
+                    ErrorCode::ShuttingDown,
+                    "the gateway is shutting down; the answer was cut short",
+                );
+                if let Some(m) = meter.take() {
+                    m.failure(err.code);
+                }
+                return stream::iter(vec![encoder.error(&err)]);
+            }
+        };
+        if matches!(item, Ok(StreamEvent::Done(_)) | Err(_)) {
+            ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let out = match item {
             Ok(ev) => {
                 match &ev {
@@ -733,6 +781,12 @@ async fn stream_answer(
     decision_headers(&mut resp, &prepared, &outbound, &target);
     set_header(&mut resp, "cache-control", "no-cache");
     Ok(resp)
+}
+
+/// An upstream stream item, or the shutdown's cut.
+enum Item {
+    Up(Result<StreamEvent, watershed_providers::ProviderError>),
+    Cut,
 }
 
 /// Turns canonical stream events into SSE events of the client's wire format.
