@@ -6,7 +6,9 @@
 //! Start-up does not wait on the ledger database: records go to the local
 //! journal, and the writer replays them when the database answers. Budgets
 //! start from the database's spend when it answers within
-//! `ledger.timeout_ms`, else from the spend of the records the journal holds.
+//! `ledger.timeout_ms`, else from the spend of the records the journal holds
+//! (and from both while a long journal is still being replayed, so a budget
+//! never starts below what was spent).
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -78,24 +80,32 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // The first flush migrates and replays what a previous process left; it
     // is bounded, and a database that does not answer only makes the ledger
     // degraded (see `/readyz`).
-    let reachable = matches!(
-        tokio::time::timeout(op_timeout * 3, ledger.flush()).await,
-        Ok(Ok(()))
-    );
-    let seeded = if reachable {
-        match tokio::time::timeout(op_timeout, seed_budgets(&*store, clock.now())).await {
-            Ok(Ok(book)) => Some(book),
-            Ok(Err(e)) => {
-                warn!(error = %format!("{e:#}"), "cannot read spend from the ledger");
-                None
+    let flushed = tokio::time::timeout(op_timeout * 3, ledger.flush()).await;
+    let seeded = match flushed {
+        // The database did not answer.
+        Ok(Err(_)) => None,
+        // Replayed (or still replaying a long journal): read the spend.
+        Ok(Ok(())) | Err(_) => {
+            match tokio::time::timeout(op_timeout, seed_budgets(&*store, clock.now())).await {
+                Ok(Ok(book)) => Some(book),
+                Ok(Err(e)) => {
+                    warn!(error = %format!("{e:#}"), "cannot read spend from the ledger");
+                    None
+                }
+                Err(_) => None,
             }
-            Err(_) => None,
         }
-    } else {
-        None
     };
     let budgets = match seeded {
-        Some(book) => book,
+        Some(book) => {
+            if flushed.is_err() {
+                // Part of the journal is not in the database yet: count it as
+                // well, so a budget starts at or above what was spent (the
+                // part already replayed counts twice until the next start).
+                book.seed(&journaled, clock.now());
+            }
+            book
+        }
         None => {
             warn!(
                 ledger = %masked,
@@ -210,10 +220,11 @@ const FREE_MODELS_GRACE: Duration = Duration::from_secs(2);
 const CUT_STREAMS_GRACE: Duration = Duration::from_millis(500);
 
 /// Lets requests drain until `deadline`; then ends the streams still running
-/// (each sends an error event and gets its ledger record) and, after a short
-/// moment, gives up on connections still open (slow clients, requests still
-/// waiting on an upstream: dropped with the runtime, their records written to
-/// the journal as cancelled).
+/// (each sends an error event and gets its ledger record) and the requests
+/// still waiting on an upstream (503 `shutting_down`, recorded so), and after
+/// a short moment gives up on connections still open (a client still sending
+/// its body; anything dropped with the runtime writes its record to the
+/// journal as cancelled).
 async fn drain_within<F>(
     server: &mut std::pin::Pin<&mut F>,
     state: &AppState,

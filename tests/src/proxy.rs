@@ -1,6 +1,8 @@
 //! A TCP proxy on port 0 for fault tests: it forwards every connection to one
 //! upstream (PostgreSQL, say) until it is cut, then closes the open ones and
-//! refuses new ones until it is restored. Lets a test take a shared database
+//! refuses new ones until it is restored; or, black-holed, it closes the open
+//! ones and accepts new ones that never get an answer (a database host gone
+//! silent, the harder case: every wait needs its own bound). Lets a test take a shared database
 //! away from one gateway without stopping it for anyone else.
 
 use std::net::SocketAddr;
@@ -14,6 +16,8 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug)]
 struct Shared {
     up: AtomicBool,
+    /// While cut: accept and hold connections instead of refusing them.
+    silent: AtomicBool,
     /// Cancelled by `cut`: every connection opened before it closes.
     open: Mutex<CancellationToken>,
     accepted: AtomicU64,
@@ -36,6 +40,7 @@ impl TcpProxy {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             up: AtomicBool::new(true),
+            silent: AtomicBool::new(false),
             open: Mutex::new(CancellationToken::new()),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -50,16 +55,26 @@ impl TcpProxy {
                     c = listener.accept() => c,
                 };
                 let Ok((client, _)) = conn else { continue };
-                if !s.up.load(Ordering::SeqCst) {
-                    s.refused.fetch_add(1, Ordering::Relaxed);
-                    drop(client);
-                    continue;
-                }
-                s.accepted.fetch_add(1, Ordering::Relaxed);
                 let cut = match s.open.lock() {
                     Ok(t) => t.clone(),
                     Err(p) => p.into_inner().clone(),
                 };
+                if !s.up.load(Ordering::SeqCst) {
+                    s.refused.fetch_add(1, Ordering::Relaxed);
+                    if s.silent.load(Ordering::SeqCst) {
+                        // Held open, never answered, until restored or stopped.
+                        let st = st.clone();
+                        tr.spawn(async move {
+                            let _client = client;
+                            tokio::select! {
+                                () = cut.cancelled() => {}
+                                () = st.cancelled() => {}
+                            }
+                        });
+                    }
+                    continue;
+                }
+                s.accepted.fetch_add(1, Ordering::Relaxed);
                 let st = st.clone();
                 tr.spawn(async move {
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
@@ -84,6 +99,17 @@ impl TcpProxy {
 
     /// Closes every open connection and refuses new ones.
     pub fn cut(&self) {
+        self.shared.silent.store(false, Ordering::SeqCst);
+        self.close_all();
+    }
+
+    /// Closes every open connection and holds new ones without an answer.
+    pub fn black_hole(&self) {
+        self.shared.silent.store(true, Ordering::SeqCst);
+        self.close_all();
+    }
+
+    fn close_all(&self) {
         self.shared.up.store(false, Ordering::SeqCst);
         let mut open = match self.shared.open.lock() {
             Ok(g) => g,
@@ -93,12 +119,20 @@ impl TcpProxy {
         *open = CancellationToken::new();
     }
 
-    /// Forwards again.
+    /// Forwards again (held connections are closed).
     pub fn restore(&self) {
         self.shared.up.store(true, Ordering::SeqCst);
+        let mut open = match self.shared.open.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if self.shared.silent.swap(false, Ordering::SeqCst) {
+            open.cancel();
+            *open = CancellationToken::new();
+        }
     }
 
-    /// Connections refused while cut.
+    /// Connections refused (or held without an answer) while cut.
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
     }

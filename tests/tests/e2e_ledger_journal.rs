@@ -3,15 +3,14 @@
 //! duplicate (SQLite and PostgreSQL); PostgreSQL taken away mid-load and at
 //! start (through a TCP proxy the test cuts, never by stopping the shared
 //! server); SIGTERM bounded by `server.shutdown_grace_ms` with the database
-//! away, a trickling stream (cut with an error event, in both wire formats)
+//! away, a trickling stream (cut with an error event, in both wire formats),
+//! requests waiting on a hanging upstream (answered 503 `shutting_down`)
 //! and a client sending its body a byte a second. Time is asserted only
 //! against the grace period plus several seconds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-// tests fail loudly by design
-// The load generators are plain tasks each test awaits or aborts itself;
-// no shutdown machinery owns them.
-#![allow(clippy::disallowed_methods)]
+// Tests fail loudly by design; the load generators are plain tasks each
+// test awaits or aborts itself, which no shutdown machinery owns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -403,13 +402,16 @@ async fn sigterm_with_the_database_down_ends_within_the_grace_and_keeps_the_reco
     let cfg = config(&upstream.base_url, &url, "");
     let gw = Gateway::start("journal-term", &cfg, ENV).unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
-    proxy.cut();
+    // Gone silent rather than refusing: every database wait runs into its
+    // bound (ledger.timeout_ms), and the stop must still fit the grace.
+    proxy.black_hole();
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = tokio::spawn(load(gw.base_url.clone(), 4, stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let answered = load_task.await.unwrap();
     assert!(answered.len() > 20);
+    assert!(metric(&gw.base_url, "watershed_ledger_journal_records").await > 0.0);
     let dir = gw.dir.clone();
     let (took, log) = tokio::task::spawn_blocking(move || gw.stop_within(STOP_BOUND))
         .await
@@ -609,4 +611,59 @@ async fn a_full_journal_refuses_paid_requests_with_a_503_in_the_clients_format()
     .await;
     gw.stop().unwrap();
     drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_requests_waiting_on_a_hanging_upstream_and_records_them() {
+    let upstream = MockUpstream::openai().await;
+    upstream.fail_next(2, watershed_tests::mock::Failure::Hang);
+    let cfg = config(&upstream.base_url, "sqlite://{dir}/ledger.db", "");
+    let gw = Gateway::start("journal-hang", &cfg, ENV).unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    let send = |path: &'static str, stream: bool| {
+        let (http, base) = (http.clone(), gw.base_url.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}{path}"))
+                .json(&json!({"model": "a", "max_tokens": 8, "stream": stream,
+                    "messages": [{"role": "user", "content": "hello"}]}))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            (r.status().as_u16(), id, r.json::<Value>().await.unwrap())
+        })
+    };
+    let plain = send("/v1/chat/completions", false);
+    let streamed = send("/v1/messages", true);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(upstream.request_count(), 2, "both wait on the upstream");
+    let dir = gw.dir.clone();
+    let (took, _log) = tokio::task::spawn_blocking(move || gw.stop_within(STOP_BOUND))
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("SIGTERM with two requests on a hanging upstream: stopped in {took:?}");
+    // Each gets a 503 in its own format before the process ends...
+    let (status, oid, body) = plain.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    let (status, aid, body) = streamed.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
+    // ... and a record saying so.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("ledger.db").display()))
+        .await
+        .unwrap();
+    for id in [&oid, &aid] {
+        let code: Option<String> =
+            sqlx::query_scalar("SELECT error_code FROM ledger WHERE request_id = ?")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("no ledger row for {id}: {e}"));
+        assert_eq!(code.as_deref(), Some("shutting_down"));
+    }
 }

@@ -513,15 +513,16 @@ impl Task {
             }
         }
         if journaled {
+            if shutting_down {
+                // The journal keeps the batch for the next start.
+                return false;
+            }
             // Is the database there at all? If not, keep everything.
             if let Err(e) = self.op(self.store.count()).await {
                 self.down(&e);
                 return false;
             }
             self.stats.db_up.store(true, Ordering::Relaxed);
-            if shutting_down {
-                return false;
-            }
         }
         let mut lost = Vec::new();
         let mut last_error = None;

@@ -233,7 +233,13 @@ async fn handle(
         stream_answer(prepared, outbound, targets, meter, wire, limits, drain).await
     } else {
         let limits = dispatch::Limits::of(&rt.config.server);
-        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits).await;
+        let result = tokio::select! {
+            r = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits) => Some(r),
+            () = state.drain.cancelled() => None,
+        };
+        let Some(result) = result else {
+            return Err(cut_at_drain(&prepared.route, meter));
+        };
         match result {
             Ok((target, answer)) => {
                 let charged = meter.success(&answer.done);
@@ -685,8 +691,13 @@ async fn stream_answer(
     limits: dispatch::Limits,
     drain: tokio_util::sync::CancellationToken,
 ) -> Result<Response, Failed> {
-    let upstream =
-        dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits).await;
+    let upstream = tokio::select! {
+        r = dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits) => Some(r),
+        () = drain.cancelled() => None,
+    };
+    let Some(upstream) = upstream else {
+        return Err(cut_at_drain(&prepared.route, meter));
+    };
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {
@@ -781,6 +792,18 @@ async fn stream_answer(
     decision_headers(&mut resp, &prepared, &outbound, &target);
     set_header(&mut resp, "cache-control", "no-cache");
     Ok(resp)
+}
+
+/// A request still waiting on its upstream at the shutdown's drain deadline:
+/// answered 503 `shutting_down` in the client's format, and recorded so.
+fn cut_at_drain(route: &str, meter: Meter) -> Failed {
+    let err = ApiError::new(
+        ErrorCode::ShuttingDown,
+        "the gateway is shutting down and the upstream did not answer in time",
+    );
+    let failed = Failed::at(err.clone(), route, &meter);
+    meter.failure(err.code);
+    failed
 }
 
 /// An upstream stream item, or the shutdown's cut.
