@@ -244,6 +244,19 @@ where
     }
 }
 
+/// Rows beyond the answered requests can only be those in flight when the
+/// process died (journaled, their answer cut off): at most one per client.
+fn assert_at_most_the_in_flight_extra(answered: &[String], v: &LedgerView) {
+    assert!(
+        v.ids.len() <= answered.len() + KILL_CLIENTS,
+        "{} rows for {} answered requests and {KILL_CLIENTS} clients",
+        v.ids.len(),
+        answered.len()
+    );
+}
+
+const KILL_CLIENTS: usize = 8;
+
 /// Load, `kill -9` while it runs, restart on the same directory; returns the
 /// answered ids.
 async fn kill_mid_load(upstream: &MockUpstream, ledger_url: &str) -> (Vec<String>, Gateway) {
@@ -251,7 +264,7 @@ async fn kill_mid_load(upstream: &MockUpstream, ledger_url: &str) -> (Vec<String
     let gw = Gateway::start("journal-kill", &cfg, ENV).unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load(gw.base_url.clone(), 8, stop.clone()));
+    let load = tokio::spawn(load(gw.base_url.clone(), KILL_CLIENTS, stop.clone()));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let dir = tokio::task::spawn_blocking(move || gw.kill9())
         .await
@@ -271,6 +284,7 @@ async fn kill_9_mid_load_loses_no_answered_record_on_sqlite() {
     let (answered, gw) = kill_mid_load(&upstream, "sqlite://{dir}/ledger.db").await;
     let db = gw.dir.join("ledger.db");
     let v = assert_complete(&answered, || sqlite_view(&db)).await;
+    assert_at_most_the_in_flight_extra(&answered, &v);
     eprintln!(
         "sqlite kill -9: {} answered, {} ledger rows",
         answered.len(),
@@ -286,6 +300,7 @@ async fn kill_9_mid_load_loses_no_answered_record_on_postgres() {
     let url = format!("{}?schema={schema}", pg_base());
     let (answered, gw) = kill_mid_load(&upstream, &url).await;
     let v = assert_complete(&answered, || pg_view(&schema)).await;
+    assert_at_most_the_in_flight_extra(&answered, &v);
     eprintln!(
         "postgres kill -9: {} answered, {} ledger rows",
         answered.len(),
@@ -295,8 +310,30 @@ async fn kill_9_mid_load_loses_no_answered_record_on_postgres() {
     drop_schema(&schema).await;
 }
 
+/// Where the test PostgreSQL listens, from its url.
 fn pg_addr() -> std::net::SocketAddr {
-    "127.0.0.1:5432".parse().unwrap()
+    use std::net::ToSocketAddrs;
+    let base = pg_base();
+    let rest = base.split_once('@').map_or(base.as_str(), |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap();
+    hostport.to_socket_addrs().unwrap().next().unwrap()
+}
+
+/// How many times each id appears in the journal's segment files.
+fn journal_lines(dir: &Path, ids: &[String]) -> Vec<usize> {
+    let mut text = String::new();
+    for e in std::fs::read_dir(dir.join("watershed-journal")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            text.push_str(&std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    ids.iter()
+        .map(|id| {
+            let needle = format!("\"request_id\":\"{id}\"");
+            text.lines().filter(|l| l.contains(&needle)).count()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -379,6 +416,11 @@ async fn a_gateway_starts_with_the_database_down_and_catches_up() {
     assert!(answered.len() > 20, "{} answered", answered.len());
     assert!(
         metric(&gw.base_url, "watershed_ledger_journal_records").await >= answered.len() as f64
+    );
+    // On disk, once each, by the time its answer was complete.
+    assert!(
+        journal_lines(&gw.dir, &answered).iter().all(|&n| n == 1),
+        "every answered request is in the journal files once"
     );
     proxy.restore();
     let v = assert_complete(&answered, || pg_view(&schema)).await;

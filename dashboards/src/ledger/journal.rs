@@ -320,7 +320,11 @@ impl Journal {
         };
         if let Err(e) = active.write_all(&line) {
             self.stats.io_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(io_err(&seg.path)(e));
+            let err = io_err(&seg.path)(e);
+            // Part of the line may be in the file; the next record starts a
+            // fresh segment so it is not glued to the torn one.
+            self.rotate(&mut inner);
+            return Err(err);
         }
         let seq = *next_seq;
         *next_seq += 1;
