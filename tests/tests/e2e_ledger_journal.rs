@@ -709,3 +709,57 @@ async fn sigterm_answers_requests_waiting_on_a_hanging_upstream_and_records_them
         assert_eq!(code.as_deref(), Some("shutting_down"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_journal_set_to_drop_keeps_serving_and_counts_what_it_drops() {
+    let upstream = MockUpstream::openai().await;
+    let proxy = TcpProxy::start(pg_addr()).await.unwrap();
+    proxy.cut();
+    let schema = fresh_schema("drop").await;
+    let url = format!("postgres://postgres@{}/test?schema={schema}", proxy.addr);
+    let cfg = config(&upstream.base_url, &url, "").replace(
+        "  timeout_ms: 1000\n",
+        "  timeout_ms: 1000\n  journal: { max_bytes: 65536, segment_bytes: 16384, when_full: drop }\n",
+    );
+    let gw = Gateway::start("journal-drop", &cfg, ENV).unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    for i in 0..120 {
+        let r = http
+            .post(format!("{}/v1/chat/completions", gw.base_url))
+            .json(
+                &json!({"model": "a", "messages": [{"role": "user", "content": format!("r{i}")}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "drop keeps serving");
+    }
+    let kept = metric(&gw.base_url, "watershed_ledger_journal_records").await;
+    let dropped = metric(
+        &gw.base_url,
+        "watershed_ledger_records_dropped_total{reason=\"journal_full\"}",
+    )
+    .await;
+    assert!(
+        kept > 0.0 && dropped > 0.0,
+        "kept {kept}, dropped {dropped}"
+    );
+    assert_eq!(kept + dropped, 120.0, "every record kept or counted");
+    assert!(metric(&gw.base_url, "watershed_ledger_journal_bytes").await <= 65536.0);
+    assert_eq!(
+        readyz(&gw.base_url).await.0,
+        200,
+        "drop never makes it unready"
+    );
+    eprintln!("drop: {kept} records kept in a 64 KiB journal, {dropped} dropped and counted");
+    proxy.restore();
+    let schema2 = schema.clone();
+    wait_for("the kept records' rows", || {
+        let schema = schema2.clone();
+        async move { pg_view(&schema).await.ids.len() as f64 == kept }
+    })
+    .await;
+    gw.stop().unwrap();
+    drop_schema(&schema).await;
+}
