@@ -64,6 +64,16 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // of requests that finish during shutdown are written too.
     let ledger_stop = CancellationToken::new();
     let clock = watershed_dashboards::clock::from_env().map_err(anyhow::Error::msg)?;
+    // A database that is away only makes the ledger degraded; one that
+    // refuses the migration (ahead of this build, say) is a start-up error.
+    // A migration is heavier than one insert: it gets three operations' time.
+    let reachable = match tokio::time::timeout(op_timeout * 3, store.migrate()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) if !e.is_unreachable() => {
+            return Err(anyhow::Error::new(e).context("ledger migration failed"))
+        }
+        Ok(Err(_)) | Err(_) => false,
+    };
     let journaled = journaled_spend(replayed.iter().map(|(_, r)| r), clock.now());
     let writer_cfg = WriterConfig {
         op_timeout,
@@ -77,15 +87,18 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
         &tracker,
         ledger_stop.clone(),
     );
-    // The first flush migrates and replays what a previous process left; it
-    // is bounded, and a database that does not answer only makes the ledger
-    // degraded (see `/readyz`).
-    let flushed = tokio::time::timeout(op_timeout * 3, ledger.flush()).await;
+    // The first flush replays what a previous process left; it is bounded,
+    // and a database that does not answer only makes the ledger degraded
+    // (see `/readyz`).
+    let flushed = match reachable {
+        true => Some(tokio::time::timeout(op_timeout * 3, ledger.flush()).await),
+        false => None,
+    };
     let seeded = match flushed {
         // The database did not answer.
-        Ok(Err(_)) => None,
+        None | Some(Ok(Err(_))) => None,
         // Replayed (or still replaying a long journal): read the spend.
-        Ok(Ok(())) | Err(_) => {
+        Some(Ok(Ok(())) | Err(_)) => {
             match tokio::time::timeout(op_timeout, seed_budgets(&*store, clock.now())).await {
                 Ok(Ok(book)) => Some(book),
                 Ok(Err(e)) => {
@@ -98,7 +111,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     };
     let budgets = match seeded {
         Some(book) => {
-            if flushed.is_err() {
+            if matches!(flushed, Some(Err(_))) {
                 // Part of the journal is not in the database yet: count it as
                 // well, so a budget starts at or above what was spent (the
                 // part already replayed counts twice until the next start).

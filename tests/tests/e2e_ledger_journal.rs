@@ -344,7 +344,12 @@ async fn postgres_cut_mid_load_loses_nothing_and_shows_on_readyz_and_metrics() {
     let url = format!("postgres://postgres@{}/test?schema={schema}", proxy.addr);
     let gw = Gateway::start("journal-cut", &config(&upstream.base_url, &url, ""), ENV).unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
-    assert_eq!(readyz(&gw.base_url).await.1["ledger"]["status"], "ok");
+    let base = gw.base_url.clone();
+    wait_for("the ledger to be ok", || {
+        let base = base.clone();
+        async move { readyz(&base).await.1["ledger"]["status"] == "ok" }
+    })
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = tokio::spawn(load(gw.base_url.clone(), 6, stop.clone()));
     tokio::time::sleep(Duration::from_millis(1000)).await;
