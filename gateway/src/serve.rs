@@ -378,3 +378,62 @@ async fn wait_for_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn rec(team: &str, kind: &str, ts: chrono::DateTime<chrono::Utc>, cost: f64) -> LedgerRecord {
+        LedgerRecord {
+            request_id: format!("{team}-{}", ts.timestamp_millis()),
+            ts_ms: ts.timestamp_millis(),
+            team: team.into(),
+            key_id: "k".into(),
+            route: "r".into(),
+            backend: "b".into(),
+            backend_kind: kind.into(),
+            model: "m".into(),
+            privacy: "internal".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cached_tokens: 0,
+            cost_usd: cost,
+            counterfactual_usd: 0.0,
+            engine_seconds: 0.0,
+            ttft_ms: None,
+            latency_ms: 1.0,
+            status: 200,
+            error_code: None,
+            finish_reason: None,
+            stream: false,
+            attempts: 1,
+            difficulty: None,
+            explanation: None,
+        }
+    }
+
+    #[test]
+    fn journaled_spend_counts_paid_records_of_this_month_and_day() {
+        let at = |d: u32, h: u32| chrono::Utc.with_ymd_and_hms(2027, 3, d, h, 0, 0).unwrap();
+        let now = at(15, 12);
+        let last_month = chrono::Utc.with_ymd_and_hms(2027, 2, 28, 23, 0, 0).unwrap();
+        let records = [
+            rec("a", "openai", at(15, 1), 1.0),
+            rec("a", "anthropic", at(3, 1), 2.0),
+            rec("a", "openai", last_month, 100.0),
+            rec("a", "llama.cpp", at(15, 2), 50.0),
+            rec("b", "openai", at(15, 3), 0.5),
+        ];
+        let got = journaled_spend(records.iter(), now);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].team.as_str(), got[0].day_usd, got[0].month_usd),
+            ("a", 1.0, 3.0)
+        );
+        assert_eq!(
+            (got[1].team.as_str(), got[1].day_usd, got[1].month_usd),
+            ("b", 0.5, 0.5)
+        );
+    }
+}
