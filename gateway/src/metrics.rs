@@ -96,6 +96,10 @@ pub const LEDGER_BATCHES_FAILED: &str = "watershed_ledger_batches_failed_total";
 pub const LEDGER_BATCH_RETRIES: &str = "watershed_ledger_batch_retries_total";
 pub const LEDGER_DROPPED: &str = "watershed_ledger_records_dropped_total";
 pub const LEDGER_GIVEN_UP: &str = "watershed_ledger_records_given_up_total";
+pub const POOL_EJECTIONS: &str = "watershed_pool_ejections_total";
+pub const POOL_READMISSIONS: &str = "watershed_pool_readmissions_total";
+pub const POOL_MEMBER_STATE: &str = "watershed_pool_member_state";
+pub const POOL_MEMBER_OUTSTANDING: &str = "watershed_pool_member_outstanding";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -169,6 +173,14 @@ const COUNTERS: &[(&str, &str)] = &[
         BREAKER_TRANSITIONS,
         "Circuit breaker moves, by backend and the state moved to (open, half_open, closed)",
     ),
+    (
+        POOL_EJECTIONS,
+        "Pool members ejected after failed requests in a row, by backend and member",
+    ),
+    (
+        POOL_READMISSIONS,
+        "Pool members brought back by passed health checks, by backend and member",
+    ),
     (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
     (LEDGER_WRITTEN, "Ledger records the database committed"),
     (
@@ -215,6 +227,14 @@ const GAUGES: &[(&str, &str)] = &[
     (
         LEDGER_DB_UP,
         "1 while the ledger database takes records, 0 while they wait in the journal",
+    ),
+    (
+        POOL_MEMBER_STATE,
+        "State of each pool member: 0 healthy, 1 unhealthy (health checks), 2 ejected (failed requests)",
+    ),
+    (
+        POOL_MEMBER_OUTSTANDING,
+        "Requests outstanding on each pool member",
     ),
 ];
 
