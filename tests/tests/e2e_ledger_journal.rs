@@ -38,7 +38,7 @@ fn config(upstream: &str, ledger_url: &str, server_extra: &str) -> String {
         r#"version: 1
 ledger:
   url: "{ledger_url}"
-  timeout_ms: 1000
+  timeout_ms: 2000
 server:
   shutdown_grace_ms: {GRACE_MS}
 {server_extra}
@@ -584,8 +584,8 @@ async fn a_full_journal_refuses_paid_requests_with_a_503_in_the_clients_format()
     let schema = fresh_schema("full").await;
     let url = format!("postgres://postgres@{}/test?schema={schema}", proxy.addr);
     let cfg = config(&upstream.base_url, &url, "").replace(
-        "  timeout_ms: 1000\n",
-        "  timeout_ms: 1000\n  journal: { max_bytes: 65536, segment_bytes: 16384 }\n",
+        "  timeout_ms: 2000\n",
+        "  timeout_ms: 2000\n  journal: { max_bytes: 65536, segment_bytes: 16384 }\n",
     );
     let gw = Gateway::start("journal-full", &cfg, ENV).unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
@@ -723,8 +723,8 @@ async fn a_full_journal_set_to_drop_keeps_serving_and_counts_what_it_drops() {
     let schema = fresh_schema("drop").await;
     let url = format!("postgres://postgres@{}/test?schema={schema}", proxy.addr);
     let cfg = config(&upstream.base_url, &url, "").replace(
-        "  timeout_ms: 1000\n",
-        "  timeout_ms: 1000\n  journal: { max_bytes: 65536, segment_bytes: 16384, when_full: drop }\n",
+        "  timeout_ms: 2000\n",
+        "  timeout_ms: 2000\n  journal: { max_bytes: 65536, segment_bytes: 16384, when_full: drop }\n",
     );
     let gw = Gateway::start("journal-drop", &cfg, ENV).unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();

@@ -39,8 +39,8 @@ pub struct WriterConfig {
     /// which is also how often a database found unreachable is tried again.
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// The bound on one database operation (a migration, a batch insert, a
-    /// probe): past it the operation counts as failed.
+    /// The bound on one database operation (a batch insert, a probe; a
+    /// migration gets three times it): past it the operation counts as failed.
     pub op_timeout: Duration,
 }
 
@@ -391,9 +391,19 @@ impl Task {
         }
     }
 
+    /// Migrates under three operations' time: a migration (creating tables
+    /// on a busy server) is heavier than one insert, and one cut short by a
+    /// tight bound would be cut short again on every retry.
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        match timeout(self.config.op_timeout * 3, self.store.migrate()).await {
+            Ok(r) => r,
+            Err(_) => Err(LedgerError::Timeout(self.config.op_timeout * 3)),
+        }
+    }
+
     async fn insert(&mut self, rows: &[LedgerRecord]) -> Result<(), LedgerError> {
         if !self.migrated {
-            self.op(self.store.migrate()).await?;
+            self.migrate().await?;
             self.migrated = true;
         }
         self.op(self.store.insert_batch(rows)).await
@@ -404,7 +414,7 @@ impl Task {
     async fn write_all(&mut self, shutting_down: bool) -> bool {
         if self.pending.is_empty() && !self.migrated && self.journal.is_some() {
             // Nothing to write, but a flush asks whether the database is there.
-            match self.op(self.store.migrate()).await {
+            match self.migrate().await {
                 Ok(()) => {
                     self.migrated = true;
                     self.stats.db_up.store(true, Ordering::Relaxed);

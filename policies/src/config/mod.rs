@@ -314,8 +314,9 @@ pub struct LedgerSettings {
     /// a database password can live in a secret rather than in the policy
     /// file; the gateway reads it at start.
     pub url_env: Option<String>,
-    /// The bound on one database operation of the ledger writer (connect,
-    /// migrate, a batch insert); past it the database counts as unreachable.
+    /// The bound on one database operation of the ledger writer (connect, a
+    /// batch insert; a migration gets three times it); past it the database
+    /// counts as unreachable.
     pub timeout_ms: u64,
     pub journal: JournalSettings,
 }
