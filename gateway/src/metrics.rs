@@ -96,6 +96,7 @@ pub const LEDGER_BATCHES_FAILED: &str = "watershed_ledger_batches_failed_total";
 pub const LEDGER_BATCH_RETRIES: &str = "watershed_ledger_batch_retries_total";
 pub const LEDGER_DROPPED: &str = "watershed_ledger_records_dropped_total";
 pub const LEDGER_GIVEN_UP: &str = "watershed_ledger_records_given_up_total";
+pub const LEDGER_JOURNAL_ERRORS: &str = "watershed_ledger_journal_errors_total";
 pub const POOL_EJECTIONS: &str = "watershed_pool_ejections_total";
 pub const POOL_READMISSIONS: &str = "watershed_pool_readmissions_total";
 pub const POOL_MEMBER_STATE: &str = "watershed_pool_member_state";
@@ -200,6 +201,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Ledger records the database refused one by one while it answered, given up and logged by id",
     ),
     (
+        LEDGER_JOURNAL_ERRORS,
+        "Ledger journal appends, syncs and removals the file system failed (a record not appended is kept in memory only)",
+    ),
+    (
         SPANS_DROPPED,
         "Request spans not exported, by reason (queue_full, export_failed, rejected, shut_down)",
     ),
@@ -241,9 +246,11 @@ const GAUGES: &[(&str, &str)] = &[
 /// The ledger writer's and journal's figures, read when scraped.
 pub fn set_ledger(m: &Metrics, ledger: &watershed_dashboards::ledger::LedgerHandle) {
     let s = ledger.stats();
-    let (bytes, records) = ledger
-        .journal()
-        .map_or((0, 0), |j| (j.stats().bytes(), j.stats().records()));
+    let (bytes, records, errors) = ledger.journal().map_or((0, 0, 0), |j| {
+        let s = j.stats();
+        (s.bytes(), s.records(), s.io_errors())
+    });
+    m.set_counter(LEDGER_JOURNAL_ERRORS, vec![], errors as f64);
     m.set(LEDGER_JOURNAL_BYTES, vec![], bytes as f64);
     m.set(LEDGER_JOURNAL_RECORDS, vec![], records as f64);
     m.set(LEDGER_BACKLOG, vec![], s.backlog() as f64);

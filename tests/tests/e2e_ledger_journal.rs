@@ -372,6 +372,10 @@ async fn postgres_cut_mid_load_loses_nothing_and_shows_on_readyz_and_metrics() {
         metric(&gw.base_url, "watershed_ledger_database_up").await,
         0.0
     );
+    assert_eq!(
+        metric(&gw.base_url, "watershed_ledger_journal_errors_total").await,
+        0.0
+    );
     proxy.restore();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
