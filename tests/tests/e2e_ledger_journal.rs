@@ -511,7 +511,13 @@ async fn sigterm_cuts_trickling_streams_with_an_error_event_in_both_wire_formats
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
     let openai = tokio::spawn(slow_stream(gw.base_url.clone(), "/v1/chat/completions"));
     let anthropic = tokio::spawn(slow_stream(gw.base_url.clone(), "/v1/messages"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both streams are running before the signal.
+    let up = &upstream;
+    wait_for("both streams at the upstream", || async move {
+        up.request_count() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let dir = gw.dir.clone();
     let (took, _log) = tokio::task::spawn_blocking(move || gw.stop_within(STOP_BOUND))
         .await
@@ -689,8 +695,12 @@ async fn sigterm_answers_requests_waiting_on_a_hanging_upstream_and_records_them
     };
     let plain = send("/v1/chat/completions", false);
     let streamed = send("/v1/messages", true);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(upstream.request_count(), 2, "both wait on the upstream");
+    // Both wait on the upstream before the signal.
+    let up = &upstream;
+    wait_for("both requests at the upstream", || async move {
+        up.request_count() == 2
+    })
+    .await;
     let dir = gw.dir.clone();
     let (took, _log) = tokio::task::spawn_blocking(move || gw.stop_within(STOP_BOUND))
         .await
