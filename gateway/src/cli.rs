@@ -288,7 +288,10 @@ fn explain(
             .map_err(|e| format!("cannot start the async runtime: {e}"))?
             .block_on(async {
                 let store = watershed_dashboards::ledger::open_store(&url).await?;
-                let book = crate::serve::open_budgets(&url, cfg, &*store, now).await?;
+                let book = match crate::serve::open_shared_budgets(&url, cfg, now).await? {
+                    Some(book) => book,
+                    None => crate::serve::seed_budgets(&*store, now).await?,
+                };
                 book.refresh(cfg, &caller, now).await;
                 anyhow::Ok(book)
             })

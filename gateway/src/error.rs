@@ -46,7 +46,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::BudgetExceeded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Overloaded | ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Overloaded
+        | ErrorCode::UpstreamUnavailable
+        | ErrorCode::LedgerUnavailable
+        | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
         ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         // The client is gone; nginx's "client closed request" is what logs expect.
@@ -129,6 +132,8 @@ mod tests {
             (ErrorCode::BudgetExceeded, 429),
             (ErrorCode::UpstreamError, 502),
             (ErrorCode::UpstreamUnavailable, 503),
+            (ErrorCode::LedgerUnavailable, 503),
+            (ErrorCode::ShuttingDown, 503),
             (ErrorCode::UpstreamTimeout, 504),
             (ErrorCode::Internal, 500),
         ];

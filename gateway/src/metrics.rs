@@ -90,6 +90,16 @@ pub const UPSTREAM_RETRIES: &str = "watershed_upstream_retries_total";
 pub const BREAKER_TRANSITIONS: &str = "watershed_breaker_transitions_total";
 pub const BREAKER_STATE: &str = "watershed_breaker_state";
 pub const UNPRICED: &str = "watershed_unpriced_requests_total";
+pub const LEDGER_JOURNAL_BYTES: &str = "watershed_ledger_journal_bytes";
+pub const LEDGER_JOURNAL_RECORDS: &str = "watershed_ledger_journal_records";
+pub const LEDGER_BACKLOG: &str = "watershed_ledger_backlog_records";
+pub const LEDGER_DB_UP: &str = "watershed_ledger_database_up";
+pub const LEDGER_WRITTEN: &str = "watershed_ledger_records_written_total";
+pub const LEDGER_BATCHES_FAILED: &str = "watershed_ledger_batches_failed_total";
+pub const LEDGER_BATCH_RETRIES: &str = "watershed_ledger_batch_retries_total";
+pub const LEDGER_DROPPED: &str = "watershed_ledger_records_dropped_total";
+pub const LEDGER_GIVEN_UP: &str = "watershed_ledger_records_given_up_total";
+pub const LEDGER_JOURNAL_ERRORS: &str = "watershed_ledger_journal_errors_total";
 pub const POOL_EJECTIONS: &str = "watershed_pool_ejections_total";
 pub const POOL_READMISSIONS: &str = "watershed_pool_readmissions_total";
 pub const POOL_MEMBER_STATE: &str = "watershed_pool_member_state";
@@ -184,6 +194,27 @@ const COUNTERS: &[(&str, &str)] = &[
         "Pool members brought back by passed health checks, by backend and member",
     ),
     (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
+    (LEDGER_WRITTEN, "Ledger records the database committed"),
+    (
+        LEDGER_BATCHES_FAILED,
+        "Ledger batch inserts (and migrations) that failed or timed out",
+    ),
+    (
+        LEDGER_BATCH_RETRIES,
+        "Ledger batch inserts tried again after a failure",
+    ),
+    (
+        LEDGER_DROPPED,
+        "Ledger records lost, by reason (journal_full: the journal was past its bound; writer_stopped: queued after the writer ended, with no journal)",
+    ),
+    (
+        LEDGER_GIVEN_UP,
+        "Ledger records the database refused one by one while it answered, given up and logged by id",
+    ),
+    (
+        LEDGER_JOURNAL_ERRORS,
+        "Ledger journal appends, syncs and removals the file system failed (a record not appended is kept in memory only)",
+    ),
     (
         SPANS_DROPPED,
         "Request spans not exported, by reason (queue_full, export_failed, rejected, shut_down)",
@@ -202,6 +233,22 @@ const GAUGES: &[(&str, &str)] = &[
         "Circuit breaker state of each remote target: 0 closed, 1 half-open, 2 open",
     ),
     (
+        LEDGER_JOURNAL_BYTES,
+        "Bytes in the ledger journal's segment files",
+    ),
+    (
+        LEDGER_JOURNAL_RECORDS,
+        "Records in the ledger journal the database has not committed",
+    ),
+    (
+        LEDGER_BACKLOG,
+        "Records handed to the ledger writer and not yet committed",
+    ),
+    (
+        LEDGER_DB_UP,
+        "1 while the ledger database takes records, 0 while they wait in the journal",
+    ),
+    (
         POOL_MEMBER_STATE,
         "State of each pool member: 0 healthy, 1 unhealthy (health checks), 2 ejected (failed requests)",
     ),
@@ -210,6 +257,34 @@ const GAUGES: &[(&str, &str)] = &[
         "Requests outstanding on each pool member",
     ),
 ];
+
+/// The ledger writer's and journal's figures, read when scraped.
+pub fn set_ledger(m: &Metrics, ledger: &watershed_dashboards::ledger::LedgerHandle) {
+    let s = ledger.stats();
+    let (bytes, records, errors) = ledger.journal().map_or((0, 0, 0), |j| {
+        let s = j.stats();
+        (s.bytes(), s.records(), s.io_errors())
+    });
+    m.set_counter(LEDGER_JOURNAL_ERRORS, vec![], errors as f64);
+    m.set(LEDGER_JOURNAL_BYTES, vec![], bytes as f64);
+    m.set(LEDGER_JOURNAL_RECORDS, vec![], records as f64);
+    m.set(LEDGER_BACKLOG, vec![], s.backlog() as f64);
+    m.set(LEDGER_DB_UP, vec![], if s.db_up() { 1.0 } else { 0.0 });
+    m.set_counter(LEDGER_WRITTEN, vec![], s.written() as f64);
+    m.set_counter(LEDGER_BATCHES_FAILED, vec![], s.failed_batches() as f64);
+    m.set_counter(LEDGER_BATCH_RETRIES, vec![], s.retries() as f64);
+    m.set_counter(LEDGER_GIVEN_UP, vec![], s.failed() as f64);
+    m.set_counter(
+        LEDGER_DROPPED,
+        vec![("reason", "journal_full".to_owned())],
+        s.dropped_journal_full() as f64,
+    );
+    m.set_counter(
+        LEDGER_DROPPED,
+        vec![("reason", "writer_stopped".to_owned())],
+        s.dropped() as f64,
+    );
+}
 
 /// The process's metrics. Cheap to update from the request path (one short lock).
 #[derive(Debug, Default)]
@@ -239,6 +314,13 @@ impl Metrics {
 
     pub fn add(&self, name: &'static str, labels: Labels, value: f64) {
         self.with(|m| *m.counters.entry((name, labels)).or_insert(0.0) += value);
+    }
+
+    /// Sets a counter kept elsewhere (an atomic) to its current total.
+    pub fn set_counter(&self, name: &'static str, labels: Labels, value: f64) {
+        self.with(|m| {
+            m.counters.insert((name, labels), value);
+        });
     }
 
     pub fn set(&self, name: &'static str, labels: Labels, value: f64) {

@@ -126,6 +126,9 @@ pub struct AppState {
     /// The one clock every calendar decision reads (budget windows, the price
     /// in force, dashboard defaults): the wall clock unless a test sets one.
     pub clock: SharedClock,
+    /// Cancelled at the drain deadline of a shutdown: streams still running
+    /// end with an error event.
+    pub drain: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for AppState {
@@ -153,6 +156,7 @@ impl AppState {
             traces,
             budgets: Arc::new(BudgetBook::default()),
             clock: watershed_dashboards::clock::system(),
+            drain: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -947,3 +947,53 @@ fn a_gemini_target_has_its_default_url_needs_a_key_and_a_url_safe_model() {
         errs[0]
     );
 }
+
+#[test]
+fn journal_and_shutdown_settings_have_stated_defaults_and_bounded_values() {
+    let cfg = load_config(GOOD, "policies.yaml").unwrap();
+    assert_eq!(cfg.server.shutdown_grace_ms, 30_000);
+    assert_eq!(cfg.ledger.timeout_ms, 5_000);
+    let j = &cfg.ledger.journal;
+    assert_eq!(j.dir, "watershed-journal");
+    assert_eq!(j.max_bytes, 256 * 1024 * 1024);
+    assert_eq!(j.segment_bytes, 8 * 1024 * 1024);
+    assert_eq!(j.when_full, watershed_policies::JournalFull::Refuse);
+
+    let text = GOOD.replace(
+        "version: 1\n",
+        "version: 1\nserver: { shutdown_grace_ms: 0 }\nledger:\n  timeout_ms: 0\n  journal: { dir: j, max_bytes: 1000, when_full: spill }\n",
+    );
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.shutdown_grace_ms",
+            "ledger.timeout_ms",
+            "ledger.journal.max_bytes",
+            "ledger.journal.when_full",
+        ],
+        "{errs:?}"
+    );
+    assert_eq!((errs[0].line, errs[0].col), (2, 30), "{}", errs[0]);
+    assert!(errs[2].message.contains("65536"), "{}", errs[2]);
+    assert!(errs[3].message.contains("\"spill\""), "{}", errs[3]);
+    assert_eq!((errs[3].line, errs[3].col), (5, 50), "{}", errs[3]);
+    let text = GOOD.replace(
+        "version: 1\n",
+        "version: 1\nledger: { journal: { max_bytes: 100000, segment_bytes: 200000, when_full: drop } }\n",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "ledger.journal.segment_bytes");
+    let text = GOOD.replace(
+        "version: 1\n",
+        "version: 1\nledger: { journal: { when_full: drop, max_bytes: 100000 } }\n",
+    );
+    let cfg = load_config(&text, "policies.yaml").unwrap();
+    assert_eq!(
+        cfg.ledger.journal.when_full,
+        watershed_policies::JournalFull::Drop
+    );
+    assert_eq!(cfg.ledger.journal.segment_bytes, 100_000);
+}

@@ -23,6 +23,10 @@ pub enum ErrorCode {
     UpstreamError,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// The ledger journal is full and new paid requests are refused.
+    LedgerUnavailable,
+    /// The gateway is stopping and ended the answer at its drain deadline.
+    ShuttingDown,
     Cancelled,
     Internal,
 }
@@ -44,6 +48,8 @@ impl ErrorCode {
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::LedgerUnavailable => "ledger_unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal_error",
         }

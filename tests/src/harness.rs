@@ -82,7 +82,16 @@ impl Gateway {
     /// Writes `config_yaml` to a scratch dir and starts `watershed serve` on it.
     /// `{dir}` in the YAML is replaced by the scratch dir's path.
     pub fn start(tag: &str, config_yaml: &str, envs: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let dir = scratch_dir(tag)?;
+        Self::start_in(scratch_dir(tag)?, config_yaml, envs)
+    }
+
+    /// Like `start`, in a given directory: a gateway restarted where an
+    /// earlier one ran finds its ledger and journal there.
+    pub fn start_in(
+        dir: PathBuf,
+        config_yaml: &str,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let cfg_path = dir.join("watershed.yaml");
         std::fs::write(
             &cfg_path,
@@ -177,6 +186,39 @@ impl Gateway {
         Ok(())
     }
 
+    /// `kill -9`: the process ends at once, flushing nothing. Returns the
+    /// directory it ran in, for a restart.
+    pub fn kill9(mut self) -> anyhow::Result<PathBuf> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(self.dir.clone())
+    }
+
+    /// Sends SIGTERM and waits up to `bound` for the process to exit; returns
+    /// how long it took and its log. Fails if it did not exit in time.
+    pub fn stop_within(mut self, bound: Duration) -> anyhow::Result<(Duration, String)> {
+        let started = Instant::now();
+        self.signal("TERM")?;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let took = started.elapsed();
+                std::thread::sleep(Duration::from_millis(50));
+                if !status.success() {
+                    bail!("watershed exited with {status}:\n{}", self.log_text());
+                }
+                return Ok((took, self.log_text()));
+            }
+            if started.elapsed() > bound {
+                let _ = self.child.kill();
+                bail!(
+                    "watershed did not stop within {bound:?} of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit (requests drained, ledger flushed).
     pub fn stop(mut self) -> anyhow::Result<String> {
         let pid = self.child.id().to_string();
@@ -211,7 +253,7 @@ impl Drop for Gateway {
 
 /// A minimal HTTP GET over a raw TCP socket, returning the status code, so the
 /// harness needs no HTTP client dependency.
-async fn reqwest_like_get(url: &str) -> anyhow::Result<u16> {
+pub async fn reqwest_like_get(url: &str) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")

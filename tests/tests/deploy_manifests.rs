@@ -82,6 +82,30 @@ fn probes_and_termination_match_the_gateway() {
     let policy = std::fs::read_to_string(deploy_dir().join("watershed.yaml")).unwrap();
     // The database password comes from the secret, never from the policy file.
     assert!(policy.contains("url_env: WATERSHED_LEDGER_URL"));
+    // The journal lives on a writable volume of the pod, and the gateway's
+    // own stop bound fits in the pod's grace period after the preStop pause.
+    assert!(policy.contains("journal: { dir: /var/lib/watershed/journal }"));
+    assert!(
+        d.contains("mountPath: /var/lib/watershed\n"),
+        "journal volume"
+    );
+    let number_after = |text: &str, key: &str| -> u64 {
+        let at = text.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len();
+        text[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let grace_ms = number_after(&policy, "shutdown_grace_ms:");
+    let pod_s = number_after(&d, "terminationGracePeriodSeconds:");
+    let pre_stop_s = number_after(&d, "seconds:");
+    assert!(
+        grace_ms / 1000 + pre_stop_s < pod_s,
+        "shutdown_grace_ms {grace_ms} + preStop {pre_stop_s} s must fit in {pod_s} s"
+    );
     let secret = std::fs::read_to_string(deploy_dir().join("secret.example.yaml")).unwrap();
     assert!(secret.contains("WATERSHED_LEDGER_URL:"));
 }

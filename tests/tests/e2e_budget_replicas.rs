@@ -384,10 +384,13 @@ async fn cut_off_from_postgresql_a_replica_enforces_its_last_figures_and_reconci
         .execute(&admin)
         .await
         .unwrap();
-    let proxy = watershed_tests::proxy::CutProxy::start("127.0.0.1:5432")
+    let proxy = watershed_tests::proxy::TcpProxy::start(([127, 0, 0, 1], 5432).into())
         .await
         .unwrap();
-    let via = base.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let via = base.replace(
+        "127.0.0.1:5432",
+        &format!("127.0.0.1:{}", proxy.addr.port()),
+    );
     assert_ne!(via, base, "the test database must be on 127.0.0.1:5432");
     let openai = MockUpstream::openai().await;
     // A $30 team day: with $3 answers reserving $7, 8 fit ($24 spent).
@@ -419,7 +422,7 @@ async fn cut_off_from_postgresql_a_replica_enforces_its_last_figures_and_reconci
     assert_eq!(spent().await, (6.0, 0.0));
     wait_metric(&http, &gw.base_url, "watershed_budget_store_up", 1.0).await;
 
-    proxy.cut().await;
+    proxy.cut_and_wait().await;
     // Six more fit in what was left at the last read ($24 of $30 after them),
     // the seventh does not.
     let mut answered = 0;

@@ -79,6 +79,7 @@ macro_rules! settled_from_row {
     };
 }
 
+pub mod journal;
 mod postgres;
 mod sqlite;
 mod writer;
@@ -93,6 +94,7 @@ use serde::{Deserialize, Serialize};
 use crate::report::rollup::{Dialect, Dimension, Summary};
 
 pub use crate::error::LedgerError;
+pub use journal::{Journal, JournalConfig, JournalError, JournalStats, WhenFull};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use writer::{LedgerHandle, LedgerWriter, WriterConfig, WriterStats};
@@ -201,15 +203,27 @@ pub(crate) fn settled_spend_sql(p1: &str, p2: &str) -> String {
 /// is created if missing, WAL mode), `sqlite::memory:`, or
 /// `postgres://USER@HOST:PORT/DB[?schema=NAME]`.
 pub async fn open_store(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    let store = open_store_lazy(url, PG_CONNECT_TIMEOUT).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// How long `open_store` waits for a PostgreSQL connection.
+const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The store a ledger URL names, without migrating and, for PostgreSQL,
+/// without connecting yet: connections are made when first used, each
+/// waited for at most `connect_timeout`, so a gateway can start while the
+/// database is down. Call `migrate` before the first write.
+pub async fn open_store_lazy(
+    url: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(url).await?;
-        store.migrate().await?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(SqliteStore::connect(url).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::connect(url).await?;
-        store.migrate().await?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(PgStore::connect_lazy(url, connect_timeout)?));
     }
     Err(LedgerError::UnsupportedUrl(url.to_owned()))
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::{
     first_of_each_id, insert_rows_sql, settled_spend_sql, LedgerError, LedgerRecord, LedgerStore,
@@ -21,6 +21,8 @@ use crate::report::rollup::{
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The schema named by the url's `schema=` parameter, created by `migrate`.
+    schema: Option<String>,
 }
 
 /// Splits a `schema=NAME` parameter off a postgres URL (sqlx does not know it).
@@ -53,37 +55,30 @@ fn split_schema(url: &str) -> Result<(String, Option<String>), LedgerError> {
 
 impl PgStore {
     /// Connects to `postgres://...`; a `schema=NAME` URL parameter keeps the
-    /// ledger (and its migration history) in that schema, creating it.
+    /// ledger (and its migration history) in that schema, created by
+    /// `migrate`. Fails when the database cannot be reached now.
     pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        let store = Self::connect_lazy(url, std::time::Duration::from_secs(30))?;
+        store.pool.acquire().await?;
+        Ok(store)
+    }
+
+    /// The same store without connecting: connections are opened when first
+    /// needed, each waited for at most `connect_timeout`.
+    pub fn connect_lazy(
+        url: &str,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Self, LedgerError> {
         let (url, schema) = split_schema(url)?;
         let mut options = PgConnectOptions::from_str(&url)?;
         if let Some(s) = &schema {
-            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await?;
             options = options.options([("search_path", s.as_str())]);
         }
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
-    }
-
-    /// Like `connect`, but connects on first use (and the schema must
-    /// exist): for callers that must start while the database is away.
-    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, LedgerError> {
-        let (url, schema) = split_schema(url)?;
-        let mut options = PgConnectOptions::from_str(&url)?;
-        if let Some(s) = &schema {
-            options = options.options([("search_path", s.as_str())]);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .acquire_timeout(connect_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, schema })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -98,6 +93,11 @@ pub(crate) fn record_from_row(row: &PgRow) -> Result<LedgerRecord, sqlx::Error> 
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn migrate(&self) -> Result<(), LedgerError> {
+        if let Some(s) = &self.schema {
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))
+                .execute(&self.pool)
+                .await?;
+        }
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await?;

@@ -862,7 +862,7 @@ mod tests {
 
     use watershed_dashboards::ledger::{LedgerStore, PgStore};
     use watershed_policies::{BudgetState, Config};
-    use watershed_tests::proxy::CutProxy;
+    use watershed_tests::proxy::TcpProxy;
 
     use super::*;
     use crate::access::Caller;
@@ -1113,16 +1113,24 @@ mod tests {
         let name = schema("start").await;
         let _drop = Dropper(name.clone());
         let direct = format!("{}?schema={name}", base());
-        let proxy = CutProxy::start("127.0.0.1:5432").await.unwrap();
-        proxy.cut().await;
-        let via = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+        let proxy = TcpProxy::start(([127, 0, 0, 1], 5432).into())
+            .await
+            .unwrap();
+        proxy.cut_and_wait().await;
+        let via = direct.replace(
+            "127.0.0.1:5432",
+            &format!("127.0.0.1:{}", proxy.addr.port()),
+        );
         let cfg = config();
         let metrics = Metrics::default();
         let now = at("2026-11-26T10:00:00Z");
         let b = replica(&direct, settings()).await;
         take(&b, &cfg, 0.4, now).await.unwrap().settle(0.4, now);
         assert!(store_of(&b).flush(&b, now).await);
-        let pool = PgStore::connect_lazy(&via, 2).unwrap().pool().clone();
+        let pool = PgStore::connect_lazy(&via, std::time::Duration::from_secs(1))
+            .unwrap()
+            .pool()
+            .clone();
         let a = Arc::new(BudgetBook::shared(SharedStore::new(
             pool.clone(),
             settings(),
@@ -1165,8 +1173,13 @@ mod tests {
         let name = schema("cut").await;
         let _drop = Dropper(name.clone());
         let direct = format!("{}?schema={name}", base());
-        let proxy = CutProxy::start("127.0.0.1:5432").await.unwrap();
-        let via = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+        let proxy = TcpProxy::start(([127, 0, 0, 1], 5432).into())
+            .await
+            .unwrap();
+        let via = direct.replace(
+            "127.0.0.1:5432",
+            &format!("127.0.0.1:{}", proxy.addr.port()),
+        );
         assert_ne!(via, direct, "the test database must be on 127.0.0.1:5432");
         let cfg = config();
         let metrics = Metrics::default();
@@ -1187,7 +1200,7 @@ mod tests {
         a.load(now).await.unwrap();
         assert!(store_of(&a).is_up());
 
-        proxy.cut().await;
+        proxy.cut_and_wait().await;
         // The first query finds the store gone; after it A decides alone.
         a.refresh(&cfg, &caller(), now).await;
         assert!(!store_of(&a).is_up());

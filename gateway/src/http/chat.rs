@@ -164,6 +164,20 @@ async fn handle(
     };
     drop(body);
     let (mut prepared, scan) = admit(state, rt, headers, req, request_id, Purpose::Answer).await?;
+    // A full ledger journal with `when_full: refuse` turns away what would
+    // cost money with no record of it; the local engine still answers.
+    if !state.ledger.accepts_paid_requests()
+        && prepared
+            .targets
+            .iter()
+            .any(|id| rt.target(id).is_some_and(|t| t.kind != BackendKind::Local))
+    {
+        return Err(ApiError::new(
+            ErrorCode::LedgerUnavailable,
+            "the ledger journal is full (ledger.journal.max_bytes) while the ledger database catches up; paid requests are refused until it has",
+        )
+        .into());
+    }
     let info = RequestInfo {
         request_id: prepared.request_id.clone(),
         ts_ms: prepared.now.timestamp_millis(),
@@ -215,10 +229,17 @@ async fn handle(
     );
     if prepared.req.stream {
         let limits = dispatch::Limits::of(&rt.config.server);
-        stream_answer(prepared, outbound, targets, meter, wire, limits).await
+        let drain = state.drain.clone();
+        stream_answer(prepared, outbound, targets, meter, wire, limits, drain).await
     } else {
         let limits = dispatch::Limits::of(&rt.config.server);
-        let result = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits).await;
+        let result = tokio::select! {
+            r = dispatch::chat(&targets, &outbound, &mut meter, &prepared.route, limits) => Some(r),
+            () = state.drain.cancelled() => None,
+        };
+        let Some(result) = result else {
+            return Err(cut_at_drain(&prepared.route, meter));
+        };
         match result {
             Ok((target, answer)) => {
                 let charged = meter.success(&answer.done);
@@ -761,9 +782,15 @@ async fn stream_answer(
     mut meter: Meter,
     wire: Wire,
     limits: dispatch::Limits,
+    drain: tokio_util::sync::CancellationToken,
 ) -> Result<Response, Failed> {
-    let upstream =
-        dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits).await;
+    let upstream = tokio::select! {
+        r = dispatch::chat_stream(&targets, &outbound, &mut meter, &prepared.route, limits) => Some(r),
+        () = drain.cancelled() => None,
+    };
+    let Some(upstream) = upstream else {
+        return Err(cut_at_drain(&prepared.route, meter));
+    };
     let (target, upstream) = match upstream {
         Ok(ok) => ok,
         Err(e) => {
@@ -793,7 +820,39 @@ async fn stream_answer(
     // the stream and the meter records the request as cancelled.
     let mut meter = Some(meter);
     let request_id = prepared.request_id.clone();
+    // At the drain deadline of a shutdown the stream is cut: the client gets
+    // a clean error event and the ledger a record saying so.
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = {
+        let (drain, ended) = (drain.clone(), ended.clone());
+        stream::once(async move {
+            (drain.is_cancelled() && !ended.load(std::sync::atomic::Ordering::Relaxed))
+                .then_some(Item::Cut)
+        })
+        .filter_map(|x| async move { x })
+    };
+    let upstream = upstream
+        .map(Item::Up)
+        .take_until(drain.cancelled_owned())
+        .chain(cut);
     let body = upstream.flat_map(move |item| {
+        let item = match item {
+            Item::Up(item) => item,
+            Item::Cut => {
+                warn!(request_id = %request_id, "stream ended at the shutdown drain deadline");
+                let err = ApiError::new(
+                    ErrorCode::ShuttingDown,
+                    "the gateway is shutting down; the answer was cut short",
+                );
+                if let Some(m) = meter.take() {
+                    m.failure(err.code);
+                }
+                return stream::iter(vec![encoder.error(&err)]);
+            }
+        };
+        if matches!(item, Ok(StreamEvent::Done(_)) | Err(_)) {
+            ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let out = match item {
             Ok(ev) => {
                 match &ev {
@@ -826,6 +885,24 @@ async fn stream_answer(
     decision_headers(&mut resp, &prepared, &outbound, &target);
     set_header(&mut resp, "cache-control", "no-cache");
     Ok(resp)
+}
+
+/// A request still waiting on its upstream at the shutdown's drain deadline:
+/// answered 503 `shutting_down` in the client's format, and recorded so.
+fn cut_at_drain(route: &str, meter: Meter) -> Failed {
+    let err = ApiError::new(
+        ErrorCode::ShuttingDown,
+        "the gateway is shutting down and the upstream did not answer in time",
+    );
+    let failed = Failed::at(err.clone(), route, &meter);
+    meter.failure(err.code);
+    failed
+}
+
+/// An upstream stream item, or the shutdown's cut.
+enum Item {
+    Up(Result<StreamEvent, watershed_providers::ProviderError>),
+    Cut,
 }
 
 /// Turns canonical stream events into SSE events of the client's wire format.

@@ -64,6 +64,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             );
         }
     }
+    crate::metrics::set_ledger(&state.metrics, &state.ledger);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -126,15 +127,42 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             targets.insert(id.clone(), entry);
         }
     }
-    let status = if loading {
+    let ledger = ledger_status(&state.ledger);
+    let refusing = !state.ledger.accepts_paid_requests();
+    let status = if loading || refusing {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     // An open breaker does not make the gateway unready: other targets and
-    // the cool-down's probe still serve.
-    let body = json!({"ready": !loading, "models": models, "targets": targets});
+    // the cool-down's probe still serve. Neither does a degraded ledger: the
+    // journal keeps every record until the database is back. A full journal
+    // that refuses paid requests does.
+    let body = json!({"ready": !loading && !refusing, "models": models, "targets": targets, "ledger": ledger});
     (status, axum::Json(body)).into_response()
+}
+
+/// The ledger's part of `/readyz`: `ok` while the database takes records,
+/// `degraded` while it does not (records wait in the journal), `full` while
+/// a full journal refuses new paid requests.
+fn ledger_status(ledger: &watershed_dashboards::ledger::LedgerHandle) -> serde_json::Value {
+    let stats = ledger.stats();
+    let status = if !ledger.accepts_paid_requests() {
+        "full"
+    } else if stats.db_up() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let (bytes, records) = ledger
+        .journal()
+        .map_or((0, 0), |j| (j.stats().bytes(), j.stats().records()));
+    json!({
+        "status": status,
+        "backlog": stats.backlog(),
+        "journal_bytes": bytes,
+        "journal_records": records,
+    })
 }
 
 /// A path nothing is served at. Not `model_not_found`: SDKs read that code as

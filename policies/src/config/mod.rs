@@ -32,7 +32,19 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 
 /// Default ledger location.
 pub const DEFAULT_LEDGER_URL: &str = "sqlite://watershed.db";
-/// Default request body limit: 4 MiB.
+/// Default ledger journal directory, relative to the config file's directory.
+pub const DEFAULT_JOURNAL_DIR: &str = "watershed-journal";
+/// Default bound on the ledger journal: 256 MiB (about a million records).
+pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default size at which a journal segment is sealed: 8 MiB.
+pub const DEFAULT_JOURNAL_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Smallest journal bound accepted: 64 KiB (a few records).
+pub const MIN_JOURNAL_MAX_BYTES: u64 = 64 * 1024;
+/// Default bound on one ledger database operation: 5 s.
+pub const DEFAULT_LEDGER_TIMEOUT_MS: u64 = 5_000;
+/// Default bound on a graceful stop after SIGTERM: 30 s.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// Request body limit: 4 MiB by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// Default upper bound on `max_tokens` in a request.
 pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 1_000_000;
@@ -304,6 +316,11 @@ pub struct LedgerSettings {
     pub url_env: Option<String>,
     /// How budgets are shared when the ledger is PostgreSQL (`ledger.budgets`).
     pub budgets: SharedBudgetSettings,
+    /// The bound on one database operation of the ledger writer (connect, a
+    /// batch insert; a migration gets three times it); past it the database
+    /// counts as unreachable.
+    pub timeout_ms: u64,
+    pub journal: JournalSettings,
 }
 
 /// `ledger.budgets:` the budget book replicas share in PostgreSQL. Read at
@@ -338,6 +355,28 @@ impl Default for SharedBudgetSettings {
     }
 }
 
+/// `ledger.journal:` — the local append-only journal every record goes to
+/// before the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalSettings {
+    /// Directory of the segment files (relative to the config file's directory).
+    pub dir: String,
+    /// The most it holds for new work.
+    pub max_bytes: u64,
+    /// A segment is sealed at this size.
+    pub segment_bytes: u64,
+    pub when_full: JournalFull,
+}
+
+/// `ledger.journal.when_full`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalFull {
+    /// Answer new paid requests with 503 until the writer has caught up.
+    Refuse,
+    /// Keep serving; records that do not fit are dropped and counted.
+    Drop,
+}
+
 /// `server:`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
@@ -358,6 +397,10 @@ pub struct ServerSettings {
     pub request_deadline_ms: u64,
     /// The bound on a whole streamed answer, from dispatch to the last event.
     pub stream_deadline_ms: u64,
+    /// The bound on stopping after SIGTERM: requests drain for three
+    /// quarters of it (streams still running then end with an error event),
+    /// the ledger writer and the trace exporter get the rest.
+    pub shutdown_grace_ms: u64,
 }
 
 /// `fleet:` — the owned GPUs, priced by the hour whether busy or idle.

@@ -15,6 +15,8 @@ pub(crate) struct RawLedger {
     pub url: Option<String>,
     pub url_env: Option<String>,
     pub budgets: Option<RawSharedBudgets>,
+    pub timeout_ms: Option<u64>,
+    pub journal: Option<RawJournal>,
 }
 
 /// `ledger.budgets:`
@@ -25,6 +27,16 @@ pub(crate) struct RawSharedBudgets {
     pub sync_interval_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub when_unknown: Option<String>,
+}
+
+/// `ledger.journal:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    pub dir: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub segment_bytes: Option<u64>,
+    pub when_full: Option<String>,
 }
 
 /// `server:`
@@ -38,6 +50,7 @@ pub(crate) struct RawServer {
     pub admin_key_env: Option<String>,
     pub request_deadline_ms: Option<u64>,
     pub stream_deadline_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `privacy:`

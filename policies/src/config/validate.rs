@@ -17,11 +17,13 @@ use super::raw::{
 };
 use super::{
     BreakerSettings, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
-    FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
-    Route, ScanSettings, ServerSettings, SharedBudgetSettings, Target, TargetSpec,
-    DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT,
-    DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF_MS,
-    DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES, MAX_RETRY_BACKOFF_MS, SUPPORTED_VERSIONS,
+    FleetSettings, GpuLayers, JournalFull, JournalSettings, LedgerSettings, LocalSpec, PriceEntry,
+    ProviderKind, RemoteSpec, Route, ScanSettings, ServerSettings, SharedBudgetSettings, Target,
+    TargetSpec, DEFAULT_JOURNAL_DIR, DEFAULT_JOURNAL_MAX_BYTES, DEFAULT_JOURNAL_SEGMENT_BYTES,
+    DEFAULT_LEDGER_TIMEOUT_MS, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
+    DEFAULT_RETRY_BACKOFF_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES,
+    MAX_RETRY_BACKOFF_MS, MIN_JOURNAL_MAX_BYTES, SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
 use crate::privacy::PiiKind;
@@ -335,10 +337,66 @@ fn ledger(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<LedgerSettings> {
         );
     }
     let budgets = shared_budgets(cx, raw.budgets.unwrap_or_default());
+    let j = raw.journal.unwrap_or_default();
+    let when_full = match j.when_full.as_deref() {
+        None | Some("refuse") => JournalFull::Refuse,
+        Some("drop") => JournalFull::Drop,
+        Some(other) => {
+            cx.err(
+                "ledger.journal.when_full",
+                At::Value,
+                format!("unknown action \"{other}\" (expected refuse or drop)"),
+            );
+            JournalFull::Refuse
+        }
+    };
+    let max_bytes = cx.positive(
+        j.max_bytes,
+        "ledger.journal.max_bytes",
+        DEFAULT_JOURNAL_MAX_BYTES,
+    );
+    if max_bytes < MIN_JOURNAL_MAX_BYTES {
+        cx.err(
+            "ledger.journal.max_bytes",
+            At::Value,
+            format!("must be at least {MIN_JOURNAL_MAX_BYTES} (64 KiB), not {max_bytes}"),
+        );
+    }
+    let segment_bytes = cx.positive(
+        j.segment_bytes,
+        "ledger.journal.segment_bytes",
+        DEFAULT_JOURNAL_SEGMENT_BYTES.min(max_bytes),
+    );
+    if segment_bytes > max_bytes {
+        cx.err(
+            "ledger.journal.segment_bytes",
+            At::Value,
+            format!("must not exceed ledger.journal.max_bytes ({max_bytes}), not {segment_bytes}"),
+        );
+    }
+    let dir = match j.dir {
+        Some(d) if d.trim().is_empty() => {
+            cx.err("ledger.journal.dir", At::Value, "must not be empty");
+            DEFAULT_JOURNAL_DIR.to_owned()
+        }
+        Some(d) => d,
+        None => DEFAULT_JOURNAL_DIR.to_owned(),
+    };
     Some(LedgerSettings {
         url,
         url_env: raw.url_env,
         budgets,
+        timeout_ms: cx.positive(
+            raw.timeout_ms,
+            "ledger.timeout_ms",
+            DEFAULT_LEDGER_TIMEOUT_MS,
+        ),
+        journal: JournalSettings {
+            dir,
+            max_bytes,
+            segment_bytes,
+            when_full,
+        },
     })
 }
 
@@ -420,6 +478,11 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             raw.stream_deadline_ms,
             "server.stream_deadline_ms",
             DEFAULT_STREAM_DEADLINE_MS,
+        ),
+        shutdown_grace_ms: cx.positive(
+            raw.shutdown_grace_ms,
+            "server.shutdown_grace_ms",
+            DEFAULT_SHUTDOWN_GRACE_MS,
         ),
     })
 }

@@ -410,7 +410,10 @@ fn error_type(code: ErrorCode) -> &'static str {
         ErrorCode::PolicyDenied => "permission_error",
         ErrorCode::NotFound | ErrorCode::UnknownEndpoint => "not_found_error",
         ErrorCode::BudgetExceeded | ErrorCode::RateLimited => "rate_limit_error",
-        ErrorCode::Overloaded | ErrorCode::UpstreamUnavailable => "overloaded_error",
+        ErrorCode::Overloaded
+        | ErrorCode::UpstreamUnavailable
+        | ErrorCode::LedgerUnavailable
+        | ErrorCode::ShuttingDown => "overloaded_error",
         ErrorCode::UpstreamError
         | ErrorCode::UpstreamTimeout
         | ErrorCode::Cancelled
