@@ -5,6 +5,7 @@ pub mod chat;
 pub mod dashboard;
 mod messages;
 mod models;
+mod responses;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/healthz", get(healthz))

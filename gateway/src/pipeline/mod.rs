@@ -1,6 +1,6 @@
 //! The one request pipeline every wire adapter calls: authenticate → (the
 //! adapter parses its wire into the canonical request) → classify → decide →
-//! reserve → dispatch → meter. Chat completions and Messages differ
+//! reserve → dispatch → meter. Chat completions, Messages and Responses differ
 //! only in how they read a body and write an answer; everything that decides
 //! where a request goes, what it may cost and what the ledger says about it
 //! lives here once.
@@ -32,11 +32,12 @@ use crate::telemetry::TraceContext;
 pub const PRIVACY_HEADER: &str = "x-watershed-privacy";
 
 /// The wire format a client spoke; answers and errors go back in the same
-/// one.
+/// one. Responses errors have OpenAI's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     OpenAi,
     Anthropic,
+    Responses,
 }
 
 /// An error answer with what had been decided when it happened: the route,
@@ -82,7 +83,7 @@ pub fn failed_response(failed: Failed, wire: Wire) -> Response {
         backend,
     } = failed;
     let mut resp = match wire {
-        Wire::OpenAi => err.into_response(),
+        Wire::OpenAi | Wire::Responses => err.into_response(),
         Wire::Anthropic => {
             let mut resp = (
                 err.status(),
