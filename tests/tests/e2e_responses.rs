@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::Row;
 use watershed_tests::harness::{python, test_model, workspace_root, Gateway};
-use watershed_tests::mock::MockUpstream;
+use watershed_tests::mock::{Failure, MockUpstream};
 
 fn config(model: &str, openai_url: &str) -> String {
     format!(
@@ -412,4 +412,146 @@ async fn confidential_text_in_any_responses_field_stays_home_and_bad_input_names
     assert_eq!(privacies[..2], ["confidential", "confidential"]);
     let backends: Vec<String> = rows.iter().map(|r| r.get("backend")).collect();
     assert_eq!(backends, ["local", "local", "gpt-5.4-mini"]);
+}
+
+/// The `(event, data)` pairs of a Responses event stream; each data's
+/// `type` is its event name.
+fn events(sse: &str) -> Vec<(String, Value)> {
+    sse.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let event = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_else(|| panic!("no event name in {block}"))
+                .to_owned();
+            let data: Value = serde_json::from_str(
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(data["type"], event.as_str(), "{block}");
+            (event, data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_say_when_they_were_cut_or_failed() {
+    let mock = MockUpstream::openai().await;
+    let config = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+models:
+  gpt-5.4-mini:
+    provider: openai
+    base_url: "{}"
+    api_key_env: E2E_OPENAI_KEY
+    retries: 0
+    timeout_ms: 3000
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+routes:
+  - name: home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: everything
+    to: [gpt-5.4-mini]
+"#,
+        mock.base_url
+    );
+    let gw = Gateway::start(
+        "e2e-responses-ends",
+        &config,
+        &[("E2E_OPENAI_KEY", "sk-test")],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/responses", gw.base_url);
+    let body = |stream: bool| json!({"model": "gpt-5.4-mini", "input": "one two three four five", "max_output_tokens": 2, "stream": stream});
+
+    // Cut by max_output_tokens: incomplete, saying why.
+    let resp = http.post(&url).json(&body(false)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let plain_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "incomplete", "{v}");
+    assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(v["usage"]["output_tokens"], 2);
+    assert_eq!(v["output_text"], "echo: one");
+    let sse = http
+        .post(&url)
+        .json(&body(true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evs = events(&sse);
+    let (last, data) = evs.last().unwrap();
+    assert_eq!(last, "response.incomplete", "{sse}");
+    assert_eq!(
+        data["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+    assert_eq!(data["response"]["output_text"], "echo: one");
+
+    // The upstream fails after the first text reached the client: the
+    // stream ends with response.failed, never response.completed, and says
+    // nothing of the upstream's address.
+    mock.fail_next(1, Failure::DropMidStream);
+    let resp = http
+        .post(&url)
+        .json(&json!({"model": "gpt-5.4-mini", "input": "five six seven", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cut_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let sse = resp.text().await.unwrap();
+    let evs = events(&sse);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"response.output_text.delta"), "{sse}");
+    assert!(!names.contains(&"response.completed"), "{sse}");
+    let (last, data) = evs.last().unwrap();
+    assert_eq!(last, "response.failed", "{sse}");
+    assert_eq!(data["response"]["status"], "failed");
+    assert_eq!(data["response"]["error"]["code"], "upstream_unavailable");
+    assert!(!sse.contains("127.0.0.1"), "{sse}");
+    for (n, (_, d)) in evs.iter().enumerate() {
+        assert_eq!(d["sequence_number"], n as u64);
+    }
+
+    // Refused before the answer started: OpenAI's error shape, with the
+    // upstream's retry-after and the routing headers.
+    mock.fail_next(1, Failure::RetryAfter(7));
+    let resp = http.post(&url).json(&body(false)).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    assert_eq!(resp.headers()["x-watershed-route"], "everything");
+    assert_eq!(resp.headers()["x-watershed-backend"], "gpt-5.4-mini");
+    let limited_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+
+    let rows = ledger(gw).await;
+    assert_eq!(rows.len(), 4, "one row per dispatched request");
+    let get = |id: &str| {
+        let r = rows
+            .iter()
+            .find(|r| r.get::<String, _>("request_id") == id)
+            .unwrap();
+        (
+            r.get::<i64, _>("status"),
+            r.get::<Option<String>, _>("finish_reason"),
+        )
+    };
+    assert_eq!(get(&plain_id), (200, Some("length".into())));
+    assert_eq!(get(&cut_id).0, 503);
+    assert_eq!(get(&limited_id).0, 429);
 }
