@@ -135,6 +135,24 @@ def main() -> None:
     }
     out["tools_stream"] = streamed(client, closed_model, input="weather in Oslo", tools=TOOLS)
 
+    # The SDK's own stream helper, which rebuilds the response from the
+    # events by their output and content indexes and fails on a misplaced one.
+    with client.responses.stream(model=closed_model, input="weather in Rome", tools=TOOLS) as stream:
+        for _ in stream:
+            pass
+        helper_call = stream.get_final_response()
+    # (The helper wants response.completed: an answer cut by
+    # max_output_tokens, which ends in response.incomplete, makes it raise.)
+    with client.responses.stream(model=closed_model, input="Say hello.") as stream:
+        deltas = "".join(ev.delta for ev in stream if ev.type == "response.output_text.delta")
+        helper_text = stream.get_final_response()
+    out["stream_helper"] = {
+        "call_type": helper_call.output[0].type,
+        "call_arguments": json.loads(helper_call.output[0].arguments),
+        "deltas": deltas,
+        "text": helper_text.output_text,
+    }
+
     # text.format with a JSON schema: the local engine constrains its output
     # to the schema; `responses.parse` builds the schema from a pydantic model.
     raw = client.responses.with_raw_response.parse(

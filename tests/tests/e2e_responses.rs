@@ -209,6 +209,16 @@ async fn the_openai_sdk_drives_responses_on_the_local_model_and_a_mock_upstream(
     assert_eq!(ts["output"][0]["type"], "function_call");
     assert_eq!(ts["output"][0]["arguments"], ts["arguments"]);
 
+    // The SDK's stream helper rebuilds the same responses from the events.
+    let helper = &seen["stream_helper"];
+    assert_eq!(helper["call_type"], "function_call", "{helper}");
+    assert_eq!(
+        helper["call_arguments"],
+        json!({"query": "weather in Rome"})
+    );
+    assert_eq!(helper["text"], "echo: Say hello.", "{helper}");
+    assert_eq!(helper["text"], helper["deltas"], "{helper}");
+
     // text.format json_schema: the local model's output parses into it, and
     // a chat upstream gets it as its response_format.
     let js = &seen["json_schema_local"];
@@ -239,15 +249,15 @@ async fn the_openai_sdk_drives_responses_on_the_local_model_and_a_mock_upstream(
         assert_eq!(r["status"], 400, "{field}: {r}");
         assert_eq!(r["param"], field, "{field}: {r}");
     }
-    // plain + stream + 2 tool calls + tool stream + schema, on the mock.
-    assert_eq!(upstream.len(), 6, "nothing refused left the gateway");
+    // plain + stream + 2 tool calls + tool stream + 2 helpers + schema, on the mock.
+    assert_eq!(upstream.len(), 8, "nothing refused left the gateway");
 
     // One ledger row per dispatched request, with the tokens the SDK saw.
     let rows = ledger(gw).await;
     assert_eq!(
         rows.len(),
-        9,
-        "4 answers, 2 tool calls, 1 tool stream, 2 schemas"
+        11,
+        "4 answers, 2 tool calls, 1 tool stream, 2 stream helpers, 2 schemas"
     );
     for key in [
         "local_plain",
