@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::Row;
 use watershed_tests::harness::{python, test_model, workspace_root, Gateway};
+use watershed_tests::mock::otlp::OtlpReceiver;
 use watershed_tests::mock::{Failure, MockUpstream};
 
 fn config(model: &str, openai_url: &str) -> String {
@@ -449,11 +450,13 @@ fn events(sse: &str) -> Vec<(String, Value)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responses_say_when_they_were_cut_or_failed() {
+async fn responses_say_when_they_were_cut_or_failed_and_are_traced_like_chat() {
     let mock = MockUpstream::openai().await;
+    let receiver = OtlpReceiver::start().await.unwrap();
     let config = format!(
         r#"version: 1
 ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+telemetry: {{ otlp_endpoint: "{}" }}
 models:
   gpt-5.4-mini:
     provider: openai
@@ -471,7 +474,7 @@ routes:
   - name: everything
     to: [gpt-5.4-mini]
 "#,
-        mock.base_url
+        receiver.endpoint, mock.base_url
     );
     let gw = Gateway::start(
         "e2e-responses-ends",
@@ -564,4 +567,27 @@ routes:
     assert_eq!(get(&plain_id), (200, Some("length".into())));
     assert_eq!(get(&cut_id).0, 503);
     assert_eq!(get(&limited_id).0, 429);
+
+    // One span per request, as for chat, with the ledger's numbers.
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 4, "one span per dispatched request");
+    let span = |id: &str| {
+        spans
+            .iter()
+            .find(|s| s.str("watershed.request_id") == Some(id))
+            .unwrap_or_else(|| panic!("no span for {id}"))
+    };
+    let plain = span(&plain_id);
+    assert_eq!(plain.span.name, "chat gpt-5.4-mini");
+    assert_eq!(plain.str("watershed.route"), Some("everything"));
+    assert_eq!(plain.int("gen_ai.request.max_tokens"), Some(2));
+    assert_eq!(plain.int("gen_ai.usage.output_tokens"), Some(2));
+    assert_eq!(
+        plain.strings("gen_ai.response.finish_reasons"),
+        Some(vec!["length".to_owned()])
+    );
+    assert_eq!(
+        span(&cut_id).str("error.type"),
+        Some("upstream_unavailable")
+    );
 }
