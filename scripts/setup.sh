@@ -18,6 +18,7 @@ packages=(cmake clang libclang-dev pkg-config python3-venv)
 if ((want_test)); then
   packages+=(prometheus) # the metrics test scrapes with it and checks with promtool
   packages+=(chromium)   # the dashboard test renders /dashboard in headless Chromium
+  command -v npm >/dev/null || packages+=(nodejs npm) # the JS client tests (tests/js)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -39,6 +40,15 @@ if ! .venv/bin/python -c 'import sys; sys.exit(0 if open(".venv/.req").read() ==
   log "installing Python packages"
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
   cp scripts/requirements.txt .venv/.req
+fi
+
+# --- JavaScript clients for the end-to-end tests (tests/js) ----------------
+if ((want_test)); then
+  if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.installed-lock 2>/dev/null; then
+    log "installing JS clients (npm ci in tests/js)"
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp tests/js/package-lock.json tests/js/node_modules/.installed-lock
+  fi
 fi
 
 # --- The default model -----------------------------------------------------

@@ -475,6 +475,30 @@ mod tests {
     }
 
     #[test]
+    fn the_gemini_apis_own_model_names_find_the_seed_prices() {
+        let t = PriceTable::builtin();
+        let r = |m: &str| t.resolve(m);
+        // As Gemini names them in requests and in `modelVersion`.
+        assert_eq!(r("gemini-3-flash-preview"), Some("gemini-3-flash"));
+        assert_eq!(r("models/gemini-3.1-pro-preview"), Some("gemini-3.1-pro"));
+        assert_eq!(
+            r("gemini-3.1-flash-lite-preview"),
+            Some("gemini-3.1-flash-lite")
+        );
+        assert_eq!(r("gemini-2.5-flash-lite"), Some("gemini-2.5-flash-lite"));
+        // Not priced by the seed chapter, so not built in (and "flash" is
+        // not "flash-lite").
+        assert_eq!(r("gemini-2.5-flash"), None);
+        assert_eq!(r("gemini-2.5-pro"), None);
+        // 1,000 prompt (200 of them cached) and 500 output on Gemini 3 Flash:
+        // 800 * 0.50 + 200 * 0.05 + 500 * 3.00 = 400 + 10 + 1500 per 1e6.
+        assert!(close(
+            t.cost("gemini-3-flash-preview", now(), usage(1000, 500, 200)),
+            0.00191
+        ));
+    }
+
+    #[test]
     fn overrides_replace_or_add_dated_prices() {
         let o: BTreeMap<String, PriceOverride> = serde_json::from_value(serde_json::json!({
             "claude-opus-4.6": { "input": 4.0, "output": 20.0 },

@@ -302,6 +302,11 @@ fn explain(
     };
     let e = watershed_policies::explain(cfg, &facts, &scan.evidence);
     let mut v = crate::classify::explanation_json(cfg, &e, declared, &caller, scan.failed.as_ref());
+    if let Ok(targets) = &e.outcome {
+        if let Some(pools) = crate::pool::describe(cfg, targets) {
+            v["pools"] = pools;
+        }
+    }
     if let Some(detail) = budget {
         v["budget_detail"] =
             serde_json::json!({ "state": facts.budget.as_str(), "detail": detail });

@@ -12,12 +12,13 @@ use tracing::warn;
 use watershed_policies::privacy::{RedactionMap, Restorer};
 use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
 use watershed_providers::{
-    ChatRequest, ChatResponse, ChatStream, ProviderError, StreamEvent, ToolCallDelta,
+    ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, StreamEvent, ToolCallDelta,
 };
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::meter::Meter;
 use crate::metrics::{self, Metrics};
+use crate::pool::Lease;
 use crate::state::{Runtime, TargetHandle};
 
 /// What leaves the trust boundary: with `redact: true` on the route, a target
@@ -289,19 +290,25 @@ enum Answer {
     Stream(ChatStream),
 }
 
-/// One attempt on `t`: a complete answer, or a stream that has produced its
+/// One attempt on `t` through `provider` (the target's, or for a pool the
+/// leased member's): a complete answer, or a stream that has produced its
 /// first event, so a stream failing after its headers but before anything
 /// reached the client can still fall back.
-async fn attempt(t: &TargetHandle, out: &Outbound, stream: bool) -> Result<Answer, ProviderError> {
+async fn attempt(
+    t: &TargetHandle,
+    provider: &Arc<dyn Provider>,
+    out: &Outbound,
+    stream: bool,
+) -> Result<Answer, ProviderError> {
     let (req, map) = out.for_target(t);
     if !stream {
-        let mut resp = t.provider.chat(req).await?;
+        let mut resp = provider.chat(req).await?;
         if let Some(map) = map {
             restore_answer(&mut resp, map);
         }
         return Ok(Answer::Full(resp));
     }
-    let mut upstream = t.provider.chat_stream(req).await?;
+    let mut upstream = provider.chat_stream(req).await?;
     let first = match upstream.next().await {
         Some(Ok(ev)) => ev,
         Some(Err(e)) => return Err(e),
@@ -356,21 +363,68 @@ async fn run(
             }
         }
         let mut retry = 0;
+        // The pool members this request tried on `t`, so a retry goes to
+        // another one where there is one.
+        let mut tried: Vec<usize> = Vec::new();
         loop {
+            let lease = match &t.pool {
+                None => None,
+                Some(pool) => match pool.pick(&tried) {
+                    Some(l) => Some(l),
+                    // No member is usable. On a first try that is the pool's
+                    // one failure its breaker counts; on a retry the failure
+                    // that emptied the pool was counted already.
+                    None if tried.is_empty() => {
+                        meter.skipped(t, "no usable pool member");
+                        breaker_failure(t, meter);
+                        last = worst(last, no_member(&t.id));
+                        break;
+                    }
+                    None => break,
+                },
+            };
             meter.attempt(t);
-            let result = tokio::time::timeout_at(deadline, attempt(t, out, stream)).await;
+            if let Some(l) = &lease {
+                tried.push(l.index);
+                meter.member(&l.member);
+            }
+            let provider = lease.as_ref().map_or(&t.provider, |l| &l.member.provider);
+            let result = tokio::time::timeout_at(deadline, attempt(t, provider, out, stream)).await;
             let Ok(result) = result else {
                 warn!(request_id = %meter.request_id(), backend = %t.id, "request deadline reached during an attempt");
-                breaker_failure(t, meter);
+                let timeout = ProviderError::Timeout {
+                    target: t.id.clone(),
+                    after_ms: millis(limits.request_deadline),
+                };
+                member_failure(t, lease.as_ref(), &timeout, meter);
                 return Err(expired());
             };
             let e = match result {
                 Ok(answer) => {
                     breaker_success(t, meter);
+                    let answer = match (answer, lease) {
+                        (Answer::Stream(s), Some(l)) => {
+                            l.report_ok();
+                            let pool = t.pool.clone();
+                            Answer::Stream(match pool {
+                                Some(p) => l.hold(p, meter.metrics().clone(), s),
+                                None => s,
+                            })
+                        }
+                        (answer, lease) => {
+                            if let Some(l) = lease {
+                                l.report_ok();
+                            }
+                            answer
+                        }
+                    };
                     return Ok((t.clone(), answer));
                 }
                 Err(e) if !e.is_retryable() => {
                     // The target answered; the request was at fault.
+                    if let Some(l) = &lease {
+                        l.report_ok();
+                    }
                     breaker_success(t, meter);
                     return Err(e);
                 }
@@ -379,8 +433,9 @@ async fn run(
             // A target without its key never sent anything: not a sign of
             // the upstream's health.
             if !matches!(e, ProviderError::MissingKey { .. }) {
-                breaker_failure(t, meter);
+                member_failure(t, lease.as_ref(), &e, meter);
             }
+            drop(lease);
             // The upstream's own words stay here, in the log: they may hold
             // its URL or echo what it was sent.
             warn!(request_id = %meter.request_id(), backend = %t.id, attempt = retry + 1, error = %e, "upstream attempt failed");
@@ -389,8 +444,17 @@ async fn run(
                 .breaker
                 .as_ref()
                 .is_none_or(|b| b.state() == BreakerState::Closed);
+            // A retry on another pool member need not wait: that server
+            // did not fail.
+            let elsewhere = t.pool.as_ref().is_some_and(|p| p.has_untried(&tried));
             let pause = (e.is_transient() && retry < t.retries && closed)
-                .then(|| backoff(t.retry_backoff, retry, &e))
+                .then(|| {
+                    if elsewhere {
+                        Some(Duration::ZERO)
+                    } else {
+                        backoff(t.retry_backoff, retry, &e)
+                    }
+                })
                 .flatten()
                 .filter(|p| Instant::now() + *p < deadline);
             last = worst(last, e);
@@ -424,6 +488,26 @@ async fn run(
 fn breaker_success(t: &TargetHandle, meter: &Meter) {
     if let Some(to) = t.breaker.as_ref().and_then(Breaker::success) {
         meter.breaker_moved(t, to);
+    }
+}
+
+/// A failed attempt: for a pool, counted against the member (which may
+/// eject it) and against the target's breaker only when no member is left
+/// usable; otherwise against the breaker.
+fn member_failure(t: &TargetHandle, lease: Option<&Lease>, e: &ProviderError, meter: &Meter) {
+    if let (Some(pool), Some(l)) = (&t.pool, lease) {
+        l.report(pool, Some(e), meter.metrics());
+        if pool.any_usable() {
+            return;
+        }
+    }
+    breaker_failure(t, meter);
+}
+
+fn no_member(target: &str) -> ProviderError {
+    ProviderError::Overloaded {
+        message: format!("no member of pool target \"{target}\" is usable now"),
+        retry_after_s: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod meter;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod pool;
 pub mod reload;
 pub mod report;
 pub mod scan;

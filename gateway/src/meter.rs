@@ -16,6 +16,7 @@ use crate::budget::{BudgetBook, Reservation};
 use crate::error::status_of;
 use crate::metrics::{self, Metrics};
 use crate::otlp::{Span, SpanKind, Status, StatusCode};
+use crate::pool::Member;
 use crate::state::TargetHandle;
 use crate::telemetry::{
     bool_attr, f64_attr, int_attr, new_span_id, str_array_attr, str_attr, TraceContext, Traces,
@@ -72,6 +73,8 @@ pub struct Meter {
     first_token_ms: Option<f64>,
     deltas: u32,
     backend: Option<Arc<TargetHandle>>,
+    /// The pool member the last attempt went to, when the backend is a pool.
+    member: Option<Arc<Member>>,
     attempts: u32,
     /// Targets dispatch passed over, with why (`"circuit open"`), added to the
     /// record's explanation.
@@ -108,6 +111,7 @@ impl Meter {
             first_token_ms: None,
             deltas: 0,
             backend: None,
+            member: None,
             attempts: 0,
             skipped: Vec::new(),
             written: false,
@@ -125,6 +129,18 @@ impl Meter {
     pub fn attempt(&mut self, target: &Arc<TargetHandle>) {
         self.attempts += 1;
         self.backend = Some(target.clone());
+        self.member = None;
+    }
+
+    /// Records which member of the pool being tried serves the attempt; the
+    /// record's explanation names it (`pool_member`), as does the span.
+    pub fn member(&mut self, member: &Arc<Member>) {
+        self.member = Some(member.clone());
+    }
+
+    /// The metrics this request counts in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The request id, for log lines about this request.
@@ -163,15 +179,20 @@ impl Meter {
     /// The decision's explanation with the targets dispatch skipped.
     fn explanation(&self) -> Option<String> {
         let text = self.info.explanation.as_ref()?;
-        if self.skipped.is_empty() {
+        if self.skipped.is_empty() && self.member.is_none() {
             return Some(text.clone());
         }
         let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
-        v["dispatch_skipped"] = self
-            .skipped
-            .iter()
-            .map(|(t, why)| serde_json::json!({"target": t, "reason": why}))
-            .collect();
+        if !self.skipped.is_empty() {
+            v["dispatch_skipped"] = self
+                .skipped
+                .iter()
+                .map(|(t, why)| serde_json::json!({"target": t, "reason": why}))
+                .collect();
+        }
+        if let Some(m) = &self.member {
+            v["pool_member"] = serde_json::Value::String(m.name.clone());
+        }
         Some(v.to_string())
     }
 
@@ -335,7 +356,11 @@ impl Meter {
         ];
         if let Some(b) = backend {
             attrs.push(str_attr("gen_ai.provider.name", b.kind.otel_name()));
-            if let Some((host, port)) = &b.server {
+            let server = match &self.member {
+                Some(m) => &m.server,
+                None => &b.server,
+            };
+            if let Some((host, port)) = server {
                 attrs.push(str_attr("server.address", host.clone()));
                 attrs.push(int_attr("server.port", i64::from(*port)));
             }
@@ -377,6 +402,9 @@ impl Meter {
             bool_attr("watershed.stream", rec.stream),
             int_attr("watershed.status", rec.status),
         ]);
+        if let Some(m) = &self.member {
+            attrs.push(str_attr("watershed.pool_member", m.name.clone()));
+        }
         if let Some(d) = rec.difficulty {
             attrs.push(f64_attr("watershed.difficulty", d));
         }

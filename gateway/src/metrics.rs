@@ -87,6 +87,10 @@ pub const UPSTREAM_RETRIES: &str = "watershed_upstream_retries_total";
 pub const BREAKER_TRANSITIONS: &str = "watershed_breaker_transitions_total";
 pub const BREAKER_STATE: &str = "watershed_breaker_state";
 pub const UNPRICED: &str = "watershed_unpriced_requests_total";
+pub const POOL_EJECTIONS: &str = "watershed_pool_ejections_total";
+pub const POOL_READMISSIONS: &str = "watershed_pool_readmissions_total";
+pub const POOL_MEMBER_STATE: &str = "watershed_pool_member_state";
+pub const POOL_MEMBER_OUTSTANDING: &str = "watershed_pool_member_outstanding";
 
 const HISTOGRAMS: &[Family] = &[
     Family {
@@ -160,6 +164,14 @@ const COUNTERS: &[(&str, &str)] = &[
         BREAKER_TRANSITIONS,
         "Circuit breaker moves, by backend and the state moved to (open, half_open, closed)",
     ),
+    (
+        POOL_EJECTIONS,
+        "Pool members ejected after failed requests in a row, by backend and member",
+    ),
+    (
+        POOL_READMISSIONS,
+        "Pool members brought back by passed health checks, by backend and member",
+    ),
     (SPANS_EXPORTED, "Request spans the OTLP collector accepted"),
     (
         SPANS_DROPPED,
@@ -173,6 +185,14 @@ const GAUGES: &[(&str, &str)] = &[
     (
         BREAKER_STATE,
         "Circuit breaker state of each remote target: 0 closed, 1 half-open, 2 open",
+    ),
+    (
+        POOL_MEMBER_STATE,
+        "State of each pool member: 0 healthy, 1 unhealthy (health checks), 2 ejected (failed requests)",
+    ),
+    (
+        POOL_MEMBER_OUTSTANDING,
+        "Requests outstanding on each pool member",
     ),
 ];
 

@@ -78,6 +78,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     state
         .budgets
         .publish(&cfg, &state.metrics, state.clock.now());
+    crate::pool::watch(state.clone(), &tracker, shutdown.clone());
     reload::watch(
         state.clone(),
         loaded.path.clone(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::breaker::Breaker;
 use crate::budget::BudgetBook;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::scan::ScanPool;
 use crate::telemetry::Traces;
 use watershed_dashboards::clock::SharedClock;
@@ -19,6 +20,7 @@ use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
 use watershed_providers::anthropic::AnthropicProvider;
+use watershed_providers::gemini::GeminiProvider;
 use watershed_providers::openai::OpenAiProvider;
 use watershed_providers::remote::RemoteTarget;
 use watershed_providers::{BackendKind, Provider};
@@ -47,6 +49,10 @@ pub struct TargetHandle {
     /// The circuit breaker of a remote target; the local engine has none (its
     /// readiness and bounded queue already say whether it can serve).
     pub breaker: Option<Breaker>,
+    /// The servers of a pool target (`endpoints:`), among which dispatch
+    /// chooses for each attempt; `provider` is then the first member's,
+    /// for what all members share (capabilities).
+    pub pool: Option<Arc<Pool>>,
 }
 
 impl std::fmt::Debug for TargetHandle {
@@ -236,6 +242,7 @@ pub fn build_runtime(
                     retries: 0,
                     retry_backoff: Duration::ZERO,
                     breaker: None,
+                    pool: None,
                 }
             }
             TargetSpec::Remote(spec) => {
@@ -252,6 +259,7 @@ pub fn build_runtime(
                     ProviderKind::Openai => BackendKind::Openai,
                     ProviderKind::OpenaiCompatible => BackendKind::OpenaiCompatible,
                     ProviderKind::Anthropic => BackendKind::Anthropic,
+                    ProviderKind::Gemini => BackendKind::Gemini,
                 };
                 let remote = RemoteTarget {
                     target: id.clone(),
@@ -264,12 +272,23 @@ pub fn build_runtime(
                     request_timeout: Duration::from_millis(spec.timeout_ms),
                     max_tokens_default: spec.max_tokens_default,
                 };
+                let pool = match &spec.pool {
+                    Some(p) => Some(Arc::new(Pool::new(p, &remote)?)),
+                    None => None,
+                };
                 let provider: Arc<dyn Provider> = match spec.provider {
                     ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
+                    ProviderKind::Gemini => Arc::new(GeminiProvider::new(remote)?),
                     ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                         Arc::new(OpenAiProvider::new(remote)?)
                     }
                 };
+                // A pool answers through its members; its first member's
+                // client stands for what they share (capabilities).
+                let provider = pool
+                    .as_ref()
+                    .and_then(|p| p.members.first())
+                    .map_or(provider, |m| m.provider.clone());
                 TargetHandle {
                     id: id.clone(),
                     kind,
@@ -282,6 +301,7 @@ pub fn build_runtime(
                     retries: spec.retries,
                     retry_backoff: Duration::from_millis(spec.retry_backoff_ms),
                     breaker: Some(Breaker::new(spec.breaker, std::time::Instant::now())),
+                    pool,
                 }
             }
         };

@@ -65,7 +65,7 @@ fn policy_check_accepts_the_default_policy() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ok (4 models, 5 routes)"), "{stdout}");
+    assert!(stdout.contains("ok (5 models, 6 routes)"), "{stdout}");
 }
 
 #[test]
@@ -726,4 +726,57 @@ fn report_reads_the_ledger_url_from_the_variable_ledger_url_env_names() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CLI_TEST_LEDGER_URL is not set"), "{err}");
+}
+
+#[test]
+fn policy_explain_lists_a_pools_members_by_name_and_its_health_settings() {
+    let dir = std::env::temp_dir().join(format!("watershed-explain-pool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("policy.yaml");
+    std::fs::write(
+        &cfg,
+        "version: 1\n\
+         models:\n  \
+           local: { engine: local, gguf: m.gguf }\n  \
+           vllm:\n    \
+             provider: openai-compatible\n    \
+             model: qwen3\n    \
+             endpoints:\n      \
+               - { name: gpu-a, url: \"http://10.9.8.7:8000/v1\" }\n      \
+               - { name: gpu-b, url: \"http://10.9.8.6:8000/v1\" }\n    \
+             health: { path: /health, interval_ms: 3000 }\n\
+         routes:\n  \
+           - name: confidential-stays-home\n    \
+             when: { privacy: \">= confidential\" }\n    \
+             to: [local]\n  \
+           - name: everything-else\n    \
+             to: [vllm]\n    \
+             fallback: [local]\n",
+    )
+    .unwrap();
+    let (text, e) = run_explain(
+        &dir,
+        &cfg,
+        r#"{"model":"auto","messages":[{"role":"user","content":"Hello"}]}"#,
+    );
+    assert_eq!(
+        e["outcome"]["targets"],
+        serde_json::json!(["vllm", "local"])
+    );
+    let pool = &e["pools"]["vllm"];
+    assert_eq!(pool["members"], serde_json::json!(["gpu-a", "gpu-b"]));
+    assert_eq!(pool["balancing"], "least_outstanding");
+    assert_eq!(pool["health"]["path"], "/health");
+    assert_eq!(pool["health"]["interval_ms"], 3000);
+    assert_eq!(pool["health"]["eject_after_failures"], 3);
+    // Only pools are listed, and no member's URL is.
+    assert!(e["pools"].get("local").is_none());
+    assert!(!text.contains("10.9.8"), "{text}");
+    // A request that stays home names no pool.
+    let (_, e) = run_explain(
+        &dir,
+        &cfg,
+        r#"{"headers":{"x-watershed-privacy":"confidential"},"body":{"model":"auto","messages":[{"role":"user","content":"Hello"}]}}"#,
+    );
+    assert!(e.get("pools").is_none(), "{e}");
 }

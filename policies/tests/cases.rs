@@ -134,5 +134,11 @@ fn the_embedded_default_config_loads_and_keeps_confidential_traffic_local() {
     assert_eq!(d.targets, vec!["gpt-5.4-mini", "local"]);
     let d = decide(&cfg, &RequestFacts::new("auto", PrivacyLevel::Public)).unwrap();
     assert_eq!(d.targets[0], "local");
-    assert_eq!(d.targets.len(), 4);
+    assert_eq!(d.targets.len(), 5);
+    let d = decide(
+        &cfg,
+        &RequestFacts::new("gemini-3-flash", PrivacyLevel::Internal),
+    )
+    .unwrap();
+    assert_eq!(d.targets, vec!["gemini-3-flash", "local"]);
 }

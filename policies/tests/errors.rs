@@ -749,3 +749,159 @@ fn fault_settings_have_stated_defaults_and_bounded_values() {
     let text = GOOD.replace("gguf: m.gguf }", "gguf: m.gguf, retries: 1 }");
     assert_eq!(errors(&text)[0].path, "models.local.retries");
 }
+
+#[test]
+fn a_pool_lists_its_endpoints_with_bounded_health_settings() {
+    let pool = "\
+version: 1
+models:
+  vllm:
+    provider: openai-compatible
+    model: qwen3
+    trusted: true
+    endpoints:
+      - { url: \"http://10.0.0.1:8000/v1/\", name: gpu-a }
+      - { url: \"http://10.0.0.2:8000/v1\" }
+    health: { path: /health, interval_ms: 1000 }
+routes:
+  - name: rest
+    to: [vllm]
+";
+    let cfg = load_config(pool, "policies.yaml").unwrap();
+    let spec = match &cfg.models["vllm"].spec {
+        watershed_policies::TargetSpec::Remote(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let p = spec.pool.unwrap();
+    let members: Vec<(&str, &str)> = p
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.url.as_str()))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("gpu-a", "http://10.0.0.1:8000/v1"),
+            ("1", "http://10.0.0.2:8000/v1")
+        ]
+    );
+    // Unset values take their stated defaults; the timeout fits the interval.
+    assert_eq!(p.health.path, "/health");
+    assert_eq!(
+        (
+            p.health.interval_ms,
+            p.health.timeout_ms,
+            p.health.unhealthy_threshold,
+            p.health.healthy_threshold,
+            p.health.eject_after_failures
+        ),
+        (1000, 1000, 2, 2, 3)
+    );
+    assert_eq!(spec.base_url, "http://10.0.0.1:8000/v1");
+
+    // Every mistake is reported at its place.
+    let bad = pool
+        .replace("\"http://10.0.0.2:8000/v1\"", "\"http://10.0.0.1:8000/v1\", name: gpu-a")
+        .replace(
+            "path: /health, interval_ms: 1000",
+            "path: health, interval_ms: 50, timeout_ms: 60, healthy_threshold: 0, eject_after_failures: 101",
+        );
+    let errs = errors(&bad);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "models.vllm.endpoints[1].url",
+            "models.vllm.endpoints[1].name",
+            "models.vllm.health.path",
+            "models.vllm.health.interval_ms",
+            "models.vllm.health.timeout_ms",
+            "models.vllm.health.healthy_threshold",
+            "models.vllm.health.eject_after_failures",
+        ],
+        "{errs:?}"
+    );
+    assert_eq!(where_(&errs)[0].0, 9, "{}", errs[0]);
+    assert!(errs[0].message.contains("twice"), "{}", errs[0]);
+    assert!(
+        errs[3].message.contains("between 100 and 600000"),
+        "{}",
+        errs[3]
+    );
+
+    // A pool is for openai-compatible targets and replaces base_url.
+    let errs = errors(&pool.replace(
+        "provider: openai-compatible\n",
+        "provider: openai\n    api_key_env: K\n    base_url: http://x/v1\n",
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["models.vllm.base_url", "models.vllm.endpoints"],
+        "{errs:?}"
+    );
+    // health: without endpoints, endpoints on a local engine, an empty list.
+    let single = GOOD.replace(
+        "api_key_env: OPENAI_API_KEY }",
+        "api_key_env: OPENAI_API_KEY, health: { path: /health } }",
+    );
+    assert_eq!(errors(&single)[0].path, "models.gpt-5.4-mini.health");
+    let local = GOOD.replace("gguf: m.gguf }", "gguf: m.gguf, endpoints: [] }");
+    assert_eq!(errors(&local)[0].path, "models.local.endpoints");
+    let empty = "\
+version: 1
+models:
+  vllm: { provider: openai-compatible, endpoints: [] }
+routes:
+  - name: rest
+    to: [vllm]
+";
+    let errs = errors(empty);
+    assert_eq!(errs[0].path, "models.vllm.endpoints", "{errs:?}");
+    assert!(errs[0].message.contains("at least one"), "{}", errs[0]);
+}
+
+#[test]
+fn a_gemini_target_has_its_default_url_needs_a_key_and_a_url_safe_model() {
+    let text = GOOD.replace(
+        "  gpt-5.4-mini:",
+        "  gemini-3-flash: { provider: gemini, model: gemini-3-flash-preview, api_key_env: GEMINI_API_KEY }\n  gpt-5.4-mini:",
+    );
+    let cfg = load_config(&text, "policies.yaml").unwrap();
+    let spec = match &cfg.models["gemini-3-flash"].spec {
+        watershed_policies::TargetSpec::Remote(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(spec.provider, watershed_policies::ProviderKind::Gemini);
+    assert_eq!(spec.provider.as_str(), "gemini");
+    assert_eq!(
+        spec.base_url,
+        "https://generativelanguage.googleapis.com/v1beta"
+    );
+    assert_eq!(spec.model, "gemini-3-flash-preview");
+    assert!(!cfg.models["gemini-3-flash"].trusted);
+
+    // Without a key variable, and with a model that cannot stand in a URL
+    // path: both reported, each where it is written.
+    let text = GOOD.replace(
+        "  gpt-5.4-mini:",
+        "  gem: { provider: gemini, model: \"gemini/3 flash?\" }\n  gpt-5.4-mini:",
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        where_(&errs),
+        vec![(4, 3, "models.gem"), (4, 35, "models.gem.model")],
+        "{errs:?}"
+    );
+    assert!(errs[0].message.contains("api_key_env"), "{}", errs[0]);
+    assert!(errs[1].message.contains("gemini/3 flash?"), "{}", errs[1]);
+    let text = GOOD.replace("provider: openai,", "provider: gemini-pro,");
+    let errs = errors(&text);
+    assert!(
+        errs[0]
+            .message
+            .contains("expected openai, openai-compatible, anthropic or gemini"),
+        "{}",
+        errs[0]
+    );
+}

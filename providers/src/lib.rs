@@ -1,11 +1,12 @@
 //! The canonical, OpenAI-shaped chat types every backend speaks, the object-safe
 //! [`Provider`] trait, and the adapters for remote APIs (OpenAI, OpenAI-compatible
-//! servers, Anthropic).
+//! servers, Anthropic, Gemini).
 //!
 //! Nothing here serves HTTP: adapters are HTTP clients only.
 
 pub mod anthropic;
 pub mod error;
+pub mod gemini;
 pub mod openai;
 pub mod remote;
 pub mod sse;

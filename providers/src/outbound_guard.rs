@@ -147,6 +147,18 @@ fn bodies(req: &ChatRequest) -> Vec<(&'static str, Value)> {
             out.push(("anthropic", b));
         }
     }
+    // Gemini's body is the same streamed or not. It pairs a result with its
+    // call by id, so a request whose redaction gave the two different
+    // placeholders has nothing to send.
+    let gemini = RemoteTarget::new(
+        "g",
+        BackendKind::Gemini,
+        "http://w/v1beta",
+        "gemini-3-flash",
+    );
+    if let Ok(b) = crate::gemini::upstream_body(&gemini, req) {
+        out.push(("gemini", b));
+    }
     out
 }
 
@@ -169,7 +181,12 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
     requests.push(no_tools);
     for req in requests {
         let scanned = scanned(&req);
-        for (adapter, body) in bodies(&req) {
+        let bodies = bodies(&req);
+        assert!(
+            bodies.iter().any(|(a, _)| *a == "gemini"),
+            "gemini sent nothing"
+        );
+        for (adapter, body) in bodies {
             let mut sent = BTreeSet::new();
             body_canaries(&body, &mut sent);
             let unscanned: Vec<_> = sent.difference(&scanned).collect();
@@ -179,10 +196,16 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
             );
             // The test would prove nothing if the adapters sent no request
             // text, or none of the tool fields.
-            let tool_canaries: &[&str] = if req.tools.is_empty() {
-                &["⟦c17⟧", "⟦c20⟧", "⟦c22⟧"]
+            // Gemini has no call ids: it names the called function instead.
+            let call = if adapter == "gemini" {
+                "⟦c18⟧"
             } else {
-                &["⟦c17⟧", "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
+                "⟦c17⟧"
+            };
+            let tool_canaries: &[&str] = if req.tools.is_empty() {
+                &[call, "⟦c20⟧", "⟦c22⟧"]
+            } else {
+                &[call, "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
             };
             for c in std::iter::once(&"⟦c2⟧").chain(tool_canaries) {
                 assert!(sent.contains(*c), "{adapter} does not send {c}: {body}");

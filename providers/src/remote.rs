@@ -226,10 +226,24 @@ pub(crate) fn protocol(t: &RemoteTarget, message: impl Into<String>) -> Provider
     }
 }
 
+/// Turns an upstream's error answer (status, body, `retry-after` seconds)
+/// into a [`ProviderError`]; each wire format with its own error shape
+/// brings one ([`upstream_error_with`] reads OpenAI's and Anthropic's).
+pub(crate) type ErrorReader = fn(&RemoteTarget, u16, &[u8], Option<u64>) -> ProviderError;
+
 /// Send a request and read the whole JSON answer within `request_timeout`.
 pub(crate) async fn send_json(
     t: &RemoteTarget,
     req: reqwest::RequestBuilder,
+) -> Result<Value, ProviderError> {
+    send_json_with(t, req, upstream_error_with).await
+}
+
+/// [`send_json`] with the wire format's own error reader.
+pub(crate) async fn send_json_with(
+    t: &RemoteTarget,
+    req: reqwest::RequestBuilder,
+    read_error: ErrorReader,
 ) -> Result<Value, ProviderError> {
     let resp = req
         .timeout(t.request_timeout)
@@ -240,7 +254,7 @@ pub(crate) async fn send_json(
     let wait = retry_after(resp.headers());
     let body = resp.bytes().await.map_err(|e| map_reqwest(t, &e))?;
     if !status.is_success() {
-        return Err(upstream_error_with(t, status.as_u16(), &body, wait));
+        return Err(read_error(t, status.as_u16(), &body, wait));
     }
     serde_json::from_slice(&body).map_err(|e| protocol(t, format!("answer is not json: {e}")))
 }
@@ -254,6 +268,15 @@ pub(crate) async fn send_sse(
     t: &RemoteTarget,
     req: reqwest::RequestBuilder,
 ) -> Result<SseStream, ProviderError> {
+    send_sse_with(t, req, upstream_error_with).await
+}
+
+/// [`send_sse`] with the wire format's own error reader.
+pub(crate) async fn send_sse_with(
+    t: &RemoteTarget,
+    req: reqwest::RequestBuilder,
+    read_error: ErrorReader,
+) -> Result<SseStream, ProviderError> {
     let resp = match tokio::time::timeout(t.request_timeout, req.send()).await {
         Err(_) => return Err(t.timeout_error()),
         Ok(r) => r.map_err(|e| map_reqwest(t, &e))?,
@@ -265,7 +288,7 @@ pub(crate) async fn send_sse(
             Ok(Ok(b)) => b,
             Ok(Err(_)) | Err(_) => bytes::Bytes::new(),
         };
-        return Err(upstream_error_with(t, status.as_u16(), &body, wait));
+        return Err(read_error(t, status.as_u16(), &body, wait));
     }
     struct State {
         body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,

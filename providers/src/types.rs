@@ -574,6 +574,8 @@ pub enum BackendKind {
     Openai,
     OpenaiCompatible,
     Anthropic,
+    /// Google's Gemini API (`generateContent`).
+    Gemini,
 }
 
 impl BackendKind {
@@ -584,6 +586,7 @@ impl BackendKind {
             BackendKind::Openai => "openai",
             BackendKind::OpenaiCompatible => "openai-compatible",
             BackendKind::Anthropic => "anthropic",
+            BackendKind::Gemini => "gcp.gemini",
         }
     }
 }

@@ -22,8 +22,8 @@ use watershed_tests::mock::MockUpstream;
 /// E-mail and IP addresses are `internal` here, so a route with `redact: true`
 /// may send them out as placeholders; everything else the detectors find is
 /// confidential or restricted and may only go to `local`, which cannot load in
-/// this setup (503). The untrusted targets are the two mocks.
-fn config(openai: &str, anthropic: &str, extra: &str) -> String {
+/// this setup (503). The untrusted targets are the three mocks.
+fn config(openai: &str, anthropic: &str, gemini: &str, extra: &str) -> String {
     format!(
         r#"version: 1
 ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
@@ -45,6 +45,11 @@ models:
     base_url: "{anthropic}"
     api_key_env: E2E_ANTHROPIC_KEY
     timeout_ms: 3000
+  gemini:
+    provider: gemini
+    base_url: "{gemini}"
+    api_key_env: E2E_GEMINI_KEY
+    timeout_ms: 3000
 routes:
   - name: home
     when: {{ privacy: ">= confidential" }}
@@ -53,6 +58,10 @@ routes:
     when: {{ model: claude }}
     to: [claude]
     redact: true
+  - name: gemini-redacted
+    when: {{ model: gemini }}
+    to: [gemini]
+    redact: true
   - name: gpt-redacted
     to: [gpt]
     redact: true
@@ -60,20 +69,27 @@ routes:
     )
 }
 
-async fn start(tag: &str, extra: &str) -> (MockUpstream, MockUpstream, Gateway) {
+async fn start(tag: &str, extra: &str) -> (MockUpstream, MockUpstream, MockUpstream, Gateway) {
     let openai = MockUpstream::openai().await;
     let anthropic = MockUpstream::anthropic().await;
+    let gemini = MockUpstream::gemini().await;
     let gw = Gateway::start(
         tag,
-        &config(&openai.base_url, &anthropic.base_url, extra),
+        &config(
+            &openai.base_url,
+            &anthropic.base_url,
+            &gemini.base_url,
+            extra,
+        ),
         &[
             ("E2E_OPENAI_KEY", "sk-openai"),
             ("E2E_ANTHROPIC_KEY", "sk-ant"),
+            ("E2E_GEMINI_KEY", "gemini-key"),
         ],
     )
     .unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
-    (openai, anthropic, gw)
+    (openai, anthropic, gemini, gw)
 }
 
 /// A small deterministic generator: the cases are the same on every run.
@@ -283,7 +299,7 @@ fn anthropic_body(field: &str, v: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
-    let (openai, anthropic, gw) = start("e2e-privacy-fields", "").await;
+    let (openai, anthropic, gemini, gw) = start("e2e-privacy-fields", "").await;
     let http = reqwest::Client::new();
     let mut rng = XorShift(0x5eed_cafe_f00d_0001);
     let (mut home, mut redacted) = (0, 0);
@@ -311,13 +327,10 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
     }
     for (openai_wire, field, value, leaves) in cases {
         let before_openai = openai.request_count();
-        let before = before_openai + anthropic.request_count();
+        let before_gemini = gemini.request_count();
+        let before = before_openai + anthropic.request_count() + before_gemini;
         let (path, body) = if openai_wire {
-            let model = if rng.next().is_multiple_of(2) {
-                "gpt"
-            } else {
-                "claude"
-            };
+            let model = rng.pick(&["gpt", "claude", "gemini"]);
             ("/v1/chat/completions", openai_body(field, value, model))
         } else {
             ("/v1/messages", anthropic_body(field, value))
@@ -335,6 +348,7 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
             .requests()
             .into_iter()
             .chain(anthropic.requests())
+            .chain(gemini.requests())
             .map(|r| r.body.to_string())
             .collect();
         let case = format!("{path} {field} {value:?}: {status} {answer}");
@@ -346,6 +360,8 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
         // The body this case sent, from whichever mock received it.
         let newest = if openai.request_count() > before_openai {
             openai.last_request()
+        } else if gemini.request_count() > before_gemini {
+            gemini.last_request()
         } else {
             anthropic.last_request()
         }
@@ -361,8 +377,12 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
             } else {
                 assert_eq!(status, 200, "{case}");
                 assert_eq!(after, before + 1, "{case}");
-                // Metadata is scanned and redacted but no adapter sends it.
-                if field != "metadata" {
+                // Metadata is scanned and redacted but no adapter sends it;
+                // Gemini sends no `user`, call ids or schema name.
+                let unsent = field == "metadata"
+                    || (body["model"] == "gemini"
+                        && matches!(field, "user-field" | "tool-call-id" | "schema-name"));
+                if !unsent {
                     assert!(
                         newest.contains("[EMAIL_1]") || newest.contains("[IP_1]"),
                         "{case}: no placeholder in {newest}"
@@ -386,8 +406,15 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
             home += 1;
         }
     }
-    eprintln!("{home} requests stayed home, {redacted} left redacted");
+    eprintln!(
+        "{home} requests stayed home, {redacted} left redacted ({} to gemini)",
+        gemini.request_count()
+    );
     assert!(home > 50 && redacted > 20);
+    assert!(
+        gemini.request_count() > 5,
+        "the gemini adapter was exercised"
+    );
     gw.stop().unwrap();
 }
 
@@ -407,7 +434,7 @@ fn adversarial(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_prompts_are_classified_off_the_async_workers() {
-    let (openai, _anthropic, gw) = start(
+    let (openai, _anthropic, _gemini, gw) = start(
         "e2e-privacy-flood",
         "  scan: { workers: 2, timeout_ms: 60000, inline_bytes: 65536 }",
     )
@@ -490,7 +517,7 @@ async fn large_prompts_are_classified_off_the_async_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_cannot_be_classified_fails_closed_visibly() {
-    let (openai, _anthropic, gw) = start(
+    let (openai, _anthropic, _gemini, gw) = start(
         "e2e-privacy-fail-closed",
         "  scan: { max_bytes: 100000, timeout_ms: 1, inline_bytes: 1000 }",
     )

@@ -1,5 +1,5 @@
 //! The provider contract: the same cases run against every remote adapter
-//! (OpenAI, OpenAI-compatible, Anthropic), each pointed at a mock upstream that
+//! (OpenAI, OpenAI-compatible, Anthropic, Gemini), each pointed at a mock upstream that
 //! speaks its exact wire format.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use watershed_providers::anthropic::AnthropicProvider;
+use watershed_providers::gemini::GeminiProvider;
 use watershed_providers::openai::OpenAiProvider;
 use watershed_providers::{
     BackendKind, ChatRequest, Completion, ErrorCode, FinishReason, Message, Provider,
@@ -44,6 +45,10 @@ impl Backend {
                 t.api_key = Some("sk-ant-test".into());
                 t.api_key_env = Some("ANTHROPIC_API_KEY".into());
             }
+            BackendKind::Gemini => {
+                t.api_key = Some("gemini-test-key".into());
+                t.api_key_env = Some("GEMINI_API_KEY".into());
+            }
             // A local vLLM or llama.cpp server needs no key.
             _ => {}
         }
@@ -53,6 +58,7 @@ impl Backend {
     fn provider_for(&self, t: RemoteTarget) -> Arc<dyn Provider> {
         match self.kind {
             BackendKind::Anthropic => Arc::new(AnthropicProvider::new(t).unwrap()),
+            BackendKind::Gemini => Arc::new(GeminiProvider::new(t).unwrap()),
             _ => Arc::new(OpenAiProvider::new(t).unwrap()),
         }
     }
@@ -75,6 +81,10 @@ async fn backends() -> Vec<Backend> {
         Backend {
             kind: BackendKind::Anthropic,
             mock: MockUpstream::anthropic().await,
+        },
+        Backend {
+            kind: BackendKind::Gemini,
+            mock: MockUpstream::gemini().await,
         },
     ]
 }
@@ -186,12 +196,29 @@ async fn tool_calls_plain_and_streamed_then_a_result_gets_an_answer() {
         assert_eq!(answer.done.finish_reason, FinishReason::Stop);
         assert!(answer.tool_calls.is_empty());
         let sent = b.mock.last_request().unwrap().body;
-        let ids = sent.to_string();
-        assert!(
-            ids.matches(call.id.as_str()).count() >= 2,
-            "{}: {sent}",
-            b.name()
-        );
+        if b.kind == BackendKind::Gemini {
+            // Gemini has no call ids: the result names the function and
+            // follows the call it answers.
+            let contents = sent["contents"].as_array().unwrap();
+            let n = contents.len();
+            assert_eq!(
+                contents[n - 2]["parts"][0]["functionCall"]["name"],
+                "lookup",
+                "{sent}"
+            );
+            assert_eq!(
+                contents[n - 1]["parts"][0]["functionResponse"],
+                serde_json::json!({"name": "lookup", "response": {"output": "three cats"}}),
+                "{sent}"
+            );
+        } else {
+            let ids = sent.to_string();
+            assert!(
+                ids.matches(call.id.as_str()).count() >= 2,
+                "{}: {sent}",
+                b.name()
+            );
+        }
     }
 }
 
@@ -218,7 +245,15 @@ async fn plain_answer() {
         );
         assert_eq!(resp.done.model, format!("upstream-{}", b.name()));
         let sent = b.mock.last_request().unwrap();
-        assert_eq!(sent.body["model"], format!("upstream-{}", b.name()));
+        if b.kind == BackendKind::Gemini {
+            // Gemini names the model in the path.
+            assert_eq!(
+                sent.path,
+                format!("/v1beta/models/upstream-{}:generateContent", b.name())
+            );
+        } else {
+            assert_eq!(sent.body["model"], format!("upstream-{}", b.name()));
+        }
     }
 }
 
@@ -257,6 +292,14 @@ async fn streaming_answer_matches_the_plain_one() {
         assert_eq!(dones[0].usage, plain.done.usage, "{}", b.name());
         assert_eq!(dones[0].finish_reason, FinishReason::Stop, "{}", b.name());
         let sent = b.mock.last_request().unwrap();
+        if b.kind == BackendKind::Gemini {
+            assert!(
+                sent.path.ends_with(":streamGenerateContent"),
+                "{}",
+                sent.path
+            );
+            continue;
+        }
         assert_eq!(sent.body["stream"], true, "{}", b.name());
         if b.kind != BackendKind::Anthropic {
             // Usage is always requested upstream, whatever the client asked.
@@ -291,13 +334,13 @@ async fn max_tokens_and_stop_map_to_finish_reasons() {
         assert_eq!(resp.text, "echo: alpha beta ", "{}", b.name());
         assert_eq!(resp.done.finish_reason, FinishReason::Stop, "{}", b.name());
         let sent = b.mock.last_request().unwrap();
-        let stop_field = if b.kind == BackendKind::Anthropic {
-            "stop_sequences"
-        } else {
-            "stop"
+        let stop_field = match b.kind {
+            BackendKind::Anthropic => "/stop_sequences",
+            BackendKind::Gemini => "/generationConfig/stopSequences",
+            _ => "/stop",
         };
         assert_eq!(
-            sent.body[stop_field],
+            sent.body.pointer(stop_field).cloned().unwrap_or_default(),
             serde_json::json!(["gamma"]),
             "{}",
             b.name()
@@ -317,6 +360,12 @@ async fn upstream_error_statuses_keep_their_status_and_code() {
         ];
         if b.kind == BackendKind::Anthropic {
             cases.push((529, ErrorCode::UpstreamUnavailable));
+        }
+        if b.kind == BackendKind::Gemini {
+            // PERMISSION_DENIED, NOT_FOUND, UNAVAILABLE.
+            cases.push((403, ErrorCode::UpstreamError));
+            cases.push((404, ErrorCode::BadRequest));
+            cases.push((503, ErrorCode::UpstreamUnavailable));
         }
         for (status, code) in cases {
             for streaming in [false, true] {
@@ -466,6 +515,22 @@ async fn the_right_auth_headers_arrive() {
                 assert_eq!(sent.path, "/v1/chat/completions");
                 assert_eq!(sent.header("authorization"), None);
             }
+            BackendKind::Gemini => {
+                assert_eq!(
+                    sent.path,
+                    "/v1beta/models/upstream-gcp.gemini:generateContent"
+                );
+                assert_eq!(sent.header("x-goog-api-key"), Some("gemini-test-key"));
+                assert_eq!(sent.header("authorization"), None);
+                assert_eq!(
+                    sent.body["systemInstruction"],
+                    serde_json::json!({"parts": [{"text": "be brief"}]})
+                );
+                assert_eq!(
+                    sent.body["contents"],
+                    serde_json::json!([{"role": "user", "parts": [{"text": "hi"}]}])
+                );
+            }
             _ => {
                 assert_eq!(sent.path, "/v1/messages");
                 assert_eq!(sent.header("x-api-key"), Some("sk-ant-test"));
@@ -543,5 +608,34 @@ async fn retry_after_is_read_and_faults_are_classed_transient_or_not() {
         assert!(dones.is_empty(), "{}", b.name());
         let err = err.unwrap_or_else(|| panic!("{}: stream ended silently", b.name()));
         assert!(err.is_transient(), "{}: {err:?}", b.name());
+    }
+}
+
+#[tokio::test]
+async fn the_prompt_is_counted_by_the_upstream_where_it_can_count() {
+    for b in backends().await {
+        let counted = b
+            .provider()
+            .count_tokens(&request("hello there world"))
+            .await
+            .unwrap();
+        match b.kind {
+            // Mock tokens are words: "be brief" + "hello there world".
+            BackendKind::Anthropic | BackendKind::Gemini => {
+                assert_eq!(counted, Some(5), "{}", b.name());
+                let sent = b.mock.last_request().unwrap();
+                let want = if b.kind == BackendKind::Gemini {
+                    "/v1beta/models/upstream-gcp.gemini:countTokens"
+                } else {
+                    "/v1/messages/count_tokens"
+                };
+                assert_eq!(sent.path, want);
+            }
+            // OpenAI has no counting endpoint: the caller estimates.
+            _ => {
+                assert_eq!(counted, None, "{}", b.name());
+                assert_eq!(b.mock.request_count(), 0);
+            }
+        }
     }
 }

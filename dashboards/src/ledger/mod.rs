@@ -109,7 +109,7 @@ pub struct LedgerRecord {
     pub route: String,
     /// The target id that answered (or was tried last).
     pub backend: String,
-    /// llama.cpp (the in-process engine) | openai | openai-compatible | anthropic
+    /// llama.cpp (the in-process engine) | openai | openai-compatible | anthropic | gcp.gemini
     pub backend_kind: String,
     /// The model that answered, as the backend names it.
     pub model: String,

@@ -53,6 +53,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 b.state().gauge(),
             );
         }
+        for m in t.pool.iter().flat_map(|p| p.members.iter()) {
+            let labels = || vec![("backend", id.clone()), ("member", m.name.clone())];
+            state.metrics.set(
+                crate::metrics::POOL_MEMBER_STATE,
+                labels(),
+                m.health.state().gauge(),
+            );
+            state.metrics.set(
+                crate::metrics::POOL_MEMBER_OUTSTANDING,
+                labels(),
+                f64::from(m.outstanding()),
+            );
+        }
     }
     (
         [(
@@ -70,7 +83,8 @@ async fn healthz() -> &'static str {
 
 /// Ready once every local model has finished loading. A model that failed to load
 /// is reported but does not hold the gateway back: remote targets still serve.
-/// `targets` lists each remote target's circuit breaker state.
+/// `targets` lists each remote target's circuit breaker state, and for a
+/// pool each member's state, outstanding requests and ejections.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let rt = state.runtime();
     let mut loading = false;
@@ -93,7 +107,26 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         };
         models.insert(id.clone(), json!(status));
         if let Some(b) = &t.breaker {
-            targets.insert(id.clone(), json!({"breaker": b.state().as_str()}));
+            let mut entry = json!({"breaker": b.state().as_str()});
+            // A pool's members by name (never their URLs).
+            if let Some(pool) = &t.pool {
+                entry["members"] = pool
+                    .members
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.name.clone(),
+                            json!({
+                                "state": m.health.state().as_str(),
+                                "outstanding": m.outstanding(),
+                                "ejections": m.ejections(),
+                            }),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
+            targets.insert(id.clone(), entry);
         }
     }
     let status = if loading {

@@ -8,6 +8,7 @@
 
 mod access;
 mod error;
+mod pool;
 mod raw;
 mod telemetry;
 mod validate;
@@ -19,6 +20,7 @@ use std::fmt;
 use indexmap::IndexMap;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use pool::{HealthSettings, PoolMember, PoolSpec, MAX_POOL_MEMBERS};
 pub use telemetry::otlp_endpoint_problem;
 
 use crate::budget::{BudgetLimits, BudgetState};
@@ -403,6 +405,8 @@ pub enum ProviderKind {
     OpenaiCompatible,
     /// Anthropic's Messages API (`anthropic`).
     Anthropic,
+    /// Google's Gemini API, `generateContent` (`gemini`).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -412,6 +416,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
         }
     }
 
@@ -420,6 +425,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
             ProviderKind::OpenaiCompatible => None,
         }
     }
@@ -429,6 +435,7 @@ impl ProviderKind {
             "openai" => Some(ProviderKind::Openai),
             "openai-compatible" => Some(ProviderKind::OpenaiCompatible),
             "anthropic" => Some(ProviderKind::Anthropic),
+            "gemini" => Some(ProviderKind::Gemini),
             _ => None,
         }
     }
@@ -465,6 +472,9 @@ pub struct RemoteSpec {
     pub retry_backoff_ms: u64,
     /// When dispatch stops sending this target requests for a while.
     pub breaker: BreakerSettings,
+    /// Several servers behind this one target (`endpoints:`), for
+    /// `openai-compatible`; `base_url` is then the first member's.
+    pub pool: Option<PoolSpec>,
 }
 
 /// `models.<id>.breaker:` — a target that fails `failures` times in a row,

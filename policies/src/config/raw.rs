@@ -106,6 +106,29 @@ pub(crate) struct RawTarget {
     pub retries: Option<u32>,
     pub retry_backoff_ms: Option<u64>,
     pub breaker: Option<RawBreaker>,
+    // A pool of OpenAI-compatible servers instead of one `base_url`.
+    pub endpoints: Option<Vec<RawEndpoint>>,
+    pub health: Option<RawHealth>,
+}
+
+/// `models.<id>.endpoints[i]:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub url: String,
+    pub name: Option<String>,
+}
+
+/// `models.<id>.health:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+    pub eject_after_failures: Option<u32>,
 }
 
 /// `models.<id>.breaker:`
@@ -133,7 +156,7 @@ impl RawTarget {
     }
 
     /// Fields that only make sense for a remote provider, with whether each is set.
-    pub fn remote_fields(&self) -> [(&'static str, bool); 9] {
+    pub fn remote_fields(&self) -> [(&'static str, bool); 11] {
         [
             ("model", self.model.is_some()),
             ("base_url", self.base_url.is_some()),
@@ -144,6 +167,8 @@ impl RawTarget {
             ("retries", self.retries.is_some()),
             ("retry_backoff_ms", self.retry_backoff_ms.is_some()),
             ("breaker", self.breaker.is_some()),
+            ("endpoints", self.endpoints.is_some()),
+            ("health", self.health.is_some()),
         ]
     }
 }

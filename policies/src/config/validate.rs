@@ -561,7 +561,7 @@ fn target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Option<Targ
                 path,
                 At::Key,
                 format!(
-                    "target \"{id}\" needs engine: local or provider: (openai, openai-compatible, anthropic)"
+                    "target \"{id}\" needs engine: local or provider: (openai, openai-compatible, anthropic, gemini)"
                 ),
             );
             None
@@ -650,6 +650,15 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
     })
 }
 
+/// A model name that can stand in Gemini's URL path.
+fn is_gemini_model_name(s: &str) -> bool {
+    let name = s.strip_prefix("models/").unwrap_or(s);
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 pub(super) fn is_env_var_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -675,12 +684,48 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
             &join_key(path, "provider"),
             At::Value,
             format!(
-                "unknown provider \"{name}\" (expected openai, openai-compatible or anthropic)"
+                "unknown provider \"{name}\" (expected openai, openai-compatible, anthropic or gemini)"
             ),
         );
         return None;
     };
+    let is_pool = raw.endpoints.is_some();
+    let pool = match raw.endpoints {
+        Some(endpoints) => {
+            if provider != ProviderKind::OpenaiCompatible {
+                cx.err(
+                    &join_key(path, "endpoints"),
+                    At::Key,
+                    format!("endpoints (a pool) is for openai-compatible targets, not {provider}"),
+                );
+            }
+            if raw.base_url.is_some() {
+                cx.err(
+                    &join_key(path, "base_url"),
+                    At::Key,
+                    "give base_url or endpoints, not both",
+                );
+            }
+            super::pool::pool(cx, path, endpoints, raw.health)
+        }
+        None => {
+            if raw.health.is_some() {
+                cx.err(
+                    &join_key(path, "health"),
+                    At::Key,
+                    "health checks are for a pool (endpoints:), not a single base_url",
+                );
+            }
+            None
+        }
+    };
     let base_url = match (raw.base_url, provider.default_base_url()) {
+        // A pool's first member stands for it where one URL is asked for.
+        (None, _) if is_pool => pool
+            .as_ref()
+            .and_then(|p| p.members.first())
+            .map(|m| m.url.clone())
+            .unwrap_or_default(),
         (Some(u), _) => {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 cx.err(
@@ -714,12 +759,27 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         ),
         _ => {}
     }
+    let model_set = raw.model.is_some();
     let model = raw.model.unwrap_or_else(|| id.to_string());
     if model.trim().is_empty() {
         cx.err(
             &join_key(path, "model"),
             At::Value,
             "must name the upstream model",
+        );
+    } else if provider == ProviderKind::Gemini && !is_gemini_model_name(&model) {
+        // Gemini puts the model in the URL path (models/{model}:generateContent).
+        let (key, at) = if model_set {
+            (join_key(path, "model"), At::Value)
+        } else {
+            (path.to_string(), At::Key)
+        };
+        cx.err(
+            &key,
+            at,
+            format!(
+                "gemini model \"{model}\" must be letters, digits, '.', '-' or '_' (optionally after \"models/\"); set model: to the upstream name"
+            ),
         );
     }
     let spec = RemoteSpec {
@@ -764,6 +824,7 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
             ),
         },
         breaker: breaker(cx, &join_key(path, "breaker"), raw.breaker),
+        pool,
     };
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),

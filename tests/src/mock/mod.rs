@@ -1,19 +1,22 @@
-//! Mock OpenAI and Anthropic upstreams on port 0 that speak the exact wire
+//! Mock OpenAI, Anthropic and Gemini upstreams on port 0 that speak the exact wire
 //! formats: deterministic answers (plain and streamed), the providers' own error
 //! bodies, and scripted faults (an error status with or without `retry-after`,
 //! a hang, a trickle of bytes that never completes, malformed JSON or SSE, a
-//! connection reset before the first event or in the middle). Every
+//! connection reset before the first event or in the middle), a `/health`
+//! endpoint and a switch that takes the whole mock down and up again (a
+//! pool member failing and recovering). Every
 //! request is recorded so tests can assert what the gateway sent, and what it
 //! never sent. `otlp` is the receiving end of trace export, a collector's
 //! OTLP/HTTP endpoint.
 
 mod anthropic;
+mod gemini;
 mod openai;
 pub mod otlp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +34,8 @@ use tokio_util::task::TaskTracker;
 pub enum Flavor {
     OpenAi,
     Anthropic,
+    /// Google's Gemini API (`/v1beta/models/{model}:generateContent`).
+    Gemini,
 }
 
 /// A scripted failure for the next requests.
@@ -82,6 +87,11 @@ struct Shared {
     failures: Mutex<VecDeque<Failure>>,
     cached_prompt_tokens: AtomicU32,
     chunk_delay_ms: AtomicU64,
+    /// Switched on by the test: every request, health checks included,
+    /// answers 503 until it is switched off.
+    down: AtomicBool,
+    /// A pause before every answer, so requests overlap.
+    answer_delay_ms: AtomicU64,
     next_id: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -95,7 +105,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MockUpstream {
     /// What a provider config uses as `base_url`: `http://127.0.0.1:PORT/v1` for
     /// OpenAI (as the OpenAI SDKs expect; `/chat/completions` without `/v1`
-    /// works too), `http://127.0.0.1:PORT` for Anthropic.
+    /// works too), `http://127.0.0.1:PORT` for Anthropic,
+    /// `http://127.0.0.1:PORT/v1beta` for Gemini.
     pub base_url: String,
     pub flavor: Flavor,
     shared: Arc<Shared>,
@@ -122,6 +133,11 @@ impl MockUpstream {
         Self::start(Flavor::Anthropic).await
     }
 
+    /// A Gemini API mock.
+    pub async fn gemini() -> Self {
+        Self::start(Flavor::Gemini).await
+    }
+
     /// Start a mock on 127.0.0.1, port 0.
     pub async fn start(flavor: Flavor) -> Self {
         match Self::try_start(flavor).await {
@@ -139,6 +155,8 @@ impl MockUpstream {
             failures: Mutex::new(VecDeque::new()),
             cached_prompt_tokens: AtomicU32::new(0),
             chunk_delay_ms: AtomicU64::new(1),
+            down: AtomicBool::new(false),
+            answer_delay_ms: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
         });
@@ -163,6 +181,7 @@ impl MockUpstream {
         let base_url = match flavor {
             Flavor::OpenAi => format!("http://{addr}/v1"),
             Flavor::Anthropic => format!("http://{addr}"),
+            Flavor::Gemini => format!("http://{addr}/v1beta"),
         };
         Ok(Self {
             base_url,
@@ -186,6 +205,26 @@ impl MockUpstream {
     pub fn set_chunk_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.shared.chunk_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Switches the mock down (every request answers 503, `GET /health`
+    /// included) or back up; requests already being answered finish.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Pause this long before every answer (default none).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How many requests came to `path` (e.g. `/v1/chat/completions`, `/health`).
+    pub fn count_path(&self, path: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
     }
 
     /// Every request received so far, in order.
@@ -247,13 +286,26 @@ async fn handle(
         body: parsed.clone().unwrap_or(Value::Null),
     });
 
-    let failure = lock(&shared.failures).pop_front();
     let flavor = shared.flavor;
+    if shared.down.load(Ordering::Relaxed) {
+        return error_response(flavor, 503, Some("mock upstream is down"));
+    }
+    // A server's health endpoint (vLLM, SGLang, llama.cpp server): 200 while
+    // up, outside the scripted failures, which are for model requests.
+    if method == Method::GET && uri.path() == "/health" {
+        return json_response(StatusCode::OK, &Value::Object(serde_json::Map::new()));
+    }
+    let failure = lock(&shared.failures).pop_front();
     match failure {
         Some(Failure::Status(status)) => return error_response(flavor, status, None),
         Some(Failure::Hang) => {
             shared.shutdown.cancelled().await;
             return error_response(flavor, 503, Some("mock upstream shut down"));
+        }
+        // Gemini says how long to wait in the body's RetryInfo, not a header.
+        Some(Failure::RetryAfter(secs)) if flavor == Flavor::Gemini => {
+            let body = gemini::error_body(429, None, secs);
+            return json_response(StatusCode::TOO_MANY_REQUESTS, &body);
         }
         Some(Failure::RetryAfter(secs)) => {
             let mut resp = error_response(flavor, 429, None);
@@ -264,8 +316,9 @@ async fn handle(
         }
         Some(Failure::Trickle) => return trickle(&shared),
         Some(Failure::Malformed) => {
-            let streamed =
-                parsed.as_ref().and_then(|b| b.get("stream")) == Some(&Value::Bool(true));
+            let streamed = parsed.as_ref().and_then(|b| b.get("stream"))
+                == Some(&Value::Bool(true))
+                || uri.path().ends_with(":streamGenerateContent");
             return if streamed {
                 sse_response(
                     vec![Bytes::from_static(b"data: {\"choices\": [oops\n\n")],
@@ -288,6 +341,28 @@ async fn handle(
     let route = match (flavor, &method, uri.path()) {
         (Flavor::OpenAi, &Method::POST, "/v1/chat/completions" | "/chat/completions") => true,
         (Flavor::Anthropic, &Method::POST, "/v1/messages") => true,
+        (Flavor::Gemini, &Method::POST, path) => {
+            match gemini::route(path, uri.query()) {
+                Some((_, gemini::Method::CountTokens)) => {
+                    return match parsed.as_ref().map(gemini::count_tokens) {
+                        Some(Ok(v)) => json_response(StatusCode::OK, &v),
+                        Some(Err(m)) => error_response(flavor, 400, Some(&m)),
+                        None => error_response(flavor, 400, Some("Invalid JSON payload received.")),
+                    };
+                }
+                Some((_, gemini::Method::Stream { sse: false })) => {
+                    // Without alt=sse Gemini streams one JSON array; the
+                    // gateway must always ask for SSE.
+                    return error_response(
+                        flavor,
+                        400,
+                        Some("mock answers streamGenerateContent only with alt=sse"),
+                    );
+                }
+                Some(_) => true,
+                None => false,
+            }
+        }
         (Flavor::OpenAi, &Method::GET, "/v1/models" | "/models") => {
             return json_response(StatusCode::OK, &openai::models());
         }
@@ -315,11 +390,25 @@ async fn handle(
     let answer = match flavor {
         Flavor::OpenAi => openai::answer(&body, id, cached),
         Flavor::Anthropic => anthropic::answer(&body, id, cached),
+        Flavor::Gemini => match gemini::route(uri.path(), uri.query()) {
+            Some((model, method)) => gemini::answer(
+                &body,
+                &model,
+                method != gemini::Method::Generate,
+                id,
+                cached,
+            ),
+            None => Err(format!("no route for {}", uri.path())),
+        },
     };
     let answer = match answer {
         Ok(a) => a,
         Err(message) => return error_response(flavor, 400, Some(&message)),
     };
+    let pause = shared.answer_delay_ms.load(Ordering::Relaxed);
+    if pause > 0 {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
     let delay = Duration::from_millis(shared.chunk_delay_ms.load(Ordering::Relaxed));
     match answer {
         Answer::Json(v) if drop_mid_stream => {
@@ -430,9 +519,10 @@ fn error_response(flavor: Flavor, status: u16, message: Option<&str>) -> Respons
     let body = match flavor {
         Flavor::OpenAi => openai::error_body(status, message),
         Flavor::Anthropic => anthropic::error_body(status, message),
+        Flavor::Gemini => gemini::error_body(status, message, 1),
     };
     let mut resp = json_response(code, &body);
-    if matches!(status, 429 | 503 | 529) {
+    if matches!(status, 429 | 503 | 529) && flavor != Flavor::Gemini {
         resp.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));
     }
