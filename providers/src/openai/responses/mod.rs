@@ -58,7 +58,13 @@ const KNOWN: &[&str] = &[
     "stream",
     "store",
     "previous_response_id",
+    "include",
 ];
+
+/// `include` values that can be honoured: encrypted reasoning items (what a
+/// stateless client such as the Vercel AI SDK with `store: false` asks for)
+/// are included whenever an answer has them, and no answer here has any.
+const INCLUDABLE: &[&str] = &["reasoning.encrypted_content"];
 
 /// Validate a Responses body.
 pub fn parse_responses_request(body: &Value) -> Result<ResponsesRequest, ProviderError> {
@@ -94,6 +100,7 @@ pub fn parse_responses_request(body: &Value) -> Result<ResponsesRequest, Provide
         ));
     }
 
+    check_include(obj)?;
     let reasoning = parse_reasoning(obj)?;
     let max_tokens = opt_max_tokens(obj, "max_output_tokens")?;
     let temperature = opt_number_in(obj, "temperature", 0.0, 2.0)?;
@@ -177,6 +184,31 @@ fn refuse_stateful(obj: &Obj) -> Result<(), ProviderError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// `include`: more output data to return. Any value but those in
+/// [`INCLUDABLE`] would ask for data no answer here carries, so it is refused.
+fn check_include(obj: &Obj) -> Result<(), ProviderError> {
+    let Some(v) = field(obj, "include") else {
+        return Ok(());
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| wrong_type("include", "an array of strings", v))?;
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("include[{i}]");
+        if !INCLUDABLE.contains(&as_str(item, &path)?) {
+            return Err(bad(
+                &path,
+                format!(
+                    "\"{path}\" {} is not supported (here: {})",
+                    show(item),
+                    INCLUDABLE.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `reasoning`: no target here is sent a reasoning effort or summary yet, so

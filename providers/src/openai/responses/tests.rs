@@ -169,6 +169,11 @@ fn stateful_and_unknown_fields_are_refused_by_name() {
     assert!(parse_responses_request(&with("store", json!(false))).is_ok());
     // A null is a field not sent.
     assert!(parse_responses_request(&with("previous_response_id", Value::Null)).is_ok());
+    assert!(
+        parse_responses_request(&with("include", json!(["reasoning.encrypted_content"]))).is_ok()
+    );
+    let (p, _) = param_of(with("include", json!(["message.output_text.logprobs"])));
+    assert_eq!(p, "include[0]");
     for key in [
         "background",
         "include",
