@@ -5,8 +5,12 @@
 //! request's ledger record is written. Local answers cost nothing here: the
 //! fleet is paid for whether it is busy or not, so budgets never close it.
 //!
-//! The book lives in the process: replicas each enforce it against what the
-//! ledger held when they started plus what they served since.
+//! On a SQLite ledger the book lives in the process, seeded from the ledger
+//! at start. On a PostgreSQL ledger the same book is the replica's view of
+//! the budgets all replicas share (`shared`): every reservation is also a
+//! conditional update there, the figures are re-read before each paid
+//! request is decided, and settles are written back by a sync task. One book,
+//! one set of rules (`evaluate_budget`), two places the money is kept.
 //!
 //! The book has no clock of its own: every call that decides by the date
 //! (seed, verdict, reserve, settle, publish) is given `now` by its caller,
@@ -30,6 +34,11 @@ use watershed_policies::{
 
 use crate::access::Caller;
 use crate::metrics::{self, Metrics};
+
+mod shared;
+
+use shared::Held;
+pub use shared::{start_sync, Refusal, SharedStore, SpendRow};
 
 /// Whose budget: a team's or a single key's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,10 +172,12 @@ pub fn reset_time(window: BudgetWindow, now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
-/// Team and key spend, shared by all requests of the process.
+/// Team and key spend, shared by all requests of the process, and by all
+/// replicas when `shared` is set.
 #[derive(Debug, Default)]
 pub struct BudgetBook {
     entries: Mutex<HashMap<Scope, Entry>>,
+    shared: Option<Arc<SharedStore>>,
 }
 
 /// Money set aside for one request in flight; released when dropped, or
@@ -179,6 +190,7 @@ pub struct Reservation {
     /// When the reservation was made: the windows its cost belongs to.
     at: DateTime<Utc>,
     done: bool,
+    held: Held,
 }
 
 impl Reservation {
@@ -188,6 +200,9 @@ impl Reservation {
     pub fn settle(mut self, cost_usd: f64, now: DateTime<Utc>) {
         self.book
             .finish(&self.scopes, self.amount, cost_usd, self.at, now);
+        if let Some(shared) = &self.book.shared {
+            shared.finished(&self.held, &self.scopes, self.amount, cost_usd, self.at);
+        }
         self.done = true;
     }
 
@@ -205,6 +220,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
             self.book.release(&self.scopes, self.amount);
+            if let Some(shared) = &self.book.shared {
+                shared.finished(&self.held, &self.scopes, self.amount, 0.0, self.at);
+            }
         }
     }
 }
@@ -221,6 +239,39 @@ pub fn scopes_of<'a>(cfg: &'a Config, caller: &Caller) -> Vec<(Scope, &'a Budget
         .and_then(|k| k.budget.as_ref())
         .map(|b| (Scope::Key(caller.key_id.clone()), b));
     team.into_iter().chain(key).collect()
+}
+
+/// The verdict of a reservation of `amount` the shared store refused on
+/// `scope`'s figures `row`, for the refusal's message.
+pub fn refused_verdict(
+    cfg: &Config,
+    scope: Scope,
+    row: shared::SpendRow,
+    amount: f64,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let mut e = Entry {
+        day: row.day,
+        month: row.month,
+        day_usd: row.day_usd,
+        month_usd: row.month_usd,
+        reserved_usd: row.reserved_usd,
+        ..Entry::default()
+    };
+    e.roll(now);
+    let eval = limits_of(cfg, &scope).map(|l| evaluate_budget(l, &e.snapshot(), amount));
+    Verdict {
+        state: BudgetState::Exhausted,
+        worst: eval.map(|eval| (scope, eval)),
+    }
+}
+
+/// The limits of one budget in `cfg`, if it still has one.
+fn limits_of<'a>(cfg: &'a Config, scope: &Scope) -> Option<&'a BudgetLimits> {
+    match scope {
+        Scope::Team(n) => cfg.team(n).and_then(|t| t.budget.as_ref()),
+        Scope::Key(id) => cfg.keys.get(id).and_then(|k| k.budget.as_ref()),
+    }
 }
 
 impl BudgetBook {
@@ -302,7 +353,61 @@ impl BudgetBook {
             amount,
             at: now,
             done: false,
+            held: Held::Local,
         }
+    }
+
+    /// A book whose figures are the budgets `store` shares with other
+    /// replicas (read into this book with `load`, kept by `start_sync`).
+    pub fn shared(store: SharedStore) -> Self {
+        Self {
+            entries: Mutex::default(),
+            shared: Some(Arc::new(store)),
+        }
+    }
+
+    /// Whether the budgets are shared in PostgreSQL.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Reads every shared budget's figures (a shared book, at start).
+    pub async fn load(&self, now: DateTime<Utc>) -> Result<(), String> {
+        match &self.shared {
+            Some(s) => s.load_all(self, now).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Re-reads the shared figures of `caller`'s budgets, so a decision
+    /// about to be made sees what every replica reserved and spent; nothing
+    /// for a process's own book or while the store is unreachable.
+    pub async fn refresh(&self, cfg: &Config, caller: &Caller, now: DateTime<Utc>) {
+        if let Some(s) = &self.shared {
+            let scopes: Vec<Scope> = scopes_of(cfg, caller).into_iter().map(|(s, _)| s).collect();
+            s.refresh(self, &scopes, now).await;
+        }
+    }
+
+    /// Makes `r` hold in the shared store too: a conditional update per
+    /// budget, refused when the shared figures cannot cover it. A process's
+    /// own book has nothing to confirm.
+    pub async fn confirm(
+        &self,
+        r: &mut Reservation,
+        cfg: &Config,
+        metrics: &Metrics,
+    ) -> Result<(), Refusal> {
+        let Some(s) = &self.shared else {
+            return Ok(());
+        };
+        let scopes: Vec<(Scope, Option<BudgetLimits>)> = r
+            .scopes
+            .iter()
+            .map(|scope| (scope.clone(), limits_of(cfg, scope).cloned()))
+            .collect();
+        r.held = s.confirm(self, &scopes, r.amount, r.at, metrics).await?;
+        Ok(())
     }
 
     /// Frees a reservation that cost nothing (the request failed first, or

@@ -288,7 +288,9 @@ fn explain(
             .map_err(|e| format!("cannot start the async runtime: {e}"))?
             .block_on(async {
                 let store = watershed_dashboards::ledger::open_store(&url).await?;
-                crate::serve::seed_budgets(&*store, now).await
+                let book = crate::serve::open_budgets(&url, cfg, &*store, now).await?;
+                book.refresh(cfg, &caller, now).await;
+                anyhow::Ok(book)
             })
             .map_err(|e| {
                 format!(

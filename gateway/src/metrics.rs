@@ -81,6 +81,9 @@ pub const BUDGET_REMAINING: &str = "watershed_budget_remaining_usd";
 pub const BUDGET_USED_RATIO: &str = "watershed_budget_used_ratio";
 pub const BUDGET_ALERTS: &str = "watershed_budget_alerts_total";
 pub const BUDGET_ACTIONS: &str = "watershed_budget_actions_total";
+pub const BUDGET_STORE_UP: &str = "watershed_budget_store_up";
+pub const BUDGET_EXPIRED: &str = "watershed_budget_reservations_expired_total";
+pub const BUDGET_OFFLINE: &str = "watershed_budget_offline_reservations_total";
 pub const REDACTIONS: &str = "watershed_redacted_values_total";
 pub const PRIVACY_FAIL_CLOSED: &str = "watershed_privacy_fail_closed_total";
 pub const UPSTREAM_RETRIES: &str = "watershed_upstream_retries_total";
@@ -145,6 +148,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "Requests downgraded or rejected because a budget was exhausted",
     ),
     (
+        BUDGET_EXPIRED,
+        "Shared budget reservations swept by this replica because nobody settled them within ledger.budgets.reservation_ttl_s",
+    ),
+    (
+        BUDGET_OFFLINE,
+        "Reservations made from this replica's last known figures while the shared budget store was unreachable, by outcome (admitted, refused_unknown)",
+    ),
+    (
         PRIVACY_FAIL_CLOSED,
         "Requests treated as restricted because their classification could not finish (too large, timeout), by reason",
     ),
@@ -182,6 +193,10 @@ const COUNTERS: &[(&str, &str)] = &[
 const GAUGES: &[(&str, &str)] = &[
     (BUDGET_REMAINING, "USD left in a budget period"),
     (BUDGET_USED_RATIO, "Share of a budget period's limit spent"),
+    (
+        BUDGET_STORE_UP,
+        "Whether the shared budget store (PostgreSQL) answers (1) or budgets are enforced from this replica's last known figures (0)",
+    ),
     (
         BREAKER_STATE,
         "Circuit breaker state of each remote target: 0 closed, 1 half-open, 2 open",

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use watershed_dashboards::ledger::{open_store, LedgerStore, LedgerWriter};
 
-use crate::budget::{BudgetBook, Settled};
+use crate::budget::{BudgetBook, Settled, SharedStore};
 use crate::config;
 use crate::http::app;
 use crate::metrics::Metrics;
@@ -49,7 +49,7 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     // of requests that finish during shutdown are written too.
     let ledger_stop = CancellationToken::new();
     let clock = watershed_dashboards::clock::from_env().map_err(anyhow::Error::msg)?;
-    let budgets = seed_budgets(&*store, clock.now()).await?;
+    let budgets = open_budgets(&ledger_url, &cfg, &*store, clock.now()).await?;
     let ledger = LedgerWriter::start(store, &tracker, ledger_stop.clone());
 
     // Trace export is set at start-up (a reload does not move it): the config's
@@ -79,6 +79,17 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
         .budgets
         .publish(&cfg, &state.metrics, state.clock.now());
     crate::pool::watch(state.clone(), &tracker, shutdown.clone());
+    // The shared book's writes and sweeps stop with the ledger writer, after
+    // every request has drained.
+    let weak = Arc::downgrade(&state);
+    crate::budget::start_sync(
+        state.budgets.clone(),
+        state.clock.clone(),
+        state.metrics.clone(),
+        move || weak.upgrade().map(|s| s.runtime().config.clone()),
+        &tracker,
+        ledger_stop.clone(),
+    );
     reload::watch(
         state.clone(),
         loaded.path.clone(),
@@ -120,6 +131,29 @@ pub async fn serve(config_path: Option<PathBuf>, listen: Option<String>) -> anyh
     let _ = tokio::task::spawn_blocking(move || engines.iter().for_each(|e| e.shutdown())).await;
     info!("ledger flushed; bye");
     Ok(())
+}
+
+/// The budget book for the ledger at `ledger_url`: on PostgreSQL the book
+/// replicas share (its figures read now), else the process's own, seeded
+/// from the ledger.
+pub(crate) async fn open_budgets(
+    ledger_url: &str,
+    cfg: &watershed_policies::Config,
+    store: &dyn LedgerStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<BudgetBook> {
+    if !(ledger_url.starts_with("postgres://") || ledger_url.starts_with("postgresql://")) {
+        return seed_budgets(store, now).await;
+    }
+    // Connected on first use: a replica that starts while the database is
+    // away starts with no figures, under `ledger.budgets.when_unknown`.
+    let pg = watershed_dashboards::ledger::PgStore::connect_lazy(ledger_url, 8)
+        .context("invalid shared budget store url")?;
+    let book = BudgetBook::shared(SharedStore::new(pg.pool().clone(), cfg.ledger.budgets));
+    if let Err(e) = book.load(now).await {
+        warn!(error = %e, "cannot read the shared budgets yet; retrying every sync round");
+    }
+    Ok(book)
 }
 
 /// Budgets start from what the ledger says was spent in `now`'s month and day.

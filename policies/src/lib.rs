@@ -21,8 +21,8 @@ pub use config::{
     load_config, mask_url_password, otlp_endpoint_problem, ApiKey, BreakerSettings, Config,
     ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings, GpuLayers,
     HealthSettings, LedgerSettings, LocalSpec, PoolMember, PoolSpec, PriceEntry, ProviderKind,
-    RemoteSpec, Route, ScanSettings, ServerSettings, Target, TargetSpec, Team, TelemetrySettings,
-    When, ANONYMOUS_KEY, DEFAULT_TEAM,
+    RemoteSpec, Route, ScanSettings, ServerSettings, SharedBudgetSettings, Target, TargetSpec,
+    Team, TelemetrySettings, When, ANONYMOUS_KEY, DEFAULT_TEAM,
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};

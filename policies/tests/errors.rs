@@ -751,6 +751,48 @@ fn fault_settings_have_stated_defaults_and_bounded_values() {
 }
 
 #[test]
+fn shared_budget_settings_have_defaults_and_bad_values_point_at_themselves() {
+    let cfg = load_config(
+        &format!("{GOOD}ledger:\n  budgets: {{ reservation_ttl_s: 120, sync_interval_ms: 500, timeout_ms: 250, when_unknown: open }}\n"),
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.ledger.budgets,
+        watershed_policies::SharedBudgetSettings {
+            reservation_ttl_s: 120,
+            sync_interval_ms: 500,
+            timeout_ms: 250,
+            when_unknown_open: true,
+        }
+    );
+    let default = load_config(GOOD, "policies.yaml").unwrap().ledger.budgets;
+    assert_eq!(default, watershed_policies::SharedBudgetSettings::default());
+    assert!(
+        !default.when_unknown_open,
+        "fail closed unless told otherwise"
+    );
+    let errs = errors(&format!(
+        "{GOOD}ledger:\n  budgets:\n    reservation_ttl_s: 0\n    when_unknown: maybe\n"
+    ));
+    let mut at = where_(&errs);
+    at.sort();
+    assert_eq!(
+        at,
+        vec![
+            (14, 24, "ledger.budgets.reservation_ttl_s"),
+            (15, 19, "ledger.budgets.when_unknown"),
+        ],
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("\"maybe\"") && e.message.contains("open or closed")),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn a_pool_lists_its_endpoints_with_bounded_health_settings() {
     let pool = "\
 version: 1

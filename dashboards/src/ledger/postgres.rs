@@ -72,6 +72,20 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// Like `connect`, but connects on first use (and the schema must
+    /// exist): for callers that must start while the database is away.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, LedgerError> {
+        let (url, schema) = split_schema(url)?;
+        let mut options = PgConnectOptions::from_str(&url)?;
+        if let Some(s) = &schema {
+            options = options.options([("search_path", s.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -11,7 +11,7 @@ use watershed_providers::{BackendKind, ChatRequest, ErrorCode, Usage};
 
 use super::{Failed, PRIVACY_HEADER};
 use crate::access::{self, Caller};
-use crate::budget::Reservation;
+use crate::budget::{Refusal, Reservation};
 use crate::error::ApiError;
 use crate::metrics;
 use crate::scan::Scan;
@@ -81,8 +81,95 @@ pub async fn admit(
             1.0,
         );
     }
-    let prepared = prepare(state, rt, headers, req, &scan, request_id, purpose)?;
+    // Only a caller with a budget asks the shared store anything.
+    let budgeted = (purpose == Purpose::Answer && state.budgets.is_shared())
+        .then(|| access::caller(&rt.config, headers).ok())
+        .flatten()
+        .filter(|c| !crate::budget::scopes_of(&rt.config, c).is_empty());
+    let shared = budgeted.is_some();
+    if let Some(caller) = &budgeted {
+        let now = state.clock.now();
+        state.budgets.refresh(&rt.config, caller, now).await;
+    }
+    let again = shared.then(|| req.clone());
+    let mut prepared = prepare(state, rt, headers, req, &scan, request_id, purpose)?;
+    // Shared budgets are taken by a conditional update in PostgreSQL. When
+    // another replica took the money after the figures were read, the
+    // request is decided once more on the figures the refusal returned
+    // (downgraded or refused like any exhausted budget), and refused if the
+    // second reservation loses too: at most two tries.
+    let mut again = again;
+    loop {
+        let Some(mut r) = prepared.reservation.take() else {
+            break;
+        };
+        match state
+            .budgets
+            .confirm(&mut r, &rt.config, &state.metrics)
+            .await
+        {
+            Ok(()) => {
+                prepared.reservation = Some(r);
+                break;
+            }
+            Err(refusal) => {
+                let amount = r.amount();
+                drop(r);
+                match (refusal, again.take()) {
+                    (Refusal::Exhausted(..), Some(req)) => {
+                        drop(prepared);
+                        prepared = prepare(state, rt, headers, req, &scan, request_id, purpose)?;
+                    }
+                    (refusal, _) => {
+                        return Err(refused(state, &rt.config, &prepared, refusal, amount))
+                    }
+                }
+            }
+        }
+    }
     Ok((prepared, scan))
+}
+
+/// The answer to a request the shared budget store refused.
+fn refused(
+    state: &AppState,
+    cfg: &watershed_policies::Config,
+    prepared: &Prepared,
+    refusal: Refusal,
+    amount: f64,
+) -> Failed {
+    let now = prepared.now;
+    let err = match refusal {
+        Refusal::Exhausted(scope, row) => {
+            state.metrics.add(
+                metrics::BUDGET_ACTIONS,
+                vec![("action", "rejected".to_owned())],
+                1.0,
+            );
+            let verdict = crate::budget::refused_verdict(cfg, scope, row, amount, now);
+            let mut err = ApiError::new(
+                ErrorCode::BudgetExceeded,
+                format!(
+                    "{}; this request needs up to ${amount:.6}",
+                    verdict.describe(now)
+                ),
+            );
+            err.retry_after_s = verdict.resets_in_s(now);
+            err
+        }
+        Refusal::Unknown(scope) => ApiError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "{scope} budget cannot be checked: the shared budget store is unreachable \
+                 and this replica has no figure for it (ledger.budgets.when_unknown: closed)"
+            ),
+        ),
+    };
+    Failed {
+        err,
+        route: Some(prepared.route.clone()),
+        backend: None,
+    }
 }
 
 pub(super) fn prepare(
@@ -163,7 +250,13 @@ pub(super) fn prepare(
                     vec![("action", "rejected".to_owned())],
                     1.0,
                 );
-                let mut err = ApiError::new(ErrorCode::BudgetExceeded, verdict.describe(now));
+                let mut err = ApiError::new(
+                    ErrorCode::BudgetExceeded,
+                    format!(
+                        "{}; this request needs up to ${cost:.6}",
+                        verdict.describe(now)
+                    ),
+                );
                 err.retry_after_s = verdict.resets_in_s(now);
                 return Err(Failed {
                     err,

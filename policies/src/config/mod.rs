@@ -302,6 +302,40 @@ pub struct LedgerSettings {
     /// a database password can live in a secret rather than in the policy
     /// file; the gateway reads it at start.
     pub url_env: Option<String>,
+    /// How budgets are shared when the ledger is PostgreSQL (`ledger.budgets`).
+    pub budgets: SharedBudgetSettings,
+}
+
+/// `ledger.budgets:` the budget book replicas share in PostgreSQL. Read at
+/// start; ignored on a SQLite ledger, whose book lives in the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedBudgetSettings {
+    /// A reservation nobody settled (its replica died) stops holding budget
+    /// this long after it was made, when a replica's sweep removes it. Must
+    /// exceed the longest request.
+    pub reservation_ttl_s: u64,
+    /// How often each replica sweeps expired reservations, writes the spend
+    /// it could not write at once, re-reads the shared figures and, while the
+    /// database is unreachable, tries it again.
+    pub sync_interval_ms: u64,
+    /// The bound on each budget query; a query that takes longer counts the
+    /// database as unreachable.
+    pub timeout_ms: u64,
+    /// While the database is unreachable, whether a budget this replica never
+    /// read a shared figure for admits paid requests (`open`) or refuses
+    /// them (`closed`, the default).
+    pub when_unknown_open: bool,
+}
+
+impl Default for SharedBudgetSettings {
+    fn default() -> Self {
+        Self {
+            reservation_ttl_s: 900,
+            sync_interval_ms: 2_000,
+            timeout_ms: 1_000,
+            when_unknown_open: false,
+        }
+    }
 }
 
 /// `server:`

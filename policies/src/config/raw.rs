@@ -14,6 +14,17 @@ use serde_json::Value;
 pub(crate) struct RawLedger {
     pub url: Option<String>,
     pub url_env: Option<String>,
+    pub budgets: Option<RawSharedBudgets>,
+}
+
+/// `ledger.budgets:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSharedBudgets {
+    pub reservation_ttl_s: Option<u64>,
+    pub sync_interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub when_unknown: Option<String>,
 }
 
 /// `server:`

@@ -13,15 +13,15 @@ use serde_json::{Map, Value};
 
 use super::raw::{
     RawBreaker, RawCounterfactual, RawDashboard, RawDifficulty, RawFleet, RawLedger, RawPrice,
-    RawPrivacy, RawRoute, RawServer, RawTarget,
+    RawPrivacy, RawRoute, RawServer, RawSharedBudgets, RawTarget,
 };
 use super::{
     BreakerSettings, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
     FleetSettings, GpuLayers, LedgerSettings, LocalSpec, PriceEntry, ProviderKind, RemoteSpec,
-    Route, ScanSettings, ServerSettings, Target, TargetSpec, DEFAULT_LEDGER_URL,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
-    DEFAULT_RETRY_BACKOFF_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES, MAX_RETRY_BACKOFF_MS,
-    SUPPORTED_VERSIONS,
+    Route, ScanSettings, ServerSettings, SharedBudgetSettings, Target, TargetSpec,
+    DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT,
+    DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF_MS,
+    DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES, MAX_RETRY_BACKOFF_MS, SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
 use crate::privacy::PiiKind;
@@ -334,10 +334,42 @@ fn ledger(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<LedgerSettings> {
             ),
         );
     }
+    let budgets = shared_budgets(cx, raw.budgets.unwrap_or_default());
     Some(LedgerSettings {
         url,
         url_env: raw.url_env,
+        budgets,
     })
+}
+
+fn shared_budgets(cx: &mut Ctx<'_>, raw: RawSharedBudgets) -> SharedBudgetSettings {
+    let d = SharedBudgetSettings::default();
+    let when_unknown_open = match raw.when_unknown.as_deref() {
+        None | Some("closed") => false,
+        Some("open") => true,
+        Some(other) => {
+            cx.err(
+                "ledger.budgets.when_unknown",
+                At::Value,
+                format!("unknown value \"{other}\" (expected open or closed)"),
+            );
+            false
+        }
+    };
+    SharedBudgetSettings {
+        reservation_ttl_s: cx.positive(
+            raw.reservation_ttl_s,
+            "ledger.budgets.reservation_ttl_s",
+            d.reservation_ttl_s,
+        ),
+        sync_interval_ms: cx.positive(
+            raw.sync_interval_ms,
+            "ledger.budgets.sync_interval_ms",
+            d.sync_interval_ms,
+        ),
+        timeout_ms: cx.positive(raw.timeout_ms, "ledger.budgets.timeout_ms", d.timeout_ms),
+        when_unknown_open,
+    }
 }
 
 fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
