@@ -250,7 +250,7 @@ fn explain(
     };
     let req = watershed_providers::openai::parse_chat_request(&body)
         .map_err(|e| format!("{}: {e}", request.display()))?;
-    let header = crate::http::chat::PRIVACY_HEADER;
+    let header = crate::pipeline::PRIVACY_HEADER;
     let declared = match headers.get(header).and_then(Value::as_str) {
         None => None,
         Some(s) => Some(

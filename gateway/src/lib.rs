@@ -14,6 +14,7 @@ pub mod http;
 pub mod meter;
 pub mod metrics;
 pub mod otlp;
+pub mod pipeline;
 pub mod pool;
 pub mod reload;
 pub mod report;

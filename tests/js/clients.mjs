@@ -17,7 +17,8 @@ if (!closedModel) {
 }
 
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused-virtual-key", maxRetries: 0 });
-// The AI SDK's OpenAI provider; `.chat(id)` speaks Chat Completions.
+// The AI SDK's OpenAI provider; `.chat(id)` speaks Chat Completions, `provider(id)`
+// the Responses API.
 const provider = createOpenAI({ baseURL: `${base}/v1`, apiKey: "unused-virtual-key" });
 
 const weatherParams = {
@@ -209,6 +210,60 @@ const out = {};
     steps: r.steps.length,
     tool_inputs: seen,
     first_finish_reason: r.steps[0]?.finishReason,
+    text: r.text,
+  };
+}
+
+// --- Vercel AI SDK, default provider: `provider(id)` speaks the Responses API --
+
+{
+  const r = await generateText({ model: provider(localModel), prompt: "Say hello.", maxOutputTokens: 12 });
+  out.ai_responses_text = {
+    request_id: r.response.headers?.["x-request-id"] ?? null,
+    text: r.text,
+    usage: r.usage,
+  };
+}
+
+{
+  const r = streamText({ model: provider(localModel), prompt: "Count to three.", maxOutputTokens: 12 });
+  let text = "";
+  for await (const delta of r.textStream) {
+    text += delta;
+  }
+  const response = await r.response;
+  out.ai_responses_stream = {
+    request_id: response.headers?.["x-request-id"] ?? null,
+    text,
+    usage: await r.usage,
+  };
+}
+
+{
+  // A tool loop over Responses. Nothing is stored, so the SDK is told so
+  // (`store: false`) and sends the earlier call back whole instead of as an
+  // `item_reference` to a stored response.
+  const seen = [];
+  const r = await generateText({
+    model: provider(closedModel),
+    prompt: "weather in Oslo",
+    providerOptions: { openai: { store: false } },
+    tools: {
+      get_weather: tool({
+        description: "Weather for a city",
+        inputSchema: jsonSchema(weatherParams),
+        execute: async (input) => {
+          seen.push(input);
+          return "snow, -3 C";
+        },
+      }),
+    },
+    stopWhen: stepCountIs(2),
+  });
+  out.ai_responses_tools = {
+    request_ids: r.steps.map((s) => s.response.headers?.["x-request-id"] ?? null),
+    steps: r.steps.length,
+    tool_inputs: seen,
     text: r.text,
   };
 }

@@ -140,8 +140,23 @@ async fn openai_js_client_and_vercel_ai_sdk_against_local_model_and_mock_upstrea
     assert_eq!(at["tool_inputs"][0]["query"], "weather in Rome", "{at}");
     assert_eq!(at["text"], "echo: tool said sunny, 21 C", "{at}");
 
-    // The mock upstream received exactly the tool requests (2 + 1 + 2).
-    assert_eq!(mock.request_count(), 5);
+    // The AI SDK's default provider, over /v1/responses.
+    let rt = &seen["ai_responses_text"];
+    assert!(!rt["text"].as_str().unwrap().is_empty(), "{rt}");
+    assert!(rt["usage"]["outputTokens"].as_u64().unwrap() > 0, "{rt}");
+    let rs = &seen["ai_responses_stream"];
+    assert!(!rs["text"].as_str().unwrap().is_empty(), "{rs}");
+    assert!(rs["usage"]["outputTokens"].as_u64().unwrap() > 0, "{rs}");
+    let rtools = &seen["ai_responses_tools"];
+    assert_eq!(rtools["steps"], 2, "{rtools}");
+    assert_eq!(
+        rtools["tool_inputs"][0]["query"], "weather in Oslo",
+        "{rtools}"
+    );
+    assert_eq!(rtools["text"], "echo: tool said snow, -3 C", "{rtools}");
+
+    // The mock upstream received exactly the tool requests (2 + 1 + 2 + 2).
+    assert_eq!(mock.request_count(), 7);
     let upstream = mock.requests();
     assert!(upstream
         .iter()
@@ -157,6 +172,9 @@ async fn openai_js_client_and_vercel_ai_sdk_against_local_model_and_mock_upstrea
         ("ai_stream_text", "request_id", "local"),
         ("ai_generate_object", "request_id", "local"),
         ("ai_tools", "request_ids", "gpt-5.4-mini"),
+        ("ai_responses_text", "request_id", "local"),
+        ("ai_responses_stream", "request_id", "local"),
+        ("ai_responses_tools", "request_ids", "gpt-5.4-mini"),
     ]
     .into_iter()
     .flat_map(|(case, field, backend)| {
@@ -165,7 +183,7 @@ async fn openai_js_client_and_vercel_ai_sdk_against_local_model_and_mock_upstrea
             .map(move |id| (id, backend))
     })
     .collect();
-    assert_eq!(expected.len(), 10, "ten distinct request ids: {seen}");
+    assert_eq!(expected.len(), 14, "fourteen distinct request ids: {seen}");
 
     let dir = gw.dir.clone();
     gw.stop().unwrap();

@@ -3,7 +3,9 @@
 mod admin;
 pub mod chat;
 pub mod dashboard;
+mod messages;
 mod models;
+mod responses;
 
 use std::sync::Arc;
 
@@ -23,8 +25,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     let limit = usize::try_from(state.runtime().config.server.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/messages", post(chat::messages))
-        .route("/v1/messages/count_tokens", post(chat::count_tokens))
+        .route("/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/healthz", get(healthz))

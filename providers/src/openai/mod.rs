@@ -6,9 +6,11 @@
 
 mod request;
 mod response;
+pub mod responses;
 
 pub use request::parse_chat_request;
 pub use response::{finish_reason_str, response_json, usage_json, ChunkBuilder};
+pub use responses::{parse_responses_request, ResponsesRequest, ResponsesStreamEncoder};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
