@@ -20,7 +20,7 @@ use watershed_dashboards::pricing::{PriceOverride, PriceTable};
 use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
 use watershed_providers::anthropic::AnthropicProvider;
-use watershed_providers::openai::OpenAiProvider;
+use watershed_providers::openai::{EmbeddingModel, OpenAiProvider};
 use watershed_providers::remote::RemoteTarget;
 use watershed_providers::{BackendKind, Provider};
 
@@ -219,6 +219,7 @@ pub fn build_runtime(
                     main_gpu: spec.main_gpu,
                     moe_experts_on_cpu: spec.moe_experts_on_cpu,
                     queue: spec.queue,
+                    embeddings: spec.embeddings,
                 };
                 let reused = existing
                     .and_then(|rt| rt.target(id))
@@ -277,7 +278,14 @@ pub fn build_runtime(
                 let provider: Arc<dyn Provider> = match spec.provider {
                     ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
                     ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                        Arc::new(OpenAiProvider::new(remote)?)
+                        let p = OpenAiProvider::new(remote)?;
+                        Arc::new(match &spec.embeddings {
+                            Some(e) => p.with_embeddings(EmbeddingModel {
+                                model: e.model.clone(),
+                                dimensions: e.dimensions,
+                            }),
+                            None => p,
+                        })
                     }
                 };
                 // A pool answers through its members; its first member's

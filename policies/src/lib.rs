@@ -21,12 +21,13 @@ pub use config::{
     load_config, mask_url_password, otlp_endpoint_problem, ApiKey, BreakerSettings, Config,
     ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings, GpuLayers,
     HealthSettings, LedgerSettings, LocalSpec, PoolMember, PoolSpec, PriceEntry, ProviderKind,
-    RemoteSpec, Route, ScanSettings, ServerSettings, Target, TargetSpec, Team, TelemetrySettings,
-    When, ANONYMOUS_KEY, DEFAULT_TEAM,
+    RemoteEmbeddings, RemoteSpec, Route, ScanSettings, ServerSettings, Target, TargetSpec, Team,
+    TelemetrySettings, When, ANONYMOUS_KEY, DEFAULT_TEAM,
 };
 pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
 pub use privacy::{detect, level_of, PiiKind, PiiSpan};
 pub use route::{
-    allowed, decide, skip_reason, supports_tools, Decision, Denial, DenialKind, RequestFacts, Skip,
+    allowed, decide, skip_reason, supports_embeddings, supports_tools, Decision, Denial,
+    DenialKind, RequestFacts, Skip,
 };

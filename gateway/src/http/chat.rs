@@ -30,30 +30,30 @@ use crate::telemetry::TraceContext;
 pub const PRIVACY_HEADER: &str = "x-watershed-privacy";
 
 /// Everything decided about a request before dispatch.
-struct Prepared {
-    request_id: String,
+pub(crate) struct Prepared {
+    pub(crate) request_id: String,
     /// The request's instant on the application's clock: its ledger `ts_ms`,
     /// its budget windows and the prices it is charged at.
-    now: chrono::DateTime<chrono::Utc>,
-    req: ChatRequest,
-    route: String,
-    privacy: PrivacyLevel,
-    targets: Vec<String>,
-    difficulty: Option<f64>,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
+    pub(crate) req: ChatRequest,
+    pub(crate) route: String,
+    pub(crate) privacy: PrivacyLevel,
+    pub(crate) targets: Vec<String>,
+    pub(crate) difficulty: Option<f64>,
     /// About four characters per token: only for records of requests that
     /// never reported usage.
-    estimated_tokens: u32,
-    caller: Caller,
+    pub(crate) estimated_tokens: u32,
+    pub(crate) caller: Caller,
     /// The route's `redact` option.
-    redact: bool,
+    pub(crate) redact: bool,
     /// The all-closed reference model: the route's own, else the config's.
-    counterfactual: Option<String>,
+    pub(crate) counterfactual: Option<String>,
     /// Budget state of the caller, and what was done about it.
-    budget: BudgetState,
-    downgraded: Option<String>,
-    reservation: Option<Reservation>,
+    pub(crate) budget: BudgetState,
+    pub(crate) downgraded: Option<String>,
+    pub(crate) reservation: Option<Reservation>,
     /// The decision's explanation (JSON, no values) for the ledger.
-    explanation: String,
+    pub(crate) explanation: String,
 }
 
 /// Completion tokens reserved for a request that sets no `max_tokens` and
@@ -85,10 +85,10 @@ pub async fn messages(
 
 /// An error answer with what had been decided when it happened: the route,
 /// once one was chosen, and the last backend tried, once one was.
-struct Failed {
-    err: ApiError,
-    route: Option<String>,
-    backend: Option<String>,
+pub(crate) struct Failed {
+    pub(crate) err: ApiError,
+    pub(crate) route: Option<String>,
+    pub(crate) backend: Option<String>,
 }
 
 impl From<ApiError> for Failed {
@@ -108,7 +108,7 @@ impl From<watershed_providers::ProviderError> for Failed {
 }
 
 impl Failed {
-    fn at(err: ApiError, route: &str, meter: &Meter) -> Self {
+    pub(crate) fn at(err: ApiError, route: &str, meter: &Meter) -> Self {
         Failed {
             err,
             route: Some(route.to_owned()),
@@ -257,7 +257,7 @@ async fn handle(
 /// What a request is admitted for: an answer (its budget is checked and
 /// reserved), or only a count of its prompt (which costs nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(crate) enum Purpose {
     Answer,
     Count,
 }
@@ -265,7 +265,7 @@ enum Purpose {
 /// Classify and route a parsed request: the one path both the answering
 /// endpoints and `count_tokens` take, so a count is routed, privacy first,
 /// exactly as the answer would be.
-async fn admit(
+pub(crate) async fn admit(
     state: &Arc<AppState>,
     rt: &Arc<Runtime>,
     headers: &HeaderMap,
@@ -628,7 +628,7 @@ fn cheapest_allowed(
 }
 
 /// The headers that say how a request was decided.
-fn decision_headers(
+pub(crate) fn decision_headers(
     resp: &mut Response,
     prepared: &Prepared,
     outbound: &Outbound,

@@ -3,6 +3,7 @@
 mod admin;
 pub mod chat;
 pub mod dashboard;
+mod embeddings;
 mod models;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(chat::messages))
         .route("/v1/messages/count_tokens", post(chat::count_tokens))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/healthz", get(healthz))
