@@ -53,6 +53,12 @@ async fn the_same_text_embeds_the_same_and_different_texts_differ() {
     assert_eq!(a.vectors[0], b.vectors[0]);
     let c = cosine(&a.vectors[0], &a.vectors[1]);
     assert!(c < 0.999, "two different texts gave cosine {c}");
+    eprintln!(
+        "cosine of two different texts {c:.4}; {} + {} input tokens in {:.3} s",
+        a.prompt_tokens - b.prompt_tokens,
+        b.prompt_tokens,
+        a.engine_seconds.unwrap_or(0.0)
+    );
     let norm = cosine(&a.vectors[0], &a.vectors[0]);
     assert!((norm - 1.0).abs() < 1e-6);
     let len: f64 = a.vectors[0].iter().map(|x| f64::from(*x).powi(2)).sum();
