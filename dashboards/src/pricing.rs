@@ -154,6 +154,12 @@ fn builtin() -> Vec<(&'static str, Price)> {
         // DeepSeek's API serves V3.2 under these two names.
         ("deepseek-chat", Price::new(0.28, 0.42, 0.028)),
         ("deepseek-reasoner", Price::new(0.28, 0.42, 0.028)),
+        // Embedding models: the seed chapter prices none, so these are
+        // OpenAI's published list prices (input only; an embedding has no
+        // output tokens, and OpenAI lists no cached rate for them).
+        ("text-embedding-3-small", Price::new(0.02, 0.0, 0.02)),
+        ("text-embedding-3-large", Price::new(0.13, 0.0, 0.13)),
+        ("text-embedding-ada-002", Price::new(0.10, 0.0, 0.10)),
     ]
 }
 
@@ -387,6 +393,9 @@ mod tests {
         assert_eq!(io("gpt-5.4"), (2.50, 15.00, 0.25));
         assert_eq!(io("gpt-5.4-mini"), (0.75, 4.50, 0.075));
         assert_eq!(io("gpt-5.4-nano"), (0.20, 1.25, 0.02));
+        assert_eq!(io("text-embedding-3-small"), (0.02, 0.0, 0.02));
+        assert_eq!(io("text-embedding-3-large"), (0.13, 0.0, 0.13));
+        assert_eq!(io("text-embedding-ada-002"), (0.10, 0.0, 0.10));
         assert_eq!(io("claude-opus-4.6"), (5.0, 25.0, 0.5));
         assert_eq!(io("claude-sonnet-4.6"), (3.0, 15.0, 0.3));
         assert_eq!(io("claude-haiku-4.5"), (1.0, 5.0, 0.1));

@@ -103,6 +103,7 @@ pub fn request_facts(
     facts.difficulty = scan.difficulty;
     facts.tags = req.metadata.clone();
     facts.needs_tools = req.needs_tools();
+    facts.needs_embeddings = req.needs_embeddings();
     facts.estimated_tokens = Some(req.text().chars().count().div_ceil(4) as u64);
     facts
 }

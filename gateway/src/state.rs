@@ -21,7 +21,7 @@ use watershed_local_engine::{LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
 use watershed_providers::anthropic::AnthropicProvider;
 use watershed_providers::gemini::GeminiProvider;
-use watershed_providers::openai::OpenAiProvider;
+use watershed_providers::openai::{EmbeddingModel, OpenAiProvider};
 use watershed_providers::remote::RemoteTarget;
 use watershed_providers::{BackendKind, Provider};
 
@@ -224,6 +224,7 @@ pub fn build_runtime(
                     main_gpu: spec.main_gpu,
                     moe_experts_on_cpu: spec.moe_experts_on_cpu,
                     queue: spec.queue,
+                    embeddings: spec.embeddings,
                 };
                 let reused = existing
                     .and_then(|rt| rt.target(id))
@@ -284,7 +285,14 @@ pub fn build_runtime(
                     ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
                     ProviderKind::Gemini => Arc::new(GeminiProvider::new(remote)?),
                     ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                        Arc::new(OpenAiProvider::new(remote)?)
+                        let p = OpenAiProvider::new(remote)?;
+                        Arc::new(match &spec.embeddings {
+                            Some(e) => p.with_embeddings(EmbeddingModel {
+                                model: e.model.clone(),
+                                dimensions: e.dimensions,
+                            }),
+                            None => p,
+                        })
                     }
                 };
                 // A pool answers through its members; its first member's

@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use watershed_providers::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Provider, ProviderError,
-    StreamEvent,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider,
+    ProviderError, StreamEvent,
 };
 
 use crate::{grammar, scheduler, EngineError, LocalModelConfig};
@@ -107,6 +107,9 @@ pub struct LocalEngine {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     state: watch::Receiver<LoadState>,
     stem: String,
+    /// The embedding thread, started by the first embeddings request;
+    /// `None` before that and after shutdown.
+    embedder: Mutex<Option<crate::embed::Embedder>>,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -174,6 +177,7 @@ impl LocalEngine {
             thread: Mutex::new(Some(thread)),
             state: state_rx,
             stem,
+            embedder: Mutex::new(None),
         }))
     }
 
@@ -184,6 +188,11 @@ impl LocalEngine {
     pub fn shutdown(&self) {
         let sender = self.jobs.lock().map(|mut j| j.take()).unwrap_or(None);
         drop(sender);
+        let embedder = self.embedder.lock().map(|mut e| e.take()).unwrap_or(None);
+        if let Some(e) = embedder {
+            drop(e.jobs);
+            let _ = e.thread.join();
+        }
         let handle = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
         if let Some(h) = handle {
             let _ = h.join();
@@ -363,6 +372,114 @@ impl LocalEngine {
     }
 }
 
+/// The embedding thread's answer, and the request's input tokens.
+type EmbedWait = (
+    tokio::sync::oneshot::Receiver<crate::embed::EmbedResult>,
+    u32,
+);
+
+impl LocalEngine {
+    fn submit_embeddings(&self, req: &ChatRequest) -> Result<EmbedWait, ProviderError> {
+        use watershed_providers::EmbeddingInput;
+        if !self.cfg.embeddings {
+            return Err(ProviderError::bad_request(
+                format!("target \"{}\" does not serve embeddings", self.cfg.id),
+                Some("model"),
+            ));
+        }
+        let Some(params) = &req.embedding else {
+            return Err(ProviderError::bad_request(
+                "input is missing",
+                Some("input"),
+            ));
+        };
+        if params.dimensions.is_some() {
+            return Err(ProviderError::bad_request(
+                format!(
+                    "target \"{}\" (local engine) gives vectors of its model's own size; dimensions is not supported",
+                    self.cfg.id
+                ),
+                Some("dimensions"),
+            ));
+        }
+        let loaded = self.loaded()?;
+        let n_vocab = u32::try_from(loaded.model.n_vocab()).unwrap_or(0);
+        let ctx = self.cfg.context_tokens as usize;
+        let mut inputs = Vec::with_capacity(params.inputs.len());
+        let mut total = 0u32;
+        for (i, input) in params.inputs.iter().enumerate() {
+            let tokens = match input {
+                EmbeddingInput::Text(t) => loaded.model.vocab().tokenize(t.as_bytes(), true, false),
+                EmbeddingInput::Tokens(ids) => {
+                    if let Some(bad) = ids.iter().find(|t| **t >= n_vocab) {
+                        return Err(ProviderError::bad_request(
+                            format!("input[{i}] holds token id {bad}, outside this model's vocabulary of {n_vocab}"),
+                            Some("input"),
+                        ));
+                    }
+                    ids.iter()
+                        .map(|t| LlamaToken(i32::try_from(*t).unwrap_or(0)))
+                        .collect()
+                }
+            };
+            if tokens.is_empty() {
+                return Err(ProviderError::bad_request(
+                    format!("input[{i}] has no tokens"),
+                    Some("input"),
+                ));
+            }
+            if tokens.len() > ctx {
+                return Err(ProviderError::bad_request(
+                    format!(
+                        "input[{i}] has {} tokens, over the model's context of {ctx}",
+                        tokens.len()
+                    ),
+                    Some("input"),
+                ));
+            }
+            total = total.saturating_add(u32::try_from(tokens.len()).unwrap_or(u32::MAX));
+            inputs.push(tokens);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = crate::embed::EmbedJob { inputs, tx };
+        let mut guard = self
+            .embedder
+            .lock()
+            .map_err(|_| ProviderError::Internal("embedding lock poisoned".to_owned()))?;
+        if guard.is_none() {
+            // Not started after shutdown: the jobs sender is gone then.
+            let running = self.jobs.lock().map(|j| j.is_some()).unwrap_or(false);
+            if !running {
+                return Err(ProviderError::Internal(format!(
+                    "the engine for \"{}\" is shut down",
+                    self.cfg.id
+                )));
+            }
+            let e = crate::embed::Embedder::start(&self.cfg, Arc::clone(&loaded.model))
+                .map_err(ProviderError::Internal)?;
+            *guard = Some(e);
+        }
+        let sent = match guard.as_ref() {
+            Some(e) => e.submit(job),
+            None => Err(TrySendError::Disconnected(job)),
+        };
+        match sent {
+            Ok(()) => Ok((rx, total)),
+            Err(TrySendError::Full(_)) => Err(ProviderError::Overloaded {
+                message: format!(
+                    "local model \"{}\" is busy: {} embeddings requests are waiting",
+                    self.cfg.id, self.cfg.queue
+                ),
+                retry_after_s: Some(1),
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(ProviderError::Internal(format!(
+                "the embedding thread for \"{}\" stopped",
+                self.cfg.id
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 impl Provider for LocalEngine {
     fn capabilities(&self) -> Capabilities {
@@ -375,6 +492,8 @@ impl Provider for LocalEngine {
             streaming: true,
             json_mode: true,
             tools: false,
+            embeddings: self.cfg.embeddings,
+            embedding_dimensions: false,
             context_tokens: Some(self.cfg.context_tokens),
             details: BTreeMap::new(),
         }
@@ -405,6 +524,26 @@ impl Provider for LocalEngine {
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
         self.submit(req)
+    }
+
+    /// Mean-pooled, L2-normalised vectors from the loaded model, one input
+    /// at a time on the embedding thread. Text is tokenized with the model's
+    /// vocabulary (special tokens read as text); token arrays are taken as
+    /// this model's ids.
+    async fn embed(&self, req: &ChatRequest) -> Result<Embeddings, ProviderError> {
+        let rx = self.submit_embeddings(req)?;
+        let (vectors, seconds) = rx.0.await.map_err(|_| {
+            ProviderError::Internal(format!(
+                "the embedding thread for \"{}\" stopped",
+                self.cfg.id
+            ))
+        })??;
+        Ok(Embeddings {
+            model: self.capabilities().upstream_model,
+            vectors,
+            prompt_tokens: rx.1,
+            engine_seconds: Some(seconds),
+        })
     }
 
     /// Exact: the prompt rendered with the GGUF's chat template and tokenized

@@ -3,6 +3,7 @@
 //! continuous batching, a prefix cache, grammar-constrained JSON output and
 //! exact token accounting. [`LocalEngine`] is a [`watershed_providers::Provider`].
 
+mod embed;
 mod engine;
 mod error;
 pub mod gguf;
@@ -37,6 +38,8 @@ pub struct LocalModelConfig {
     pub moe_experts_on_cpu: bool,
     /// Requests that may wait for a free sequence before new ones are refused.
     pub queue: u32,
+    /// Serve embeddings (mean pooling over the model's last hidden states).
+    pub embeddings: bool,
 }
 
 impl LocalModelConfig {
@@ -53,6 +56,7 @@ impl LocalModelConfig {
             main_gpu: 0,
             moe_experts_on_cpu: false,
             queue: 64,
+            embeddings: true,
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::{gguf, EngineError, LocalModelConfig};
 const BATCH: usize = 512;
 
 /// llama.cpp's backend may be initialised once per process.
-fn backend() -> Result<&'static LlamaBackend, String> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -266,6 +266,8 @@ fn describe(
             streaming: true,
             json_mode: true,
             tools: false,
+            embeddings: cfg.embeddings,
+            embedding_dimensions: false,
             context_tokens: Some(cfg.context_tokens),
             details,
         },

@@ -21,7 +21,7 @@ pub use config::{
     load_config, mask_url_password, otlp_endpoint_problem, ApiKey, BreakerSettings, Config,
     ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings, GpuLayers,
     HealthSettings, JournalFull, JournalSettings, LedgerSettings, LocalSpec, PoolMember, PoolSpec,
-    PriceEntry, ProviderKind, RemoteSpec, Route, ScanSettings, ServerSettings,
+    PriceEntry, ProviderKind, RemoteEmbeddings, RemoteSpec, Route, ScanSettings, ServerSettings,
     SharedBudgetSettings, Target, TargetSpec, Team, TelemetrySettings, When, ANONYMOUS_KEY,
     DEFAULT_TEAM,
 };
@@ -29,5 +29,6 @@ pub use explain::{explain, Explanation, RuleCheck};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
 pub use privacy::{detect, level_of, PiiKind, PiiSpan};
 pub use route::{
-    allowed, decide, skip_reason, supports_tools, Decision, Denial, DenialKind, RequestFacts, Skip,
+    allowed, decide, skip_reason, supports_embeddings, supports_tools, Decision, Denial,
+    DenialKind, RequestFacts, Skip,
 };

@@ -28,6 +28,9 @@ pub struct RequestFacts {
     /// The request offers tools or carries tool calls or results, so only a
     /// target that can do tool calling may serve it (the local engine cannot).
     pub needs_tools: bool,
+    /// The request asks for embeddings (`POST /v1/embeddings`), so only a
+    /// target that can embed may serve it.
+    pub needs_embeddings: bool,
 }
 
 impl RequestFacts {
@@ -139,6 +142,17 @@ pub fn supports_tools(cfg: &Config, target: &str) -> bool {
     cfg.target(target).is_some_and(|t| !t.is_local())
 }
 
+/// Whether `target` can embed: a local engine unless `embeddings: false`, a
+/// remote target that names its embedding model. A target-kind check kept
+/// apart from the tools one; the gateway checks the backend's own
+/// `Capabilities::embeddings` again right before dispatch.
+pub fn supports_embeddings(cfg: &Config, target: &str) -> bool {
+    cfg.target(target).is_some_and(|t| match &t.spec {
+        crate::config::TargetSpec::Local(l) => l.embeddings,
+        crate::config::TargetSpec::Remote(r) => r.embeddings.is_some(),
+    })
+}
+
 /// Why a route's target was left out of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
@@ -156,6 +170,8 @@ pub fn skip_reason(cfg: &Config, target: &str, facts: &RequestFacts) -> Option<S
         Some(Skip::TrustBoundary)
     } else if facts.needs_tools && !supports_tools(cfg, target) {
         Some(Skip::MissingCapability("tools"))
+    } else if facts.needs_embeddings && !supports_embeddings(cfg, target) {
+        Some(Skip::MissingCapability("embeddings"))
     } else {
         None
     }
@@ -253,7 +269,7 @@ pub fn decide(cfg: &Config, facts: &RequestFacts) -> Result<Decision, Denial> {
             Ok(why) => {
                 reasons.push(why);
                 let mut targets = Vec::new();
-                let mut lacking = false;
+                let mut lacking = None;
                 for t in route.targets() {
                     match skip_reason(cfg, t, facts) {
                         None => targets.push(t.to_string()),
@@ -262,17 +278,17 @@ pub fn decide(cfg: &Config, facts: &RequestFacts) -> Result<Decision, Denial> {
                             facts.privacy
                         )),
                         Some(Skip::MissingCapability(cap)) => {
-                            lacking = true;
+                            lacking = Some(cap);
                             reasons.push(format!(
                                 "target \"{t}\" skipped: lacks the capability \"{cap}\" the request needs"
                             ));
                         }
                     }
                 }
-                if targets.is_empty() && lacking {
+                if let (true, Some(capability)) = (targets.is_empty(), lacking) {
                     return Err(Denial::MissingCapability {
                         route: route.name.clone(),
-                        capability: "tools",
+                        capability,
                         privacy: facts.privacy,
                     });
                 }
@@ -387,6 +403,48 @@ routes:
             (DenialKind::NotFound, "unknown_model")
         );
         assert_eq!(err.to_string(), "unknown model \"gpt-6\"");
+    }
+
+    #[test]
+    fn targets_that_cannot_embed_are_skipped_and_none_left_names_embeddings() {
+        let cfg = load_config(
+            "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf, embeddings: false }\n  \
+             gpt: { provider: openai, api_key_env: K }\n  \
+             emb: { provider: openai, api_key_env: K, embeddings: { model: e } }\n\
+             routes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  \
+             - name: rest\n    to: [local, gpt]\n    fallback: [emb]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
+        facts.needs_embeddings = true;
+        let d = decide(&cfg, &facts).unwrap();
+        assert_eq!(d.targets, vec!["emb".to_string()]);
+        for t in ["local", "gpt"] {
+            assert_eq!(
+                skip_reason(&cfg, t, &facts),
+                Some(Skip::MissingCapability("embeddings"))
+            );
+            let want = format!("\"{t}\" skipped: lacks the capability \"embeddings\"");
+            assert!(
+                d.reasons.iter().any(|r| r.contains(&want)),
+                "{:?}",
+                d.reasons
+            );
+        }
+        // Confidential: the only trusted target cannot embed, so the request
+        // fails closed naming the capability, never reaching `emb`.
+        facts.privacy = PrivacyLevel::Confidential;
+        let err = decide(&cfg, &facts).unwrap_err();
+        assert_eq!(err.code(), "missing_capability");
+        assert!(err.to_string().contains("\"embeddings\""), "{err}");
+        // A chat request is not held to it.
+        facts.needs_embeddings = false;
+        facts.privacy = PrivacyLevel::Public;
+        assert_eq!(
+            decide(&cfg, &facts).unwrap().targets,
+            vec!["local", "gpt", "emb"]
+        );
     }
 
     #[test]

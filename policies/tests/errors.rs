@@ -997,3 +997,78 @@ fn journal_and_shutdown_settings_have_stated_defaults_and_bounded_values() {
     );
     assert_eq!(cfg.ledger.journal.segment_bytes, 100_000);
 }
+
+#[test]
+fn embeddings_settings_are_checked_with_their_place() {
+    let text = "\
+version: 1
+server: { max_embedding_inputs: 100000 }
+models:
+  local: { engine: local, gguf: m.gguf, embeddings: maybe }
+  emb: { provider: openai, api_key_env: K, embeddings: { dimensions: 3 } }
+  claude: { provider: anthropic, api_key_env: K, embeddings: { model: x } }
+  oai: { provider: openai-compatible, base_url: \"http://x/v1\", embeddings: [a] }
+routes:
+  - name: rest
+    to: [local]
+";
+    let errs = errors(text);
+    let got: Vec<(usize, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.path.as_str(), e.message.as_str()))
+        .collect();
+    let has = |line: usize, path: &str, words: &str| {
+        assert!(
+            got.iter()
+                .any(|(l, p, m)| *l == line && *p == path && m.contains(words)),
+            "no error at {line} {path} with {words:?}: {got:?}"
+        );
+    };
+    has(2, "server.max_embedding_inputs", "above the limit of 65536");
+    has(4, "models.local.embeddings", "true or false");
+    has(5, "models.emb.embeddings.dimensions", "true or false");
+    has(5, "models.emb.embeddings", "\"model\"");
+    has(
+        6,
+        "models.claude.embeddings",
+        "anthropic has no embeddings API",
+    );
+    has(7, "models.oai.embeddings", "{ model: NAME");
+    // Well formed, it loads: a local target embeds by default, a remote one
+    // when it names its embedding model; dimensions default by provider.
+    let ok = load_config(
+        "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  off: { engine: local, gguf: m.gguf, embeddings: false }
+  emb: { provider: openai, api_key_env: K, embeddings: { model: text-embedding-3-small } }
+  vllm: { provider: openai-compatible, base_url: \"http://x/v1\", embeddings: { model: bge } }
+routes:
+  - name: rest
+    to: [local]
+",
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(ok.server.max_embedding_inputs, 2048);
+    for (id, embeds) in [
+        ("local", true),
+        ("off", false),
+        ("emb", true),
+        ("vllm", true),
+    ] {
+        assert_eq!(
+            watershed_policies::supports_embeddings(&ok, id),
+            embeds,
+            "{id}"
+        );
+    }
+    let remote = |id: &str| match &ok.target(id).unwrap().spec {
+        watershed_policies::TargetSpec::Remote(r) => r.embeddings.clone().unwrap(),
+        watershed_policies::TargetSpec::Local(_) => panic!("{id} is local"),
+    };
+    assert!(remote("emb").dimensions);
+    assert!(!remote("vllm").dimensions);
+    assert_eq!(remote("vllm").model, "bge");
+}

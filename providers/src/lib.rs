@@ -48,4 +48,13 @@ pub trait Provider: Send + Sync {
     async fn count_tokens(&self, _req: &ChatRequest) -> Result<Option<u32>, ProviderError> {
         Ok(None)
     }
+
+    /// One vector per input of `req.embedding`, in order. Only called on a
+    /// backend whose capabilities say `embeddings`; the default refuses.
+    async fn embed(&self, _req: &ChatRequest) -> Result<Embeddings, ProviderError> {
+        Err(ProviderError::bad_request(
+            "this target cannot embed",
+            Some("model"),
+        ))
+    }
 }

@@ -13,18 +13,19 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::{
-    BackendKind, ChatRequest, Message, RemoteTarget, ResponseFormat, Role, Tool, ToolCall,
-    ToolChoice,
+    BackendKind, ChatRequest, EmbeddingInput, EmbeddingParams, Message, RemoteTarget,
+    ResponseFormat, Role, Tool, ToolCall, ToolChoice,
 };
 
 /// The highest canary number [`canary_request`] uses.
-const LAST_CANARY: u32 = 27;
+const LAST_CANARY: u32 = 29;
 
 /// A request whose every string holds a canary `⟦cN⟧`, with `format`:
 /// messages, stop, user, metadata, the schema (c10-c15), and every tool
 /// field (c16-c27): a call's id, name and argument keys and values, the
 /// result naming it, a tool's name, description and parameters, and a
-/// named tool choice.
+/// named tool choice; and two embedding inputs (c28, c29) around a token
+/// array.
 fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
     let call = Message {
         role: Role::Assistant,
@@ -75,6 +76,14 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
         }],
         tool_choice: Some(ToolChoice::Named("⟦c27⟧".into())),
         parallel_tool_calls: Some(false),
+        embedding: Some(EmbeddingParams {
+            inputs: vec![
+                EmbeddingInput::Text("⟦c28⟧ embed me".into()),
+                EmbeddingInput::Tokens(vec![1, 2, 3]),
+                EmbeddingInput::Text("⟦c29⟧".into()),
+            ],
+            dimensions: Some(4),
+        }),
     }
 }
 
@@ -159,6 +168,11 @@ fn bodies(req: &ChatRequest) -> Vec<(&'static str, Value)> {
     if let Ok(b) = crate::gemini::upstream_body(&gemini, req) {
         out.push(("gemini", b));
     }
+    // `{base}/embeddings`, for OpenAI and compatible targets alike.
+    out.push((
+        "embeddings",
+        crate::openai::embeddings::upstream_body("emb-x", req),
+    ));
     out
 }
 
@@ -202,12 +216,14 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
             } else {
                 "⟦c17⟧"
             };
-            let tool_canaries: &[&str] = if req.tools.is_empty() {
-                &[call, "⟦c20⟧", "⟦c22⟧"]
+            let tool_canaries: &[&str] = if adapter == "embeddings" {
+                &["⟦c28⟧", "⟦c29⟧", "⟦c7⟧"]
+            } else if req.tools.is_empty() {
+                &["⟦c2⟧", call, "⟦c20⟧", "⟦c22⟧"]
             } else {
-                &[call, "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
+                &["⟦c2⟧", call, "⟦c20⟧", "⟦c22⟧", "⟦c24⟧", "⟦c26⟧", "⟦c27⟧"]
             };
-            for c in std::iter::once(&"⟦c2⟧").chain(tool_canaries) {
+            for c in tool_canaries {
                 assert!(sent.contains(*c), "{adapter} does not send {c}: {body}");
             }
         }

@@ -154,20 +154,72 @@ pub struct ChatRequest {
     /// `parallel_tool_calls` (Anthropic: the negation of
     /// `disable_parallel_tool_use`).
     pub parallel_tool_calls: Option<bool>,
+    /// Set for `POST /v1/embeddings`: the inputs to embed instead of
+    /// messages to answer. Its texts are outbound texts like any message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingParams>,
+}
+
+/// One input of an embeddings request: text, or token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    Text(String),
+    /// Token ids, passed to remote targets as they are; the local engine
+    /// reads them as ids of its own vocabulary. The detectors cannot read
+    /// them, so the gateway classes such a request as confidential.
+    Tokens(Vec<u32>),
+}
+
+/// What an embeddings request asks for besides its model and `user`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingParams {
+    pub inputs: Vec<EmbeddingInput>,
+    /// `dimensions`: a shorter vector, for targets that can give one.
+    pub dimensions: Option<u32>,
+}
+
+/// The vectors of an embeddings request, one per input, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// The model that embedded, as the backend names it.
+    pub model: String,
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens; completion tokens are always 0.
+    pub prompt_tokens: u32,
+    /// This request's local engine time, in seconds (local engine only).
+    pub engine_seconds: Option<f64>,
 }
 
 impl ChatRequest {
-    /// All message text, in order, for token estimates and the difficulty
-    /// score. Privacy classification reads [`ChatRequest::outbound_texts`].
+    /// All message text, then every text input to embed, in order, for
+    /// token estimates and the difficulty score. Privacy classification
+    /// reads [`ChatRequest::outbound_texts`].
     pub fn text(&self) -> String {
+        let inputs = self.embedding.iter().flat_map(|p| {
+            p.inputs.iter().filter_map(|i| match i {
+                EmbeddingInput::Text(t) => Some(t.as_str()),
+                EmbeddingInput::Tokens(_) => None,
+            })
+        });
         let mut out = String::new();
-        for m in &self.messages {
+        for t in self
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .chain(inputs)
+        {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&m.content);
+            out.push_str(t);
         }
         out
+    }
+
+    /// Whether only a target that can embed may serve this request.
+    pub fn needs_embeddings(&self) -> bool {
+        self.embedding.is_some()
     }
 
     /// Whether only a target that can do tool calling may serve this request:
@@ -209,6 +261,7 @@ impl ChatRequest {
             tools,
             tool_choice,
             parallel_tool_calls: _,
+            embedding,
         } = self;
         let mut out = Vec::new();
         for (i, m) in messages.iter().enumerate() {
@@ -282,6 +335,22 @@ impl ChatRequest {
                 out.push(OutboundText::new(TextField::ToolChoice, name));
             }
         }
+        if let Some(EmbeddingParams {
+            inputs,
+            dimensions: _,
+        }) = embedding
+        {
+            for (i, input) in inputs.iter().enumerate() {
+                match input {
+                    EmbeddingInput::Text(t) => {
+                        out.push(OutboundText::new(TextField::EmbeddingInput(i), t));
+                    }
+                    // Ids carry no text the detectors can read; the gateway
+                    // classes the request as confidential instead.
+                    EmbeddingInput::Tokens(_) => {}
+                }
+            }
+        }
         out
     }
 
@@ -305,6 +374,7 @@ impl ChatRequest {
             tools,
             tool_choice,
             parallel_tool_calls: _,
+            embedding,
         } = self;
         let mut i = 0usize;
         let mut visit = |s: &mut String| {
@@ -374,6 +444,18 @@ impl ChatRequest {
             None | Some(ToolChoice::None | ToolChoice::Auto | ToolChoice::Required) => {}
             Some(ToolChoice::Named(name)) => visit(name),
         }
+        if let Some(EmbeddingParams {
+            inputs,
+            dimensions: _,
+        }) = embedding
+        {
+            for input in inputs.iter_mut() {
+                match input {
+                    EmbeddingInput::Text(t) => visit(t),
+                    EmbeddingInput::Tokens(_) => {}
+                }
+            }
+        }
     }
 }
 
@@ -407,6 +489,8 @@ pub enum TextField {
     ToolParameters(usize),
     /// The tool a named `tool_choice` forces.
     ToolChoice,
+    /// Text input `i` of an embeddings request.
+    EmbeddingInput(usize),
 }
 
 impl TextField {
@@ -426,6 +510,7 @@ impl TextField {
             TextField::ToolDescription(_) => "tools.function.description",
             TextField::ToolParameters(_) => "tools.function.parameters",
             TextField::ToolChoice => "tool_choice",
+            TextField::EmbeddingInput(_) => "input",
         }
     }
 }
@@ -601,6 +686,10 @@ pub struct Capabilities {
     pub json_mode: bool,
     /// Tool calling (`tools`, tool calls and results in the conversation).
     pub tools: bool,
+    /// Embeddings (`POST /v1/embeddings`).
+    pub embeddings: bool,
+    /// Embeddings of a requested `dimensions` (OpenAI's text-embedding-3).
+    pub embedding_dimensions: bool,
     /// Context window in tokens, when known.
     pub context_tokens: Option<u32>,
     /// Facts read from the model file (local engine only), for `/v1/models`.

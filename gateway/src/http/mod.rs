@@ -3,6 +3,7 @@
 mod admin;
 pub mod chat;
 pub mod dashboard;
+mod embeddings;
 mod messages;
 mod models;
 mod responses;
@@ -28,6 +29,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(messages::messages))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/responses", post(responses::responses))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/healthz", get(healthz))

@@ -6,6 +6,7 @@
 //! lives here once.
 
 mod admit;
+mod embed;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +23,7 @@ use watershed_providers::{
 };
 
 pub use admit::{Prepared, Purpose};
+pub use embed::{embed, Embedded};
 
 use crate::dispatch::{self, Outbound};
 use crate::error::ApiError;
@@ -236,57 +238,8 @@ pub async fn run(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result<R
     } = call;
     let (mut prepared, scan) =
         admit::admit(state, rt, headers, req, request_id, Purpose::Answer).await?;
-    // A full ledger journal with `when_full: refuse` turns away what would
-    // cost money with no record of it; the local engine still answers.
-    if !state.ledger.accepts_paid_requests()
-        && prepared
-            .targets
-            .iter()
-            .any(|id| rt.target(id).is_some_and(|t| t.kind != BackendKind::Local))
-    {
-        return Err(ApiError::new(
-            ErrorCode::LedgerUnavailable,
-            "the ledger journal is full (ledger.journal.max_bytes) while the ledger database catches up; paid requests are refused until it has",
-        )
-        .into());
-    }
-    let info = RequestInfo {
-        request_id: prepared.request_id.clone(),
-        ts_ms: prepared.now.timestamp_millis(),
-        team: prepared.caller.team.clone(),
-        key_id: prepared.caller.key_id.clone(),
-        route: prepared.route.clone(),
-        privacy: prepared.privacy.as_str().to_owned(),
-        stream: prepared.req.stream,
-        difficulty: prepared.difficulty,
-        estimated_prompt_tokens: prepared.estimated_tokens,
-        counterfactual_model: prepared.counterfactual.take(),
-        fleet_usd_per_engine_second: rt
-            .config
-            .fleet
-            .as_ref()
-            .map_or(0.0, |f| f64::from(f.gpus) * f.gpu_hour_usd / 3600.0),
-        requested_model: prepared.req.model.clone(),
-        explanation: Some(std::mem::take(&mut prepared.explanation)),
-        max_tokens: prepared.req.max_tokens,
-        temperature: prepared.req.temperature,
-        trace: TraceContext::from_headers(headers),
-    };
-    let mut meter = Meter::start(
-        info,
-        state.ledger.clone(),
-        rt.prices.clone(),
-        state.metrics.clone(),
-        state.traces.clone(),
-    );
-    if let Some(reservation) = prepared.reservation.take() {
-        meter.hold_budget(BudgetHold {
-            reservation,
-            book: state.budgets.clone(),
-            config: rt.config.clone(),
-            clock: state.clock.clone(),
-        });
-    }
+    refuse_paid_while_journal_full(call, &prepared)?;
+    let mut meter = start_meter(call, headers, &mut prepared, Metered::Answer);
     let targets = dispatch::allowed_targets(
         rt,
         &prepared.targets,
@@ -359,6 +312,78 @@ pub async fn run(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result<R
             }
         }
     }
+}
+
+/// A full ledger journal with `when_full: refuse` turns away what would cost
+/// money with no record of it; the local engine still answers.
+fn refuse_paid_while_journal_full(call: &Call, prepared: &Prepared) -> Result<(), Failed> {
+    let paid = prepared.targets.iter().any(|id| {
+        call.rt
+            .target(id)
+            .is_some_and(|t| t.kind != BackendKind::Local)
+    });
+    if paid && !call.state.ledger.accepts_paid_requests() {
+        return Err(ApiError::new(
+            ErrorCode::LedgerUnavailable,
+            "the ledger journal is full (ledger.journal.max_bytes) while the ledger database catches up; paid requests are refused until it has",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// What a meter records a request as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metered {
+    /// A chat answer (any wire): its counterfactual and sampling settings.
+    Answer,
+    /// An embedding: nothing generated, no closed-model counterpart.
+    Embedding,
+}
+
+/// The meter of an admitted request — one ledger record and one span from
+/// here on, whatever happens — holding its budget reservation.
+fn start_meter(call: &Call, headers: &HeaderMap, prepared: &mut Prepared, kind: Metered) -> Meter {
+    let Call { state, rt, .. } = call;
+    let answer = kind == Metered::Answer;
+    let info = RequestInfo {
+        request_id: prepared.request_id.clone(),
+        ts_ms: prepared.now.timestamp_millis(),
+        team: prepared.caller.team.clone(),
+        key_id: prepared.caller.key_id.clone(),
+        route: prepared.route.clone(),
+        privacy: prepared.privacy.as_str().to_owned(),
+        stream: prepared.req.stream,
+        difficulty: prepared.difficulty,
+        estimated_prompt_tokens: prepared.estimated_tokens,
+        counterfactual_model: prepared.counterfactual.take().filter(|_| answer),
+        fleet_usd_per_engine_second: rt
+            .config
+            .fleet
+            .as_ref()
+            .map_or(0.0, |f| f64::from(f.gpus) * f.gpu_hour_usd / 3600.0),
+        requested_model: prepared.req.model.clone(),
+        explanation: Some(std::mem::take(&mut prepared.explanation)),
+        max_tokens: prepared.req.max_tokens.filter(|_| answer),
+        temperature: prepared.req.temperature.filter(|_| answer),
+        trace: TraceContext::from_headers(headers),
+    };
+    let mut meter = Meter::start(
+        info,
+        state.ledger.clone(),
+        rt.prices.clone(),
+        state.metrics.clone(),
+        state.traces.clone(),
+    );
+    if let Some(reservation) = prepared.reservation.take() {
+        meter.hold_budget(BudgetHold {
+            reservation,
+            book: state.budgets.clone(),
+            config: rt.config.clone(),
+            clock: state.clock.clone(),
+        });
+    }
+    meter
 }
 
 /// A request still waiting on its upstream at the shutdown's drain deadline:

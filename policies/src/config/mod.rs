@@ -386,6 +386,8 @@ pub struct ServerSettings {
     pub default_privacy: PrivacyLevel,
     /// Larger `max_tokens` values are refused (400).
     pub max_tokens_limit: u32,
+    /// More inputs in one embeddings request are refused (400).
+    pub max_embedding_inputs: u32,
     /// Refuse requests that present no virtual key (401).
     pub require_key: bool,
     /// Environment variable holding the bearer token of the `/admin` API; the
@@ -471,6 +473,8 @@ pub struct LocalSpec {
     pub moe_experts_on_cpu: bool,
     /// Requests that may wait for a slot before new ones are refused.
     pub queue: u32,
+    /// Serves embeddings (mean pooling); `embeddings: false` turns it off.
+    pub embeddings: bool,
 }
 
 /// Which wire protocol a remote target speaks.
@@ -524,6 +528,15 @@ impl fmt::Display for ProviderKind {
     }
 }
 
+/// The embedding model of a remote target (`embeddings: { model, dimensions }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEmbeddings {
+    /// The model name sent to `{base_url}/embeddings`.
+    pub model: String,
+    /// Whether the model accepts `dimensions` (default: yes for `openai`).
+    pub dimensions: bool,
+}
+
 /// A model behind an HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {
@@ -549,6 +562,8 @@ pub struct RemoteSpec {
     pub retry_backoff_ms: u64,
     /// When dispatch stops sending this target requests for a while.
     pub breaker: BreakerSettings,
+    /// Serves `POST /v1/embeddings` with this model; `None`: it cannot embed.
+    pub embeddings: Option<RemoteEmbeddings>,
     /// Several servers behind this one target (`endpoints:`), for
     /// `openai-compatible`; `base_url` is then the first member's.
     pub pool: Option<PoolSpec>,

@@ -46,6 +46,7 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub default_privacy: Option<String>,
     pub max_tokens_limit: Option<u32>,
+    pub max_embedding_inputs: Option<u32>,
     pub require_key: Option<bool>,
     pub admin_key_env: Option<String>,
     pub request_deadline_ms: Option<u64>,
@@ -133,6 +134,9 @@ pub(crate) struct RawTarget {
     // A pool of OpenAI-compatible servers instead of one `base_url`.
     pub endpoints: Option<Vec<RawEndpoint>>,
     pub health: Option<RawHealth>,
+    // Embeddings: `true`/`false` for the local engine, `{ model, dimensions }`
+    // for a remote target.
+    pub embeddings: Option<Value>,
 }
 
 /// `models.<id>.endpoints[i]:`

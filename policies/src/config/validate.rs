@@ -18,10 +18,10 @@ use super::raw::{
 use super::{
     BreakerSettings, Config, ConfigError, ConfigErrors, DashboardSettings, DifficultySettings,
     FleetSettings, GpuLayers, JournalFull, JournalSettings, LedgerSettings, LocalSpec, PriceEntry,
-    ProviderKind, RemoteSpec, Route, ScanSettings, ServerSettings, SharedBudgetSettings, Target,
-    TargetSpec, DEFAULT_JOURNAL_DIR, DEFAULT_JOURNAL_MAX_BYTES, DEFAULT_JOURNAL_SEGMENT_BYTES,
-    DEFAULT_LEDGER_TIMEOUT_MS, DEFAULT_LEDGER_URL, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
+    ProviderKind, RemoteEmbeddings, RemoteSpec, Route, ScanSettings, ServerSettings,
+    SharedBudgetSettings, Target, TargetSpec, DEFAULT_JOURNAL_DIR, DEFAULT_JOURNAL_MAX_BYTES,
+    DEFAULT_JOURNAL_SEGMENT_BYTES, DEFAULT_LEDGER_TIMEOUT_MS, DEFAULT_LEDGER_URL,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
     DEFAULT_RETRY_BACKOFF_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES,
     MAX_RETRY_BACKOFF_MS, MIN_JOURNAL_MAX_BYTES, SUPPORTED_VERSIONS,
 };
@@ -457,6 +457,23 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             "server.max_tokens_limit",
             DEFAULT_MAX_TOKENS_LIMIT,
         ),
+        max_embedding_inputs: match raw.max_embedding_inputs {
+            Some(n) if n > MAX_EMBEDDING_INPUTS => {
+                cx.err(
+                    "server.max_embedding_inputs",
+                    At::Value,
+                    format!(
+                        "max_embedding_inputs {n} is above the limit of {MAX_EMBEDDING_INPUTS}"
+                    ),
+                );
+                DEFAULT_MAX_EMBEDDING_INPUTS
+            }
+            other => cx.positive(
+                other,
+                "server.max_embedding_inputs",
+                DEFAULT_MAX_EMBEDDING_INPUTS,
+            ),
+        },
         require_key: raw.require_key.unwrap_or(false),
         admin_key_env: raw.admin_key_env.filter(|v| {
             let ok = is_env_var_name(v);
@@ -737,6 +754,18 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
         main_gpu: raw.main_gpu.unwrap_or(0),
         moe_experts_on_cpu: raw.moe_experts_on_cpu.unwrap_or(false),
         queue: cx.positive(raw.queue, &join_key(path, "queue"), 64),
+        embeddings: match &raw.embeddings {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                cx.err(
+                    &join_key(path, "embeddings"),
+                    At::Value,
+                    format!("embeddings on a local target is true or false, not {other}"),
+                );
+                true
+            }
+        },
     };
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
@@ -877,6 +906,13 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
             ),
         );
     }
+    if is_pool && raw.embeddings.is_some() {
+        cx.err(
+            &join_key(path, "embeddings"),
+            At::Key,
+            "a pool does not serve embeddings yet; give them a target with one base_url",
+        );
+    }
     let spec = RemoteSpec {
         provider,
         model,
@@ -919,6 +955,7 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
             ),
         },
         breaker: breaker(cx, &join_key(path, "breaker"), raw.breaker),
+        embeddings: remote_embeddings(cx, &join_key(path, "embeddings"), provider, raw.embeddings),
         pool,
     };
     (cx.errors.len() == before).then(|| Target {
@@ -926,6 +963,78 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         trusted: raw.trusted.unwrap_or(false),
         spec: TargetSpec::Remote(spec),
     })
+}
+
+/// The most inputs `server.max_embedding_inputs` may allow, and its default
+/// (OpenAI's own limit).
+pub const MAX_EMBEDDING_INPUTS: u32 = 65_536;
+pub const DEFAULT_MAX_EMBEDDING_INPUTS: u32 = 2048;
+
+/// `embeddings:` of a remote target: `{ model: NAME, dimensions: BOOL }`.
+fn remote_embeddings(
+    cx: &mut Ctx<'_>,
+    path: &str,
+    provider: ProviderKind,
+    raw: Option<Value>,
+) -> Option<RemoteEmbeddings> {
+    let raw = raw?;
+    match provider {
+        ProviderKind::Anthropic => {
+            cx.err(path, At::Key, "anthropic has no embeddings API");
+            return None;
+        }
+        ProviderKind::Gemini => {
+            cx.err(
+                path,
+                At::Key,
+                "gemini targets do not serve embeddings yet (its embedContent API is not wired)",
+            );
+            return None;
+        }
+        _ => {}
+    }
+    let Value::Object(map) = raw else {
+        cx.err(
+            path,
+            At::Value,
+            "embeddings on a remote target is { model: NAME, dimensions: true|false }",
+        );
+        return None;
+    };
+    let mut model = None;
+    let mut dimensions = provider == ProviderKind::Openai;
+    for (k, v) in map {
+        match (k.as_str(), v) {
+            ("model", Value::String(m)) if !m.trim().is_empty() => model = Some(m),
+            ("dimensions", Value::Bool(b)) => dimensions = b,
+            ("model", _) => cx.err(
+                &join_key(path, "model"),
+                At::Value,
+                "must be the name of the embedding model",
+            ),
+            ("dimensions", _) => cx.err(
+                &join_key(path, "dimensions"),
+                At::Value,
+                "must be true or false",
+            ),
+            (other, _) => cx.err(
+                &join_key(path, other),
+                At::Key,
+                format!("unknown field \"{other}\" (expected model, dimensions)"),
+            ),
+        }
+    }
+    match model {
+        Some(model) => Some(RemoteEmbeddings { model, dimensions }),
+        None => {
+            cx.err(
+                path,
+                At::Key,
+                "embeddings needs the embedding model's name in \"model\"",
+            );
+            None
+        }
+    }
 }
 
 /// `breaker:` of a remote target; every value must be positive.

@@ -562,6 +562,8 @@ impl Provider for AnthropicProvider {
             streaming: true,
             json_mode: false,
             tools: true,
+            embeddings: false,
+            embedding_dimensions: false,
             context_tokens: None,
             details: Default::default(),
         }

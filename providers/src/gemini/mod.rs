@@ -352,6 +352,10 @@ impl Provider for GeminiProvider {
             streaming: true,
             json_mode: true,
             tools: true,
+            // Gemini's embedding models have their own API (`embedContent`),
+            // not served here.
+            embeddings: false,
+            embedding_dimensions: false,
             context_tokens: context_tokens(&self.target.upstream_model),
             details: Default::default(),
         }

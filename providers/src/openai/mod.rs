@@ -4,10 +4,14 @@
 //! `openai` and `openai-compatible` targets (DeepSeek, vLLM, llama.cpp server,
 //! Ollama).
 
+pub(crate) mod embeddings;
 mod request;
 mod response;
 pub mod responses;
 
+pub use embeddings::{
+    base64_f32, embeddings_response_json, parse_embeddings_request, EncodingFormat,
+};
 pub use request::parse_chat_request;
 pub use response::{finish_reason_str, response_json, usage_json, ChunkBuilder};
 pub use responses::{parse_responses_request, ResponsesRequest, ResponsesStreamEncoder};
@@ -17,14 +21,23 @@ use serde_json::{json, Value};
 
 use crate::remote::{self, build_client, f32_json, RemoteTarget};
 use crate::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Message, Provider,
-    ProviderError, ResponseFormat, Tool, ToolChoice,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, Message,
+    Provider, ProviderError, ResponseFormat, Tool, ToolChoice,
 };
 
 /// A client for one OpenAI or OpenAI-compatible target.
 pub struct OpenAiProvider {
     target: RemoteTarget,
     client: reqwest::Client,
+    embeddings: Option<EmbeddingModel>,
+}
+
+/// The model a target embeds with (`embeddings: { model }` in the config),
+/// and whether it accepts `dimensions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingModel {
+    pub model: String,
+    pub dimensions: bool,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -41,7 +54,17 @@ impl std::fmt::Debug for OpenAiProvider {
 impl OpenAiProvider {
     pub fn new(target: RemoteTarget) -> Result<Self, ProviderError> {
         let client = build_client(&target)?;
-        Ok(Self { target, client })
+        Ok(Self {
+            target,
+            client,
+            embeddings: None,
+        })
+    }
+
+    /// Lets the target serve `POST /v1/embeddings` with `model`.
+    pub fn with_embeddings(mut self, model: EmbeddingModel) -> Self {
+        self.embeddings = Some(model);
+        self
     }
 
     pub fn target(&self) -> &RemoteTarget {
@@ -49,11 +72,12 @@ impl OpenAiProvider {
     }
 
     fn request(&self, body: &Value) -> Result<reqwest::RequestBuilder, ProviderError> {
+        self.post("chat/completions", body)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.target.key()?;
-        let mut req = self
-            .client
-            .post(self.target.url("chat/completions"))
-            .json(body);
+        let mut req = self.client.post(self.target.url(path)).json(body);
         if let Some(key) = key {
             req = req.bearer_auth(key);
         }
@@ -180,9 +204,24 @@ impl Provider for OpenAiProvider {
             streaming: true,
             json_mode: true,
             tools: true,
+            embeddings: self.embeddings.is_some(),
+            embedding_dimensions: self.embeddings.as_ref().is_some_and(|e| e.dimensions),
             context_tokens: None,
             details: Default::default(),
         }
+    }
+
+    async fn embed(&self, req: &ChatRequest) -> Result<Embeddings, ProviderError> {
+        let Some(emb) = &self.embeddings else {
+            return Err(ProviderError::bad_request(
+                format!("target \"{}\" has no embedding model", self.target.target),
+                Some("model"),
+            ));
+        };
+        let inputs = req.embedding.as_ref().map_or(0, |p| p.inputs.len());
+        let body = embeddings::upstream_body(&emb.model, req);
+        let answer = remote::send_json(&self.target, self.post("embeddings", &body)?).await?;
+        embeddings::parse_upstream(&self.target, &emb.model, inputs, &answer)
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {

@@ -96,6 +96,7 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
         tools,
         tool_choice,
         parallel_tool_calls,
+        embedding: None,
     })
 }
 

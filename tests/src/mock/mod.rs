@@ -366,6 +366,13 @@ async fn handle(
         (Flavor::OpenAi, &Method::GET, "/v1/models" | "/models") => {
             return json_response(StatusCode::OK, &openai::models());
         }
+        (Flavor::OpenAi, &Method::POST, "/v1/embeddings" | "/embeddings") => {
+            return match parsed.as_ref().map(openai::embeddings) {
+                Some(Ok(v)) => json_response(StatusCode::OK, &v),
+                Some(Err(m)) => error_response(flavor, 400, Some(&m)),
+                None => error_response(flavor, 400, Some("request body is not valid json")),
+            };
+        }
         (Flavor::Anthropic, &Method::POST, "/v1/messages/count_tokens") => {
             return match parsed.as_ref().map(anthropic::count_tokens) {
                 Some(Ok(v)) => json_response(StatusCode::OK, &v),

@@ -16,6 +16,59 @@ pub(crate) fn models() -> Value {
     ]})
 }
 
+/// `POST /v1/embeddings`: for each input a vector of `dimensions` (default
+/// 8) floats drawn from the input's bytes, so equal inputs give equal
+/// vectors; usage counts words (token arrays: their length).
+pub(crate) fn embeddings(body: &Value) -> Result<Value, String> {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("you must provide a model parameter")?;
+    let inputs: Vec<Value> = match body.get("input") {
+        Some(Value::String(s)) => vec![json!(s)],
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) && !a.is_empty() => {
+            vec![Value::Array(a.clone())]
+        }
+        Some(Value::Array(a)) if !a.is_empty() => a.clone(),
+        _ => return Err("'input' is a required property".to_owned()),
+    };
+    let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
+    let mut tokens = 0u32;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let seed: Vec<u8> = match input {
+                Value::String(s) => {
+                    tokens += words(s).max(1);
+                    s.as_bytes().to_vec()
+                }
+                other => {
+                    tokens += other.as_array().map_or(0, |a| a.len() as u32);
+                    other.to_string().into_bytes()
+                }
+            };
+            let mut h: u64 = 1469598103934665603;
+            let v: Vec<f64> = (0..dims)
+                .map(|d| {
+                    for b in seed.iter().chain(&[d as u8]) {
+                        h ^= u64::from(*b);
+                        h = h.wrapping_mul(1099511628211);
+                    }
+                    ((h >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+                })
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": v})
+        })
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    }))
+}
+
 pub(crate) fn error_body(status: u16, message: Option<&str>) -> Value {
     let (default_message, kind, code) = match status {
         400 => ("Invalid value for 'temperature': expected a number between 0 and 2, but got 3 instead.", "invalid_request_error", json!("invalid_value")),

@@ -160,6 +160,7 @@ pub fn parse_responses_request(body: &Value) -> Result<ResponsesRequest, Provide
             tools,
             tool_choice,
             parallel_tool_calls,
+            embedding: None,
         },
         echo,
     })

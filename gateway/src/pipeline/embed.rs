@@ -1,0 +1,184 @@
+//! Embeddings through the pipeline: admitted (key, classification of every
+//! input as outbound text, route, budget reservation) and metered like an
+//! answer; dispatched to the route's allowed targets that can embed, in
+//! order, within `server.request_deadline_ms`. One ledger record with the
+//! input tokens and no completion tokens.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+use tracing::warn;
+use watershed_providers::{
+    ChatRequest, Completion, Embeddings, ErrorCode, FinishReason, ProviderError, Usage,
+};
+
+use super::{
+    admit, decision_headers, set_header, start_meter, Call, Failed, Headers, Metered, Prepared,
+    Purpose,
+};
+use crate::dispatch::{self, Outbound};
+use crate::error::ApiError;
+use crate::meter::Charged;
+use crate::state::TargetHandle;
+
+/// An embeddings request the pipeline answered, and how it was decided.
+pub struct Embedded {
+    pub prepared: Prepared,
+    pub target: Arc<TargetHandle>,
+    pub embeddings: Embeddings,
+    pub charged: Charged,
+    headers: Headers,
+}
+
+impl Embedded {
+    /// `body` as a JSON answer with the decision and cost headers.
+    pub fn respond(self, body: serde_json::Value) -> Response {
+        let mut resp = axum::Json(body).into_response();
+        self.headers.apply(&mut resp);
+        set_header(
+            &mut resp,
+            "x-watershed-cost-usd",
+            &format!("{:.8}", self.charged.cost_usd),
+        );
+        resp
+    }
+}
+
+/// Classify, decide, reserve, dispatch and meter an embeddings request
+/// (`req.embedding` set).
+pub async fn embed(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result<Embedded, Failed> {
+    let (state, rt) = (&call.state, &call.rt);
+    let (mut prepared, scan) =
+        admit::admit(state, rt, headers, req, &call.request_id, Purpose::Answer).await?;
+    super::refuse_paid_while_journal_full(call, &prepared)?;
+    let mut meter = start_meter(call, headers, &mut prepared, Metered::Embedding);
+    let allowed = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, false);
+    let wants_dimensions = prepared
+        .req
+        .embedding
+        .as_ref()
+        .is_some_and(|p| p.dimensions.is_some());
+    let targets = match embedding_targets(allowed, wants_dimensions) {
+        Ok(t) => t,
+        Err(err) => {
+            let failed = Failed::at(err.clone(), &prepared.route, &meter);
+            meter.failure(err.code);
+            return Err(failed);
+        }
+    };
+    let outbound = Outbound::new(
+        prepared.req.clone(),
+        prepared.redact,
+        &scan.per_piece,
+        &state.metrics,
+    );
+    let deadline_ms = rt.config.server.request_deadline_ms;
+    let deadline = Instant::now() + std::time::Duration::from_millis(deadline_ms);
+    let mut last: Option<ProviderError> = None;
+    for t in &targets {
+        meter.attempt(t);
+        let (req, _) = outbound.for_target(t);
+        let result = match tokio::time::timeout_at(deadline, t.provider.embed(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::Deadline {
+                after_ms: deadline_ms,
+            }),
+        };
+        match result {
+            Ok(embeddings) => {
+                let done = Completion {
+                    model: embeddings.model.clone(),
+                    finish_reason: FinishReason::Stop,
+                    stop_sequence: None,
+                    usage: Usage {
+                        prompt_tokens: embeddings.prompt_tokens,
+                        completion_tokens: 0,
+                        cached_prompt_tokens: 0,
+                    },
+                    engine_seconds: embeddings.engine_seconds,
+                };
+                let charged = meter.success(&done);
+                let headers = decision_headers(&prepared, &outbound, t);
+                return Ok(Embedded {
+                    prepared,
+                    target: t.clone(),
+                    embeddings,
+                    charged,
+                    headers,
+                });
+            }
+            // The request itself is wrong (an input over the context, say):
+            // another target would refuse it too.
+            Err(e) if e.code() == ErrorCode::BadRequest => {
+                last = Some(e);
+                break;
+            }
+            Err(e @ ProviderError::Deadline { .. }) => {
+                last = Some(e);
+                break;
+            }
+            Err(e) => {
+                warn!(request_id = %call.request_id, backend = %t.id, error = %e, "embeddings target failed");
+                last = Some(e);
+            }
+        }
+    }
+    let err = last.map(ApiError::from).unwrap_or_else(|| {
+        ApiError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!(
+                "no allowed target can embed for route \"{}\"",
+                prepared.route
+            ),
+        )
+    });
+    let failed = Failed::at(err.clone(), &prepared.route, &meter);
+    meter.failure(err.code);
+    Err(failed)
+}
+
+/// Whether a backend can serve an embeddings request: the target-kind check
+/// dispatch makes after the policy's (`watershed_policies::supports_embeddings`).
+fn can_embed(t: &TargetHandle) -> bool {
+    t.provider.capabilities().embeddings
+}
+
+/// The route's allowed targets that can embed, and of those, when the
+/// client asks for `dimensions`, only the ones that accept it; a 400 naming
+/// `dimensions` when none does.
+fn embedding_targets(
+    allowed: Vec<Arc<TargetHandle>>,
+    wants_dimensions: bool,
+) -> Result<Vec<Arc<TargetHandle>>, ApiError> {
+    let embedders: Vec<_> = allowed
+        .into_iter()
+        .filter(|t| {
+            let ok = can_embed(t);
+            if !ok {
+                warn!(target_id = %t.id, capability = "embeddings", "dispatch skipped a target lacking a capability");
+            }
+            ok
+        })
+        .collect();
+    if !wants_dimensions || embedders.is_empty() {
+        return Ok(embedders);
+    }
+    let with: Vec<_> = embedders
+        .iter()
+        .filter(|t| t.provider.capabilities().embedding_dimensions)
+        .cloned()
+        .collect();
+    if with.is_empty() {
+        let names: Vec<&str> = embedders.iter().map(|t| t.id.as_str()).collect();
+        return Err(ApiError::bad_request(
+            format!(
+                "dimensions is not supported by the targets that may embed this request ({})",
+                names.join(", ")
+            ),
+            Some("dimensions"),
+        ));
+    }
+    Ok(with)
+}
