@@ -797,7 +797,7 @@ async fn stream_answer(
         let out = match item {
             Ok(ev) => {
                 match &ev {
-                    StreamEvent::Delta(_) | StreamEvent::ToolCall(_) => {
+                    StreamEvent::Delta(_) | StreamEvent::ToolCall(_) | StreamEvent::Logprobs(_) => {
                         if let Some(m) = meter.as_mut() {
                             m.delta();
                         }
