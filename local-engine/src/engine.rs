@@ -68,6 +68,8 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub stops: Vec<String>,
     pub sampler: LlamaSampler,
+    /// With `logprobs`: how many alternatives per token to report with it.
+    pub top_logprobs: Option<u8>,
     pub tx: tmpsc::UnboundedSender<Result<StreamEvent, ProviderError>>,
     pub enqueued: Instant,
     pub _permit: Permit,
@@ -335,6 +337,10 @@ impl LocalEngine {
             max_tokens,
             stops: req.stop.clone(),
             sampler,
+            top_logprobs: req
+                .options
+                .logprobs
+                .then(|| req.options.top_logprobs.unwrap_or(0)),
             tx,
             enqueued: Instant::now(),
             _permit: permit,
@@ -365,12 +371,18 @@ impl LocalEngine {
 }
 
 /// Whether the local engine honours option `field`: `seed`, the two
-/// penalties (llama.cpp's penalties sampler) and `logit_bias` (token ids of
-/// the model's vocabulary).
+/// penalties (llama.cpp's penalties sampler), `logit_bias` (token ids of
+/// the model's vocabulary) and `logprobs` / `top_logprobs` (a log-softmax
+/// over the logits each token was drawn from).
 pub fn sends_option(field: &str) -> bool {
     matches!(
         field,
-        "seed" | "frequency_penalty" | "presence_penalty" | "logit_bias"
+        "seed"
+            | "frequency_penalty"
+            | "presence_penalty"
+            | "logit_bias"
+            | "logprobs"
+            | "top_logprobs"
     )
 }
 
@@ -398,19 +410,26 @@ impl Provider for LocalEngine {
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let mut stream = self.submit(req)?;
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         while let Some(item) = stream.next().await {
             match item? {
                 StreamEvent::Delta(d) => text.push_str(&d),
                 // The engine generates no tool calls (it refuses tools above).
                 StreamEvent::ToolCall(_) => {}
-                // The engine computes no log probabilities (it refuses them).
-                StreamEvent::Logprobs(_) => {}
+                StreamEvent::Logprobs(lp) => {
+                    if let Some(items) = lp.get("content").and_then(|c| c.as_array()) {
+                        logprobs.extend(items.iter().cloned());
+                    }
+                }
                 StreamEvent::Done(done) => {
                     return Ok(ChatResponse {
                         text,
                         tool_calls: Vec::new(),
                         done,
-                        logprobs: None,
+                        logprobs: req
+                            .options
+                            .logprobs
+                            .then(|| serde_json::json!({"content": logprobs, "refusal": null})),
                         more_choices: Vec::new(),
                     })
                 }

@@ -10,7 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{engine_with, req, run};
-use watershed_providers::{FinishReason, Provider, ProviderError};
+use futures::StreamExt;
+use watershed_providers::{FinishReason, Provider, ProviderError, StreamEvent};
 
 /// The most times any one word occurs in `text`.
 fn most_repeated(text: &str) -> usize {
@@ -84,4 +85,47 @@ async fn frequency_and_presence_penalties_change_a_repetitive_answer() {
         most_repeated(&freq),
         most_repeated(&pres)
     );
+}
+
+#[tokio::test]
+async fn logprobs_come_from_the_logits_each_token_was_drawn_from() {
+    let e = engine_with(|_| {}).await;
+    let mut r = req("Name three colours.");
+    r.max_tokens = Some(10);
+    r.options.logprobs = true;
+    r.options.top_logprobs = Some(3);
+    let resp = e.chat(&r).await.unwrap();
+    let tokens = resp.logprobs.as_ref().unwrap()["content"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(tokens.len() as u32, resp.done.usage.completion_tokens);
+    let spelled: String = tokens
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(spelled, resp.text, "the tokens spell the answer");
+    for t in &tokens {
+        let lp = t["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0, "{t}");
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{t}");
+        let tops: Vec<f64> = top.iter().map(|x| x["logprob"].as_f64().unwrap()).collect();
+        assert!(tops.windows(2).all(|w| w[0] >= w[1]), "best first: {t}");
+        // Greedy decoding picks the likeliest token.
+        assert_eq!(top[0]["token"], t["token"], "{t}");
+        assert!((tops[0] - lp).abs() < 1e-6, "{t}");
+        let mass: f64 = tops.iter().map(|l| l.exp()).sum();
+        assert!(mass <= 1.0 + 1e-4, "{t}");
+    }
+
+    // Streamed: one event per token, the same as the plain answer's.
+    let mut s = e.chat_stream(&r).await.unwrap();
+    let mut streamed = Vec::new();
+    while let Some(ev) = s.next().await {
+        if let StreamEvent::Logprobs(lp) = ev.unwrap() {
+            streamed.extend(lp["content"].as_array().unwrap().iter().cloned());
+        }
+    }
+    assert_eq!(streamed, tokens);
 }
