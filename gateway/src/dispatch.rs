@@ -102,7 +102,11 @@ fn redact_request(
 /// a tool).
 fn restore_answer(resp: &mut ChatResponse, map: &RedactionMap) {
     resp.text = map.restore(&resp.text);
-    for call in &mut resp.tool_calls {
+    let more = resp.more_choices.iter_mut().flat_map(|c| {
+        c.text = map.restore(&c.text);
+        c.tool_calls.iter_mut()
+    });
+    for call in resp.tool_calls.iter_mut().chain(more) {
         call.id = map.restore(&call.id);
         call.name = map.restore(&call.name);
         call.arguments = map.restore(&call.arguments);
@@ -154,6 +158,9 @@ fn restore_stream(stream: ChatStream, map: Arc<RedactionMap>) -> ChatStream {
                 }
                 v
             }
+            // Token-level log probabilities are of the redacted text; they
+            // are passed on as they came.
+            Ok(ev @ StreamEvent::Logprobs(_)) => vec![Ok(ev)],
             Ok(StreamEvent::Done(done)) => {
                 let rest = restorer.take().map(Restorer::finish).unwrap_or_default();
                 let mut v = Vec::new();
@@ -350,6 +357,14 @@ async fn run(
     let mut last = None;
     let mut open = Vec::new();
     for t in targets {
+        // A target that cannot honour an option the request sets is skipped,
+        // never sent the request without it.
+        if let Some(field) = t.provider.refused_option(&out.original) {
+            meter.skipped(t, "unsupported option");
+            warn!(request_id = %meter.request_id(), backend = %t.id, field, "dispatch skipped a target that cannot honour an option");
+            last = worst(last, unsupported_option(t, field));
+            continue;
+        }
         if let Some(b) = &t.breaker {
             let (admitted, moved) = b.admit(std::time::Instant::now());
             if let Some(to) = moved {
@@ -502,6 +517,20 @@ fn member_failure(t: &TargetHandle, lease: Option<&Lease>, e: &ProviderError, me
         }
     }
     breaker_failure(t, meter);
+}
+
+/// The 400 for a request whose option `field` target `t` cannot honour; it
+/// is what the client gets when no other target of the route could serve.
+fn unsupported_option(t: &TargetHandle, field: &str) -> ProviderError {
+    let kind = t.provider.capabilities().kind;
+    ProviderError::bad_request(
+        format!(
+            "unsupported parameter \"{field}\": target \"{}\" ({}) cannot honour it",
+            t.id,
+            kind.otel_name()
+        ),
+        Some(field),
+    )
 }
 
 fn no_member(target: &str) -> ProviderError {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 use tokio::sync::{mpsc as tmpsc, watch};
@@ -67,6 +68,8 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub stops: Vec<String>,
     pub sampler: LlamaSampler,
+    /// With `logprobs`: how many alternatives per token to report with it.
+    pub top_logprobs: Option<u8>,
     pub tx: tmpsc::UnboundedSender<Result<StreamEvent, ProviderError>>,
     pub enqueued: Instant,
     pub _permit: Permit,
@@ -343,6 +346,10 @@ impl LocalEngine {
             max_tokens,
             stops: req.stop.clone(),
             sampler,
+            top_logprobs: req
+                .options
+                .logprobs
+                .then(|| req.options.top_logprobs.unwrap_or(0)),
             tx,
             enqueued: Instant::now(),
             _permit: permit,
@@ -480,8 +487,28 @@ impl LocalEngine {
     }
 }
 
+/// Whether the local engine honours option `field`: `seed`, the two
+/// penalties (llama.cpp's penalties sampler), `logit_bias` (token ids of
+/// the model's vocabulary) and `logprobs` / `top_logprobs` (a log-softmax
+/// over the logits each token was drawn from).
+pub fn sends_option(field: &str) -> bool {
+    matches!(
+        field,
+        "seed"
+            | "frequency_penalty"
+            | "presence_penalty"
+            | "logit_bias"
+            | "logprobs"
+            | "top_logprobs"
+    )
+}
+
 #[async_trait]
 impl Provider for LocalEngine {
+    fn sends_option(&self, field: &str) -> bool {
+        sends_option(field)
+    }
+
     fn capabilities(&self) -> Capabilities {
         if let Some(l) = self.shared.loaded.get() {
             return l.capabilities.clone();
@@ -502,16 +529,27 @@ impl Provider for LocalEngine {
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let mut stream = self.submit(req)?;
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         while let Some(item) = stream.next().await {
             match item? {
                 StreamEvent::Delta(d) => text.push_str(&d),
                 // The engine generates no tool calls (it refuses tools above).
                 StreamEvent::ToolCall(_) => {}
+                StreamEvent::Logprobs(lp) => {
+                    if let Some(items) = lp.get("content").and_then(|c| c.as_array()) {
+                        logprobs.extend(items.iter().cloned());
+                    }
+                }
                 StreamEvent::Done(done) => {
                     return Ok(ChatResponse {
                         text,
                         tool_calls: Vec::new(),
                         done,
+                        logprobs: req
+                            .options
+                            .logprobs
+                            .then(|| serde_json::json!({"content": logprobs, "refusal": null})),
+                        more_choices: Vec::new(),
                     })
                 }
             }
@@ -592,6 +630,38 @@ fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
     model.vocab().tokenize(text.as_bytes(), true, true)
 }
 
+/// How many of the latest tokens `frequency_penalty` and `presence_penalty`
+/// count (llama.cpp's `penalty_last_n`): more than any answer the engine's
+/// context leaves room for in practice.
+const PENALTY_LAST_N: i32 = 4096;
+
+/// `logit_bias` as llama.cpp takes it: each key a token id of this model's
+/// vocabulary, each bias added to that token's logit (OpenAI's meaning).
+fn logit_biases(
+    n_vocab: i32,
+    biases: &BTreeMap<String, f32>,
+) -> Result<Vec<LlamaLogitBias>, ProviderError> {
+    biases
+        .iter()
+        .map(|(k, bias)| {
+            let id = k
+                .parse::<i32>()
+                .ok()
+                .filter(|id| (0..n_vocab).contains(id))
+                .ok_or_else(|| {
+                    ProviderError::bad_request(
+                        format!(
+                            "\"logit_bias\" key {k:?} is not a token id of this model (0 to {})",
+                            n_vocab - 1
+                        ),
+                        Some("logit_bias"),
+                    )
+                })?;
+            Ok(LlamaLogitBias::new(LlamaToken::new(id), *bias))
+        })
+        .collect()
+}
+
 fn build_sampler(
     model: &LlamaModel,
     req: &ChatRequest,
@@ -612,6 +682,25 @@ fn build_sampler(
         ));
     }
     let mut chain = Vec::new();
+    // Biases and penalties change the logits, so they come before the
+    // grammar and the samplers that pick from them.
+    if !req.options.logit_bias.is_empty() {
+        chain.push(LlamaSampler::logit_bias(
+            model.n_vocab(),
+            &logit_biases(model.n_vocab(), &req.options.logit_bias)?,
+        ));
+    }
+    let frequency = req.options.frequency_penalty.unwrap_or(0.0);
+    let presence = req.options.presence_penalty.unwrap_or(0.0);
+    if frequency != 0.0 || presence != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            PENALTY_LAST_N,
+            1.0,
+            frequency,
+            presence,
+        ));
+    }
     if let Some(g) = grammar {
         let s = LlamaSampler::grammar(model, g, "root").map_err(|e| {
             ProviderError::bad_request(

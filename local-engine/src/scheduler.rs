@@ -616,6 +616,15 @@ impl<'m> Scheduler<'m> {
         };
         let token = a.job.sampler.sample(&self.ctx, idx);
         let vocab = model.vocab();
+        let logprobs = match a.job.top_logprobs {
+            Some(k) if !vocab.is_eog(token) => Some(token_logprobs(
+                self.ctx.get_logits_ith(idx),
+                token,
+                k,
+                |t| vocab.token_to_piece(t, false, None),
+            )),
+            _ => None,
+        };
         let mut finish = None;
         let mut stop_sequence = None;
         let mut out = String::new();
@@ -641,6 +650,12 @@ impl<'m> Scheduler<'m> {
         if !out.is_empty() && a.job.tx.send(Ok(StreamEvent::Delta(out))).is_err() {
             self.cancel(i);
             return;
+        }
+        if let Some(lp) = logprobs {
+            if a.job.tx.send(Ok(StreamEvent::Logprobs(lp))).is_err() {
+                self.cancel(i);
+                return;
+            }
         }
         if let Some(reason) = finish {
             self.finish(i, reason, stop_sequence);
@@ -767,4 +782,40 @@ impl<'m> Scheduler<'m> {
             Err(p) => *p.into_inner() = stats,
         }
     }
+}
+
+/// One token's entry in OpenAI's `logprobs.content`: its log probability
+/// under the logits it was drawn from (a log-softmax over the whole
+/// vocabulary, before any sampler reshaped them), and the `k` likeliest
+/// tokens with theirs, best first.
+fn token_logprobs(
+    logits: &[f32],
+    token: LlamaToken,
+    k: u8,
+    piece: impl Fn(LlamaToken) -> Vec<u8>,
+) -> serde_json::Value {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    let entry = |t: LlamaToken| {
+        let bytes = piece(t);
+        let lp = logits
+            .get(t.0 as usize)
+            .map_or(f32::NEG_INFINITY, |l| l - lse);
+        serde_json::json!({"token": String::from_utf8_lossy(&bytes), "logprob": lp, "bytes": bytes})
+    };
+    let mut top: Vec<usize> = (0..logits.len()).collect();
+    let k = usize::from(k).min(top.len());
+    if k > 0 {
+        top.select_nth_unstable_by(k - 1, |a, b| logits[*b].total_cmp(&logits[*a]));
+        top.truncate(k);
+        top.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    } else {
+        top.clear();
+    }
+    let mut e = entry(token);
+    e["top_logprobs"] = top
+        .into_iter()
+        .map(|i| entry(LlamaToken::new(i as i32)))
+        .collect();
+    serde_json::json!({"content": [e], "refusal": null})
 }

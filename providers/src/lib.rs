@@ -45,6 +45,21 @@ pub trait Provider: Send + Sync {
 
     /// The prompt's input tokens as the backend itself counts them, or `None`
     /// when it has no way to count (the caller then estimates, and says so).
+    /// Whether this backend passes option `field` (a name from
+    /// [`GenerationOptions::FIELDS`], or `seed`) on to its model. Each adapter
+    /// answers in this one function, so routing and dispatch ask the same
+    /// question.
+    fn sends_option(&self, field: &str) -> bool;
+
+    /// The first option `req` sets that this backend cannot honour; dispatch
+    /// skips the target for it, and refuses the request naming it when no
+    /// target is left.
+    fn refused_option(&self, req: &ChatRequest) -> Option<&'static str> {
+        req.requested_options()
+            .into_iter()
+            .find(|f| !self.sends_option(f))
+    }
+
     async fn count_tokens(&self, _req: &ChatRequest) -> Result<Option<u32>, ProviderError> {
         Ok(None)
     }

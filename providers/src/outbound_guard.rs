@@ -13,19 +13,21 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::{
-    BackendKind, ChatRequest, EmbeddingInput, EmbeddingParams, Message, RemoteTarget,
-    ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    BackendKind, ChatRequest, EmbeddingInput, EmbeddingParams, GenerationOptions, Message,
+    RemoteTarget, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
 };
 
 /// The highest canary number [`canary_request`] uses.
-const LAST_CANARY: u32 = 29;
+const LAST_CANARY: u32 = 35;
 
 /// A request whose every string holds a canary `⟦cN⟧`, with `format`:
 /// messages, stop, user, metadata, the schema (c10-c15), and every tool
 /// field (c16-c27): a call's id, name and argument keys and values, the
 /// result naming it, a tool's name, description and parameters, and a
-/// named tool choice; and two embedding inputs (c28, c29) around a token
-/// array.
+/// named tool choice; the string generation options (c28-c33): a
+/// `logit_bias` key, `reasoning_effort`, `verbosity`, `service_tier`,
+/// `prompt_cache_key` and `safety_identifier`; and two embedding inputs
+/// (c34, c35) around a token array.
 fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
     let call = Message {
         role: Role::Assistant,
@@ -78,12 +80,26 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
         parallel_tool_calls: Some(false),
         embedding: Some(EmbeddingParams {
             inputs: vec![
-                EmbeddingInput::Text("⟦c28⟧ embed me".into()),
+                EmbeddingInput::Text("⟦c34⟧ embed me".into()),
                 EmbeddingInput::Tokens(vec![1, 2, 3]),
-                EmbeddingInput::Text("⟦c29⟧".into()),
+                EmbeddingInput::Text("⟦c35⟧".into()),
             ],
             dimensions: Some(4),
         }),
+        options: GenerationOptions {
+            frequency_penalty: Some(0.5),
+            presence_penalty: Some(-0.5),
+            logit_bias: [("⟦c28⟧".to_owned(), 5.0)].into(),
+            logprobs: true,
+            top_logprobs: Some(2),
+            n: Some(2),
+            reasoning_effort: Some("⟦c29⟧".into()),
+            verbosity: Some("⟦c30⟧".into()),
+            service_tier: Some("⟦c31⟧".into()),
+            prompt_cache_key: Some("⟦c32⟧".into()),
+            safety_identifier: Some("⟦c33⟧".into()),
+            store: Some(true),
+        },
     }
 }
 
@@ -217,7 +233,7 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
                 "⟦c17⟧"
             };
             let tool_canaries: &[&str] = if adapter == "embeddings" {
-                &["⟦c28⟧", "⟦c29⟧", "⟦c7⟧"]
+                &["⟦c34⟧", "⟦c35⟧", "⟦c7⟧"]
             } else if req.tools.is_empty() {
                 &["⟦c2⟧", call, "⟦c20⟧", "⟦c22⟧"]
             } else {
@@ -225,6 +241,22 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
             };
             for c in tool_canaries {
                 assert!(sent.contains(*c), "{adapter} does not send {c}: {body}");
+            }
+            // OpenAI itself gets every string option, and the metadata
+            // that goes with `store: true`.
+            if adapter == "openai" {
+                for c in [
+                    "⟦c8⟧",
+                    "⟦c9⟧",
+                    "⟦c28⟧",
+                    "⟦c29⟧",
+                    "⟦c30⟧",
+                    "⟦c31⟧",
+                    "⟦c32⟧",
+                    "⟦c33⟧",
+                ] {
+                    assert!(sent.contains(c), "openai does not send {c}: {body}");
+                }
             }
         }
     }
@@ -260,5 +292,58 @@ fn the_schema_and_every_text_field_are_scanned_and_redacted_in_the_same_order() 
         let mut sent = BTreeSet::new();
         body_canaries(&body, &mut sent);
         assert!(sent.is_empty(), "{adapter} still sends {sent:?}: {body}");
+    }
+}
+
+#[test]
+fn every_option_each_adapter_does_not_send_is_refused_and_each_it_sends_reaches_its_body() {
+    // Which adapter sends which option, and the body key it lands under.
+    let req = canary_request(None);
+    let openai = RemoteTarget::new("o", BackendKind::Openai, "http://x/v1", "gpt-x");
+    let compat = RemoteTarget::new("c", BackendKind::OpenaiCompatible, "http://y/v1", "m");
+    let gemini = RemoteTarget::new("g", BackendKind::Gemini, "http://w/v1beta", "gemini-x");
+    let o_body = crate::openai::upstream_body(&openai, &req, false);
+    let c_body = crate::openai::upstream_body(&compat, &req, false);
+    let g_body = crate::gemini::upstream_body(&gemini, &req).unwrap();
+    let gemini_key = |f: &str| match f {
+        "seed" => Some("seed"),
+        "presence_penalty" => Some("presencePenalty"),
+        "frequency_penalty" => Some("frequencyPenalty"),
+        _ => None,
+    };
+    let all: Vec<&str> = req.requested_options();
+    assert_eq!(all.len(), GenerationOptions::FIELDS.len() + 1, "{all:?}");
+    for f in all {
+        assert!(crate::openai::sends_option(BackendKind::Openai, f), "{f}");
+        assert!(
+            o_body.get(f).is_some(),
+            "openai does not send {f}: {o_body}"
+        );
+        let compat_sends = crate::openai::sends_option(BackendKind::OpenaiCompatible, f);
+        // The body holds every option; dispatch decides which target may get it.
+        assert!(c_body.get(f).is_some(), "{f}");
+        assert_eq!(
+            compat_sends,
+            matches!(
+                f,
+                "seed"
+                    | "frequency_penalty"
+                    | "presence_penalty"
+                    | "logit_bias"
+                    | "logprobs"
+                    | "top_logprobs"
+                    | "n"
+            ),
+            "{f}"
+        );
+        assert!(!crate::anthropic::sends_option(f), "{f}");
+        let g = crate::gemini::sends_option(f);
+        assert_eq!(g, gemini_key(f).is_some(), "{f}");
+        if let Some(k) = gemini_key(f) {
+            assert!(
+                g_body["generationConfig"].get(k).is_some(),
+                "gemini does not send {f} as {k}: {g_body}"
+            );
+        }
     }
 }

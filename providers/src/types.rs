@@ -158,6 +158,10 @@ pub struct ChatRequest {
     /// messages to answer. Its texts are outbound texts like any message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<EmbeddingParams>,
+    /// The generation options not every backend can honour; each adapter's
+    /// `Provider::sends_option` says which it sends, and dispatch skips a
+    /// target that cannot send one the request sets.
+    pub options: GenerationOptions,
 }
 
 /// One input of an embeddings request: text, or token ids.
@@ -189,6 +193,97 @@ pub struct Embeddings {
     pub prompt_tokens: u32,
     /// This request's local engine time, in seconds (local engine only).
     pub engine_seconds: Option<f64>,
+}
+
+/// Chat fields whose meaning depends on the backend: sampling penalties and
+/// biases, log probabilities, several choices, and OpenAI's own request
+/// settings. A field at its default (a zero penalty, `logprobs: false`,
+/// `n: 1`, `store: false`) is not set: every backend honours the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationOptions {
+    /// In [-2, 2]; `None` when absent or zero.
+    pub frequency_penalty: Option<f32>,
+    /// In [-2, 2]; `None` when absent or zero.
+    pub presence_penalty: Option<f32>,
+    /// Token id (the wire's string key, a decimal integer) to a bias in
+    /// [-100, 100].
+    pub logit_bias: BTreeMap<String, f32>,
+    /// Return the log probability of each generated token.
+    pub logprobs: bool,
+    /// How many alternatives per token to return with it (1-20; needs `logprobs`).
+    pub top_logprobs: Option<u8>,
+    /// How many choices to generate; `None` for one.
+    pub n: Option<u32>,
+    /// OpenAI's `reasoning_effort` (`minimal`, `low`, `medium`, `high`, ...).
+    pub reasoning_effort: Option<String>,
+    /// OpenAI's `verbosity` (`low`, `medium`, `high`).
+    pub verbosity: Option<String>,
+    /// OpenAI's `service_tier` (`auto`, `default`, `flex`, `priority`, ...).
+    pub service_tier: Option<String>,
+    /// OpenAI's `prompt_cache_key`.
+    pub prompt_cache_key: Option<String>,
+    /// OpenAI's `safety_identifier`, the end user's stable id for abuse checks.
+    pub safety_identifier: Option<String>,
+    /// OpenAI's `store`; `Some(false)` is kept so it can be passed on, but
+    /// only `Some(true)` is a setting another backend must refuse.
+    pub store: Option<bool>,
+}
+
+impl GenerationOptions {
+    /// Every option's wire name, in the order [`GenerationOptions::set_fields`] reports them.
+    pub const FIELDS: [&'static str; 12] = [
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "reasoning_effort",
+        "verbosity",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+        "store",
+    ];
+
+    /// The wire names of the options this request sets to something other
+    /// than their default. Taken apart without `..`: a new option is a
+    /// compile error here until it is named.
+    pub fn set_fields(&self) -> Vec<&'static str> {
+        let GenerationOptions {
+            frequency_penalty,
+            presence_penalty,
+            logit_bias,
+            logprobs,
+            top_logprobs,
+            n,
+            reasoning_effort,
+            verbosity,
+            service_tier,
+            prompt_cache_key,
+            safety_identifier,
+            store,
+        } = self;
+        let set = [
+            frequency_penalty.is_some(),
+            presence_penalty.is_some(),
+            !logit_bias.is_empty(),
+            *logprobs,
+            top_logprobs.is_some(),
+            n.is_some(),
+            reasoning_effort.is_some(),
+            verbosity.is_some(),
+            service_tier.is_some(),
+            prompt_cache_key.is_some(),
+            safety_identifier.is_some(),
+            *store == Some(true),
+        ];
+        Self::FIELDS
+            .iter()
+            .zip(set)
+            .filter_map(|(f, on)| on.then_some(*f))
+            .collect()
+    }
 }
 
 impl ChatRequest {
@@ -262,6 +357,7 @@ impl ChatRequest {
             tool_choice,
             parallel_tool_calls: _,
             embedding,
+            options,
         } = self;
         let mut out = Vec::new();
         for (i, m) in messages.iter().enumerate() {
@@ -295,8 +391,8 @@ impl ChatRequest {
         if let Some(u) = user {
             out.push(OutboundText::new(TextField::User, u));
         }
-        // No adapter sends metadata today; it is scanned all the same, so an
-        // adapter that starts passing it on cannot open a hole.
+        // Only OpenAI gets metadata (with `store: true`); it is scanned for
+        // every target all the same.
         for (k, v) in metadata {
             out.push(OutboundText::new(TextField::MetadataKey, k));
             out.push(OutboundText::new(TextField::MetadataValue, v));
@@ -351,6 +447,34 @@ impl ChatRequest {
                 }
             }
         }
+        let GenerationOptions {
+            frequency_penalty: _,
+            presence_penalty: _,
+            logit_bias,
+            logprobs: _,
+            top_logprobs: _,
+            n: _,
+            reasoning_effort,
+            verbosity,
+            service_tier,
+            prompt_cache_key,
+            safety_identifier,
+            store: _,
+        } = options;
+        for k in logit_bias.keys() {
+            out.push(OutboundText::new(TextField::Option("logit_bias"), k));
+        }
+        for (name, v) in [
+            ("reasoning_effort", reasoning_effort),
+            ("verbosity", verbosity),
+            ("service_tier", service_tier),
+            ("prompt_cache_key", prompt_cache_key),
+            ("safety_identifier", safety_identifier),
+        ] {
+            if let Some(v) = v {
+                out.push(OutboundText::new(TextField::Option(name), v));
+            }
+        }
         out
     }
 
@@ -375,6 +499,7 @@ impl ChatRequest {
             tool_choice,
             parallel_tool_calls: _,
             embedding,
+            options,
         } = self;
         let mut i = 0usize;
         let mut visit = |s: &mut String| {
@@ -456,6 +581,47 @@ impl ChatRequest {
                 }
             }
         }
+        let GenerationOptions {
+            frequency_penalty: _,
+            presence_penalty: _,
+            logit_bias,
+            logprobs: _,
+            top_logprobs: _,
+            n: _,
+            reasoning_effort,
+            verbosity,
+            service_tier,
+            prompt_cache_key,
+            safety_identifier,
+            store: _,
+        } = options;
+        let old = std::mem::take(logit_bias);
+        for (mut k, v) in old {
+            visit(&mut k);
+            logit_bias.insert(k, v);
+        }
+        for v in [
+            reasoning_effort,
+            verbosity,
+            service_tier,
+            prompt_cache_key,
+            safety_identifier,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit(v);
+        }
+    }
+
+    /// The wire names of the settings this request makes that not every
+    /// backend can honour: its set [`GenerationOptions`] and `seed`.
+    pub fn requested_options(&self) -> Vec<&'static str> {
+        let mut out = self.options.set_fields();
+        if self.seed.is_some() {
+            out.push("seed");
+        }
+        out
     }
 }
 
@@ -491,6 +657,9 @@ pub enum TextField {
     ToolChoice,
     /// Text input `i` of an embeddings request.
     EmbeddingInput(usize),
+    /// A string generation option (a `logit_bias` key, `prompt_cache_key`, ...),
+    /// by its wire name.
+    Option(&'static str),
 }
 
 impl TextField {
@@ -511,6 +680,7 @@ impl TextField {
             TextField::ToolParameters(_) => "tools.function.parameters",
             TextField::ToolChoice => "tool_choice",
             TextField::EmbeddingInput(_) => "input",
+            TextField::Option(name) => name,
         }
     }
 }
@@ -636,6 +806,25 @@ pub struct ChatResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<GeneratedToolCall>,
     pub done: Completion,
+    /// The tokens' log probabilities (`logprobs: true`), in OpenAI's shape:
+    /// `{"content": [{"token", "logprob", "bytes", "top_logprobs"}, ...]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<serde_json::Value>,
+    /// Choices 1 and up of an answer asked for with `n > 1`; this answer
+    /// itself is choice 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_choices: Vec<Choice>,
+}
+
+/// One further choice of an answer generated `n` times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<GeneratedToolCall>,
+    pub finish_reason: FinishReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<serde_json::Value>,
 }
 
 /// One item of a streamed answer.
@@ -645,6 +834,9 @@ pub enum StreamEvent {
     Delta(String),
     /// A piece of a tool call.
     ToolCall(ToolCallDelta),
+    /// The log probabilities of the tokens just streamed, in OpenAI's chunk
+    /// shape (`{"content": [...]}`).
+    Logprobs(serde_json::Value),
     /// The end of the answer; always the last item of a successful stream.
     Done(Completion),
 }

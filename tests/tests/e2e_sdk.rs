@@ -164,10 +164,18 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
         .fetch_all(&pool)
         .await
         .unwrap();
+    // `n=2` is decided at dispatch (the local target cannot honour it), so
+    // its 400 is a dispatched request with a record too.
     assert_eq!(
         rows.len(),
-        8,
+        9,
         "one record per dispatched request (errors before dispatch have none, nor do counts)"
+    );
+    let n2_id = seen["n2"]["request_id"].as_str();
+    assert!(
+        rows.iter().any(|r| r.get::<i64, _>("status") == 400
+            && n2_id.is_none_or(|id| r.get::<String, _>("request_id") == id)),
+        "a 400 record for the refused n=2"
     );
     for key in [
         "local_plain",

@@ -116,6 +116,7 @@ async fn collect(
                 text.push_str(&d);
             }
             Ok(StreamEvent::ToolCall(d)) => panic!("unexpected tool call {d:?}"),
+            Ok(StreamEvent::Logprobs(l)) => panic!("log probabilities nobody asked for: {l}"),
             Ok(StreamEvent::Done(c)) => dones.push(c),
             Err(e) => {
                 error = Some(e);
@@ -172,6 +173,7 @@ async fn tool_calls_plain_and_streamed_then_a_result_gets_an_answer() {
                     name = name.or(d.name);
                     args.push_str(&d.arguments);
                 }
+                StreamEvent::Logprobs(l) => panic!("{}: log probabilities {l}", b.name()),
                 StreamEvent::Done(c) => finish = Some(c.finish_reason),
             }
         }

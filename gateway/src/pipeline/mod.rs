@@ -450,7 +450,7 @@ fn metered(
         match item {
             Ok(ev) => {
                 match &ev {
-                    StreamEvent::Delta(_) | StreamEvent::ToolCall(_) => {
+                    StreamEvent::Delta(_) | StreamEvent::ToolCall(_) | StreamEvent::Logprobs(_) => {
                         if let Some(m) = meter.as_mut() {
                             m.delta();
                         }

@@ -60,6 +60,7 @@ pub async fn drain(mut s: ChatStream) -> Result<(String, usize, Completion), Pro
                 text.push_str(&d);
             }
             StreamEvent::ToolCall(d) => panic!("the engine made a tool call: {d:?}"),
+            StreamEvent::Logprobs(l) => panic!("the engine sent log probabilities: {l}"),
             StreamEvent::Done(c) => {
                 assert!(s.next().await.is_none(), "items after Done");
                 return Ok((text, deltas, c));

@@ -97,6 +97,7 @@ pub fn parse_messages_request(body: &Value) -> Result<ChatRequest, ProviderError
         tool_choice,
         parallel_tool_calls,
         embedding: None,
+        options: Default::default(),
     })
 }
 
@@ -527,6 +528,8 @@ impl MessagesStreamEncoder {
                 out
             }
             StreamEvent::ToolCall(d) => self.tool_call(d),
+            // The Messages API has no log probabilities; its requests never ask.
+            StreamEvent::Logprobs(_) => Vec::new(),
             StreamEvent::Done(done) => {
                 let (stop_reason, stop_sequence) = stop_fields(done);
                 vec![

@@ -375,6 +375,8 @@ pub(crate) fn parse_message(t: &RemoteTarget, v: &Value) -> Result<ChatResponse,
             usage: usage.canonical(),
             engine_seconds: None,
         },
+        logprobs: None,
+        more_choices: Vec::new(),
     })
 }
 
@@ -553,8 +555,19 @@ impl StreamTranslator for EventReader {
     }
 }
 
+/// Whether an Anthropic target sends option `field`: none of them. The
+/// Messages API has no penalties, biases, log probabilities, several
+/// choices or seed, and OpenAI's request settings mean nothing to it.
+pub fn sends_option(_field: &str) -> bool {
+    false
+}
+
 #[async_trait]
 impl Provider for AnthropicProvider {
+    fn sends_option(&self, field: &str) -> bool {
+        sends_option(field)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             kind: self.target.kind,

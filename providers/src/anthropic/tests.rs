@@ -157,6 +157,8 @@ fn stop_reasons_map_both_ways() {
                 usage: Usage::default(),
                 engine_seconds: None,
             },
+            logprobs: None,
+            more_choices: Vec::new(),
         };
         let wire = messages_response_json("msg_1", "m", &resp);
         assert_eq!(parse_stop_reason(wire.get("stop_reason")), reason);
@@ -179,6 +181,8 @@ fn written_message_reads_back_and_has_the_recorded_keys() {
             },
             engine_seconds: None,
         },
+        logprobs: None,
+        more_choices: Vec::new(),
     };
     let wire = messages_response_json("msg_abc", "claude-sonnet-4-5", &resp);
     assert_eq!(wire["usage"]["input_tokens"], 20);
@@ -671,6 +675,8 @@ fn a_matched_stop_sequence_is_named_both_ways_plain_and_streamed() {
         text: "one two".into(),
         tool_calls: Vec::new(),
         done: done.clone(),
+        logprobs: None,
+        more_choices: Vec::new(),
     };
     let wire = messages_response_json("msg_1", "m", &resp);
     assert_eq!(wire["stop_reason"], "stop_sequence");
@@ -706,6 +712,8 @@ fn a_matched_stop_sequence_is_named_both_ways_plain_and_streamed() {
             stop_sequence: None,
             ..resp.done
         },
+        logprobs: None,
+        more_choices: Vec::new(),
     };
     let wire = messages_response_json("msg_1", "m", &natural);
     assert_eq!(wire["stop_reason"], "end_turn");

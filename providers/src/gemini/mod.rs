@@ -273,6 +273,12 @@ fn generation_config(
         })?;
         c.insert("seed".into(), json!(seed));
     }
+    if let Some(v) = req.options.presence_penalty {
+        c.insert("presencePenalty".into(), f32_json(v));
+    }
+    if let Some(v) = req.options.frequency_penalty {
+        c.insert("frequencyPenalty".into(), f32_json(v));
+    }
     match &req.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => {
@@ -343,8 +349,20 @@ fn tools(req: &ChatRequest, body: &mut Value) -> Result<(), ProviderError> {
     Ok(())
 }
 
+/// Whether a Gemini target sends option `field`: `seed` and the two
+/// penalties (`generationConfig.seed`, `presencePenalty`,
+/// `frequencyPenalty`). Log probabilities and several candidates are refused:
+/// their answers are not read back into the client's answer.
+pub fn sends_option(field: &str) -> bool {
+    matches!(field, "seed" | "presence_penalty" | "frequency_penalty")
+}
+
 #[async_trait]
 impl Provider for GeminiProvider {
+    fn sends_option(&self, field: &str) -> bool {
+        sends_option(field)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             kind: self.target.kind,

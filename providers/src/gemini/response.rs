@@ -148,6 +148,8 @@ pub(crate) fn parse_response(
                 usage,
                 engine_seconds: None,
             },
+            logprobs: None,
+            more_choices: Vec::new(),
         });
     }
     let mut ids = CallIds::new();
@@ -184,6 +186,8 @@ pub(crate) fn parse_response(
             usage,
             engine_seconds: None,
         },
+        logprobs: None,
+        more_choices: Vec::new(),
     })
 }
 

@@ -87,7 +87,8 @@ impl OpenAiProvider {
 
 /// The body sent upstream. Official OpenAI gets `max_completion_tokens` (its
 /// reasoning models refuse `max_tokens`); compatible servers get `max_tokens`,
-/// the name they all know. Gateway metadata stays in the gateway.
+/// the name they all know. Gateway metadata stays in the gateway, except
+/// with `store: true` on OpenAI.
 pub(crate) fn upstream_body(t: &RemoteTarget, req: &ChatRequest, stream: bool) -> Value {
     let messages: Vec<Value> = req.messages.iter().map(message_json).collect();
     let mut body = json!({"model": t.upstream_model, "messages": messages});
@@ -140,12 +141,74 @@ pub(crate) fn upstream_body(t: &RemoteTarget, req: &ChatRequest, stream: bool) -
             body["tool_choice"] = tool_choice_json(choice);
         }
     }
+    options_json(&req.options, &mut body);
+    // `metadata` is the gateway's own tags; OpenAI gets it with the stored
+    // completion it labels (`store: true`), the only case its API takes it.
+    if t.kind == BackendKind::Openai && req.options.store == Some(true) && !req.metadata.is_empty()
+    {
+        body["metadata"] = json!(req.metadata);
+    }
     if stream {
         body["stream"] = json!(true);
         // Always ask for usage so metering is exact, whatever the client wanted.
         body["stream_options"] = json!({"include_usage": true});
     }
     body
+}
+
+/// The generation options a request sets, under their OpenAI names. Which of
+/// them a target may get is decided before dispatch ([`sends_option`]).
+fn options_json(o: &crate::GenerationOptions, body: &mut Value) {
+    let crate::GenerationOptions {
+        frequency_penalty,
+        presence_penalty,
+        logit_bias,
+        logprobs,
+        top_logprobs,
+        n,
+        reasoning_effort,
+        verbosity,
+        service_tier,
+        prompt_cache_key,
+        safety_identifier,
+        store,
+    } = o;
+    if let Some(v) = frequency_penalty {
+        body["frequency_penalty"] = f32_json(*v);
+    }
+    if let Some(v) = presence_penalty {
+        body["presence_penalty"] = f32_json(*v);
+    }
+    if !logit_bias.is_empty() {
+        let m: serde_json::Map<String, Value> = logit_bias
+            .iter()
+            .map(|(k, v)| (k.clone(), f32_json(*v)))
+            .collect();
+        body["logit_bias"] = Value::Object(m);
+    }
+    if *logprobs {
+        body["logprobs"] = json!(true);
+        if let Some(k) = top_logprobs {
+            body["top_logprobs"] = json!(k);
+        }
+    }
+    if let Some(n) = n {
+        body["n"] = json!(n);
+    }
+    for (key, v) in [
+        ("reasoning_effort", reasoning_effort),
+        ("verbosity", verbosity),
+        ("service_tier", service_tier),
+        ("prompt_cache_key", prompt_cache_key),
+        ("safety_identifier", safety_identifier),
+    ] {
+        if let Some(v) = v {
+            body[key] = json!(v);
+        }
+    }
+    if let Some(v) = store {
+        body["store"] = json!(v);
+    }
 }
 
 /// One canonical message in OpenAI's shape: an assistant's calls as
@@ -195,8 +258,36 @@ fn tool_choice_json(c: &ToolChoice) -> Value {
     }
 }
 
+/// Whether an `openai` or `openai-compatible` target sends option `field`.
+/// OpenAI itself gets every option. A compatible server (vLLM, llama.cpp
+/// server, Ollama, DeepSeek) gets the sampling ones its OpenAI-shaped API
+/// has in common with OpenAI's (`seed`, penalties, `logit_bias`,
+/// `logprobs` / `top_logprobs`, `n`); OpenAI's own request settings
+/// (`reasoning_effort`, `verbosity`, `service_tier`, `prompt_cache_key`,
+/// `safety_identifier`, `store: true`) are refused for it, since such a
+/// server would ignore them without a word.
+pub fn sends_option(kind: BackendKind, field: &str) -> bool {
+    match kind {
+        BackendKind::Openai => true,
+        _ => matches!(
+            field,
+            "seed"
+                | "frequency_penalty"
+                | "presence_penalty"
+                | "logit_bias"
+                | "logprobs"
+                | "top_logprobs"
+                | "n"
+        ),
+    }
+}
+
 #[async_trait]
 impl Provider for OpenAiProvider {
+    fn sends_option(&self, field: &str) -> bool {
+        sends_option(self.target.kind, field)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             kind: self.target.kind,

@@ -15,7 +15,8 @@ use crate::validate::{
     required, show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{
-    ChatRequest, Message, ProviderError, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    ChatRequest, GenerationOptions, Message, ProviderError, ResponseFormat, Role, Tool, ToolCall,
+    ToolChoice,
 };
 
 /// Validate an OpenAI chat-completions body.
@@ -37,15 +38,6 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
         }
         None => opt_max_tokens(obj, "max_tokens")?,
     };
-
-    if let Some(n) = field(obj, "n") {
-        if n.as_u64() != Some(1) {
-            return Err(bad(
-                "n",
-                format!("only \"n\": 1 is supported, got {}", show(n)),
-            ));
-        }
-    }
 
     let seed = match field(obj, "seed") {
         None => None,
@@ -80,6 +72,14 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
         None => false,
     };
 
+    let options = parse_options(obj)?;
+    if let (Some(n), true) = (options.n, stream) {
+        return Err(bad(
+            "n",
+            format!("\"n\": {n} is not supported with \"stream\": true; ask for one choice or do not stream"),
+        ));
+    }
+
     Ok(ChatRequest {
         model: model.to_owned(),
         messages,
@@ -97,8 +97,108 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, ProviderError> {
         tool_choice,
         parallel_tool_calls,
         embedding: None,
+        options,
     })
 }
+
+/// The most choices one request may ask for (`n`).
+pub const MAX_CHOICES: u64 = 8;
+
+/// The fields of [`GenerationOptions`]: checked here for type and range;
+/// whether the chosen target can honour them is decided at dispatch.
+fn parse_options(obj: &Obj) -> Result<GenerationOptions, ProviderError> {
+    let penalty = |key: &str| -> Result<Option<f32>, ProviderError> {
+        Ok(opt_number_in(obj, key, -2.0, 2.0)?.filter(|v| *v != 0.0))
+    };
+    let mut logit_bias = BTreeMap::new();
+    if let Some(m) = opt_object(obj, "logit_bias", "logit_bias")? {
+        if m.len() > MAX_LOGIT_BIAS {
+            return Err(bad(
+                "logit_bias",
+                format!(
+                    "\"logit_bias\" accepts at most {MAX_LOGIT_BIAS} tokens, got {}",
+                    m.len()
+                ),
+            ));
+        }
+        for (k, v) in m {
+            let path = format!("logit_bias.{k}");
+            if k.parse::<u32>().is_err() {
+                return Err(bad(
+                    "logit_bias",
+                    format!("\"logit_bias\" keys are token ids, got {k:?}"),
+                ));
+            }
+            let b = v.as_f64().ok_or_else(|| wrong_type(&path, "a number", v))?;
+            if !(-100.0..=100.0).contains(&b) {
+                return Err(bad(
+                    "logit_bias",
+                    format!("\"{path}\" must be between -100 and 100, got {}", show(v)),
+                ));
+            }
+            logit_bias.insert(k.clone(), b as f32);
+        }
+    }
+    let logprobs = opt_bool(obj, "logprobs", "logprobs")?.unwrap_or(false);
+    let top_logprobs = match field(obj, "top_logprobs") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(0) => None,
+            Some(k @ 1..=20) if logprobs => Some(k as u8),
+            Some(1..=20) => {
+                return Err(bad(
+                    "top_logprobs",
+                    "\"top_logprobs\" needs \"logprobs\": true".into(),
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    "top_logprobs",
+                    format!(
+                        "\"top_logprobs\" must be an integer from 0 to 20, got {}",
+                        show(v)
+                    ),
+                ))
+            }
+        },
+    };
+    let n = match field(obj, "n") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(1) => None,
+            Some(k @ 2..) if k <= MAX_CHOICES => Some(k as u32),
+            _ => {
+                return Err(bad(
+                    "n",
+                    format!(
+                        "\"n\" must be an integer from 1 to {MAX_CHOICES}, got {}",
+                        show(v)
+                    ),
+                ))
+            }
+        },
+    };
+    let text = |key: &str| -> Result<Option<String>, ProviderError> {
+        Ok(opt_str(obj, key, key)?.map(str::to_owned))
+    };
+    Ok(GenerationOptions {
+        frequency_penalty: penalty("frequency_penalty")?,
+        presence_penalty: penalty("presence_penalty")?,
+        logit_bias,
+        logprobs,
+        top_logprobs,
+        n,
+        reasoning_effort: text("reasoning_effort")?,
+        verbosity: text("verbosity")?,
+        service_tier: text("service_tier")?,
+        prompt_cache_key: text("prompt_cache_key")?,
+        safety_identifier: text("safety_identifier")?,
+        store: opt_bool(obj, "store", "store")?,
+    })
+}
+
+/// The most tokens one `logit_bias` may name (OpenAI's own limit is 300).
+const MAX_LOGIT_BIAS: usize = 300;
 
 /// Fields that change the answer and that no backend here supports yet. They are
 /// refused only when set to something other than their default.
@@ -110,34 +210,12 @@ fn reject_unsupported(obj: &Obj) -> Result<(), ProviderError> {
     };
     // The legacy `functions` / `function_call` pair predates `tools`; clients
     // that still send it are told to use `tools`.
-    for key in ["functions", "logit_bias"] {
-        if let Some(v) = field(obj, key).filter(|v| non_empty(v)) {
-            return Err(unsupported(key, v));
-        }
+    if let Some(v) = field(obj, "functions").filter(|v| non_empty(v)) {
+        return Err(unsupported("functions", v));
     }
     if let Some(v) = field(obj, "function_call") {
         if !matches!(v.as_str(), Some("none" | "auto")) {
             return Err(unsupported("function_call", v));
-        }
-    }
-    if let Some(v) = field(obj, "logprobs") {
-        match v.as_bool() {
-            Some(false) => {}
-            Some(true) => return Err(unsupported("logprobs", v)),
-            None => return Err(wrong_type("logprobs", "a boolean", v)),
-        }
-    }
-    if let Some(v) = field(obj, "top_logprobs") {
-        if v.as_u64() != Some(0) {
-            return Err(unsupported("top_logprobs", v));
-        }
-    }
-    for key in ["presence_penalty", "frequency_penalty"] {
-        if let Some(v) = field(obj, key) {
-            let n = v.as_f64().ok_or_else(|| wrong_type(key, "a number", v))?;
-            if n != 0.0 {
-                return Err(unsupported(key, v));
-            }
         }
     }
     for key in ["audio", "prediction", "web_search_options"] {
@@ -591,14 +669,96 @@ mod tests {
         );
         assert_eq!(reject(with("top_p", json!(-0.1))).0, "top_p");
         assert_eq!(
-            reject(with("n", json!(3))),
-            ("n".into(), "only \"n\": 1 is supported, got 3".into())
+            reject(with("n", json!(9))),
+            (
+                "n".into(),
+                "\"n\" must be an integer from 1 to 8, got 9".into()
+            )
         );
+        assert_eq!(reject(with("n", json!(0))).0, "n");
+        assert_eq!(
+            reject(with("presence_penalty", json!(2.5))).0,
+            "presence_penalty"
+        );
+        assert_eq!(
+            reject(with("frequency_penalty", json!("x"))).0,
+            "frequency_penalty"
+        );
+        assert_eq!(
+            reject(with("logit_bias", json!({"abc": 1}))).0,
+            "logit_bias"
+        );
+        assert_eq!(
+            reject(with("logit_bias", json!({"5": 101}))).0,
+            "logit_bias"
+        );
+        assert_eq!(reject(with("top_logprobs", json!(21))).0, "top_logprobs");
+        // Alternatives per token come only with the tokens' own log probabilities.
+        assert_eq!(reject(with("top_logprobs", json!(3))).0, "top_logprobs");
+        assert_eq!(reject(with("logprobs", json!("yes"))).0, "logprobs");
+        assert_eq!(
+            reject(with("reasoning_effort", json!(3))).0,
+            "reasoning_effort"
+        );
+        assert_eq!(reject(with("store", json!("no"))).0, "store");
         assert_eq!(
             reject(with("stop", json!(["a", "b", "c", "d", "e"]))).0,
             "stop"
         );
         assert_eq!(reject(with("seed", json!(1.5))).0, "seed");
+    }
+
+    #[test]
+    fn generation_options_are_carried_and_defaults_are_not_settings() {
+        let mut b = base();
+        for (k, v) in [
+            ("frequency_penalty", json!(0.5)),
+            ("presence_penalty", json!(-1)),
+            ("logit_bias", json!({"50256": -100, "7": 2.5})),
+            ("logprobs", json!(true)),
+            ("top_logprobs", json!(3)),
+            ("n", json!(2)),
+            ("reasoning_effort", json!("low")),
+            ("verbosity", json!("high")),
+            ("service_tier", json!("flex")),
+            ("prompt_cache_key", json!("k1")),
+            ("safety_identifier", json!("u-hash")),
+            ("store", json!(true)),
+        ] {
+            b[k] = v;
+        }
+        let req = parse_chat_request(&b).unwrap();
+        let o = &req.options;
+        assert_eq!(o.frequency_penalty, Some(0.5));
+        assert_eq!(o.presence_penalty, Some(-1.0));
+        assert_eq!(o.logit_bias.get("50256"), Some(&-100.0));
+        assert_eq!(o.logit_bias.get("7"), Some(&2.5));
+        assert!(o.logprobs);
+        assert_eq!(o.top_logprobs, Some(3));
+        assert_eq!(o.n, Some(2));
+        assert_eq!(o.reasoning_effort.as_deref(), Some("low"));
+        assert_eq!(o.verbosity.as_deref(), Some("high"));
+        assert_eq!(o.service_tier.as_deref(), Some("flex"));
+        assert_eq!(o.prompt_cache_key.as_deref(), Some("k1"));
+        assert_eq!(o.safety_identifier.as_deref(), Some("u-hash"));
+        assert_eq!(o.store, Some(true));
+        assert_eq!(o.set_fields(), GenerationOptions::FIELDS.to_vec());
+        // Defaults are no setting any backend must refuse.
+        let mut d = base();
+        for (k, v) in [
+            ("frequency_penalty", json!(0)),
+            ("presence_penalty", json!(0.0)),
+            ("logit_bias", json!({})),
+            ("logprobs", json!(false)),
+            ("top_logprobs", json!(0)),
+            ("n", json!(1)),
+            ("store", json!(false)),
+        ] {
+            d[k] = v;
+        }
+        let req = parse_chat_request(&d).unwrap();
+        assert!(req.requested_options().is_empty(), "{:?}", req.options);
+        assert_eq!(req.options.store, Some(false), "kept to pass on");
     }
 
     #[test]
@@ -865,11 +1025,6 @@ mod tests {
         for (k, v) in [
             ("functions", json!([{"name": "f"}])),
             ("function_call", json!({"name": "f"})),
-            ("logprobs", json!(true)),
-            ("top_logprobs", json!(3)),
-            ("logit_bias", json!({"50256": -100})),
-            ("presence_penalty", json!(0.5)),
-            ("frequency_penalty", json!(-1)),
             ("audio", json!({"voice": "alloy", "format": "wav"})),
             ("modalities", json!(["text", "audio"])),
             ("prediction", json!({"type": "content", "content": "x"})),

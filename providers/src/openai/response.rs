@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::remote::{protocol, RemoteTarget, StreamTranslator};
 use crate::sse::SseEvent;
 use crate::{
-    ChatResponse, Completion, FinishReason, GeneratedToolCall, ProviderError, StreamEvent,
+    ChatResponse, Choice, Completion, FinishReason, GeneratedToolCall, ProviderError, StreamEvent,
     ToolCallDelta, Usage,
 };
 
@@ -56,30 +56,55 @@ pub fn response_json(id: &str, created: i64, model: &str, resp: &ChatResponse) -
                 "refusal": null,
                 "annotations": []
             },
-            "logprobs": null,
+            "logprobs": resp.logprobs,
             "finish_reason": finish_reason_str(resp.done.finish_reason)
         }],
         "usage": usage_json(&resp.done.usage),
         "system_fingerprint": null
     });
-    if !resp.tool_calls.is_empty() {
-        let message = &mut v["choices"][0]["message"];
-        if resp.text.is_empty() {
-            message["content"] = Value::Null;
+    with_tool_calls(
+        &mut v["choices"][0]["message"],
+        &resp.text,
+        &resp.tool_calls,
+    );
+    for (i, c) in resp.more_choices.iter().enumerate() {
+        let mut choice = json!({
+            "index": i + 1,
+            "message": {
+                "role": "assistant",
+                "content": c.text,
+                "refusal": null,
+                "annotations": []
+            },
+            "logprobs": c.logprobs,
+            "finish_reason": finish_reason_str(c.finish_reason)
+        });
+        with_tool_calls(&mut choice["message"], &c.text, &c.tool_calls);
+        if let Some(a) = v["choices"].as_array_mut() {
+            a.push(choice);
         }
-        message["tool_calls"] = resp
-            .tool_calls
-            .iter()
-            .map(|c| {
-                json!({
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments}
-                })
-            })
-            .collect();
     }
     v
+}
+
+/// A message's `tool_calls`, and `"content": null` when it has no text.
+fn with_tool_calls(message: &mut Value, text: &str, calls: &[GeneratedToolCall]) {
+    if calls.is_empty() {
+        return;
+    }
+    if text.is_empty() {
+        message["content"] = Value::Null;
+    }
+    message["tool_calls"] = calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments}
+            })
+        })
+        .collect();
 }
 
 /// Writes the `chat.completion.chunk` objects of one streamed answer. With
@@ -175,6 +200,11 @@ impl ChunkBuilder {
         match ev {
             StreamEvent::Delta(text) => vec![self.content(text)],
             StreamEvent::ToolCall(d) => vec![self.tool_call(d)],
+            StreamEvent::Logprobs(lp) => {
+                let mut c = self.chunk(json!({}), None);
+                c["choices"][0]["logprobs"] = lp.clone();
+                vec![c]
+            }
             StreamEvent::Done(done) => {
                 let mut out = vec![self.finish(done.finish_reason)];
                 if self.include_usage {
@@ -223,9 +253,42 @@ pub(crate) fn parse_response(
     v: &Value,
     stops: &[String],
 ) -> Result<ChatResponse, ProviderError> {
-    let choice = v
-        .pointer("/choices/0")
+    let choices = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
         .ok_or_else(|| protocol(t, "answer has no choices"))?;
+    let (first, rest) = (&choices[0], &choices[1..]);
+    let c0 = read_choice(t, first)?;
+    let more_choices = rest
+        .iter()
+        .map(|c| read_choice(t, c))
+        .collect::<Result<_, _>>()?;
+    let stop_sequence = (c0.finish_reason == FinishReason::Stop)
+        .then(|| crate::infer_stop_sequence(stops, named_stop(first), &c0.text))
+        .flatten();
+    Ok(ChatResponse {
+        text: c0.text,
+        tool_calls: c0.tool_calls,
+        done: Completion {
+            stop_sequence,
+            model: v
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&t.upstream_model)
+                .to_owned(),
+            finish_reason: c0.finish_reason,
+            usage: v.get("usage").map(parse_usage).unwrap_or_default(),
+            engine_seconds: None,
+        },
+        logprobs: c0.logprobs,
+        more_choices,
+    })
+}
+
+/// One upstream choice: its text (or refusal), calls, finish reason and
+/// log probabilities.
+fn read_choice(t: &RemoteTarget, choice: &Value) -> Result<Choice, ProviderError> {
     let message = choice
         .get("message")
         .ok_or_else(|| protocol(t, "choice has no message"))?;
@@ -248,23 +311,11 @@ pub(crate) fn parse_response(
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(protocol(t, format!("tool_calls is not an array: {other}"))),
     };
-    let stop_sequence = (finish_reason == FinishReason::Stop)
-        .then(|| crate::infer_stop_sequence(stops, named_stop(choice), &text))
-        .flatten();
-    Ok(ChatResponse {
+    Ok(Choice {
         text,
         tool_calls,
-        done: Completion {
-            stop_sequence,
-            model: v
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or(&t.upstream_model)
-                .to_owned(),
-            finish_reason,
-            usage: v.get("usage").map(parse_usage).unwrap_or_default(),
-            engine_seconds: None,
-        },
+        finish_reason,
+        logprobs: choice.get("logprobs").filter(|l| !l.is_null()).cloned(),
     })
 }
 
@@ -453,6 +504,9 @@ impl StreamTranslator for ChunkReader {
                 out.push_back(StreamEvent::Delta(text.to_owned()));
             }
             read_tool_call_deltas(delta, out);
+            if let Some(lp) = choice.get("logprobs").filter(|l| !l.is_null()) {
+                out.push_back(StreamEvent::Logprobs(lp.clone()));
+            }
             if let Some(s) = named_stop(choice) {
                 self.named_stop = Some(s.to_owned());
             }
@@ -539,6 +593,8 @@ mod tests {
                 stop_sequence: None,
                 engine_seconds: None,
             },
+            logprobs: None,
+            more_choices: Vec::new(),
         };
         let wire = response_json("chatcmpl-1", 1_700_000_000, "local-moe", &original);
         assert_eq!(wire["object"], "chat.completion");
@@ -581,6 +637,46 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_and_further_choices_are_read_and_written_back() {
+        let lp = json!({"content": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+            "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}]}], "refusal": null});
+        let upstream = json!({
+            "id": "x", "model": "gpt-x",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "logprobs": lp, "finish_reason": "stop"},
+                {"index": 1, "message": {"role": "assistant", "content": "Hello"}, "logprobs": null, "finish_reason": "length"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4}
+        });
+        let t = target();
+        let resp = parse_response(&t, &upstream, &[]).unwrap();
+        assert_eq!(resp.logprobs.as_ref(), Some(&lp));
+        assert_eq!(resp.more_choices.len(), 1);
+        assert_eq!(resp.more_choices[0].text, "Hello");
+        assert_eq!(resp.more_choices[0].finish_reason, FinishReason::Length);
+        let out = response_json("chatcmpl-1", 0, "gpt-x", &resp);
+        assert_eq!(out["choices"][0]["logprobs"], lp);
+        assert_eq!(out["choices"][1]["index"], 1);
+        assert_eq!(out["choices"][1]["message"]["content"], "Hello");
+        assert_eq!(out["choices"][1]["finish_reason"], "length");
+        assert_eq!(out["choices"].as_array().unwrap().len(), 2);
+
+        // Streamed: each chunk's logprobs become an event, written back on
+        // the client's chunk.
+        let chunk = json!({"model": "gpt-x", "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": lp, "finish_reason": null}]});
+        let sse = format!("data: {chunk}\n\ndata: [DONE]\n\n");
+        let (events, err) = read_stream(&sse);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(events[0], StreamEvent::Delta("Hi".into()));
+        assert_eq!(events[1], StreamEvent::Logprobs(lp.clone()));
+        let b = ChunkBuilder::new("chatcmpl-1", 0, "gpt-x", false);
+        let written = b.on_event(&events[1]);
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0]["choices"][0]["logprobs"], lp);
+        assert_eq!(written[0]["choices"][0]["delta"], json!({}));
+    }
+
+    #[test]
     fn recorded_stream_with_usage_reads_into_deltas_and_one_done() {
         let (events, err) = read_stream(STREAM);
         assert!(err.is_none(), "{err:?}");
@@ -588,7 +684,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 StreamEvent::Delta(t) => Some(t.as_str()),
-                StreamEvent::ToolCall(_) | StreamEvent::Done(_) => None,
+                StreamEvent::ToolCall(_) | StreamEvent::Logprobs(_) | StreamEvent::Done(_) => None,
             })
             .collect();
         assert_eq!(text, "Hello! How can I help?");

@@ -169,18 +169,47 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
             prompt_tokens,
         ));
     }
+    // With `logprobs: true` every piece of the reply is a token of log
+    // probability -0.5, with `top_logprobs` alternatives; with `n` the reply
+    // comes `n` times, choice `i` prefixed "[i] " after the first.
+    let logprobs = |text: &str| -> Value {
+        if body.get("logprobs").and_then(Value::as_bool) != Some(true) {
+            return Value::Null;
+        }
+        let top = body
+            .get("top_logprobs")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let content: Vec<Value> = pieces(text)
+            .into_iter()
+            .map(|p| {
+                let alts: Vec<Value> = (0..top)
+                    .map(|k| json!({"token": format!("alt{k}"), "logprob": -1.0 - k as f64, "bytes": null}))
+                    .collect();
+                json!({"token": p, "logprob": -0.5, "bytes": p.as_bytes(), "top_logprobs": alts})
+            })
+            .collect();
+        json!({"content": content, "refusal": null})
+    };
     if !stream {
+        let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+        let choices: Vec<Value> = (0..n)
+            .map(|i| {
+                let text = if i == 0 { text.clone() } else { format!("[{i}] {text}") };
+                json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+                    "logprobs": logprobs(&text),
+                    "finish_reason": finish
+                })
+            })
+            .collect();
         return Ok(Answer::Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": CREATED,
             "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
-                "logprobs": null,
-                "finish_reason": finish
-            }],
+            "choices": choices,
             "usage": usage,
             "service_tier": "default",
             "system_fingerprint": "fp_mock"
@@ -191,13 +220,17 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let chunk = |delta: Value, finish: Option<&str>| {
+        let lp = match delta.get("content").and_then(Value::as_str) {
+            Some(p) if !p.is_empty() => logprobs(p),
+            _ => Value::Null,
+        };
         let mut c = json!({
             "id": id,
             "object": "chat.completion.chunk",
             "created": CREATED,
             "model": model,
             "system_fingerprint": "fp_mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+            "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]
         });
         if include_usage {
             c["usage"] = Value::Null;

@@ -327,6 +327,9 @@ impl ResponsesStreamEncoder {
         match ev {
             StreamEvent::Delta(text) => self.text(text),
             StreamEvent::ToolCall(d) => self.tool_call(d),
+            // Responses requests cannot ask for log probabilities (`include`
+            // values other than encrypted reasoning are refused), so none come.
+            StreamEvent::Logprobs(_) => Vec::new(),
             StreamEvent::Done(done) => {
                 let mut out = Vec::new();
                 if self.done.is_empty() && self.open.is_none() {

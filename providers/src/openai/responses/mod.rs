@@ -161,6 +161,7 @@ pub fn parse_responses_request(body: &Value) -> Result<ResponsesRequest, Provide
             tool_choice,
             parallel_tool_calls,
             embedding: None,
+            options: Default::default(),
         },
         echo,
     })
