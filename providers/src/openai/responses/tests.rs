@@ -288,6 +288,8 @@ fn a_response_object_has_message_and_function_call_items() {
             arguments: "{\"a\":1}".into(),
         }],
         done: done(FinishReason::ToolCalls),
+        logprobs: None,
+        more_choices: vec![],
     };
     let v = response_json("resp_abc", 100, "m", &echo, &resp);
     assert_eq!(v["object"], "response");
@@ -308,6 +310,8 @@ fn a_response_object_has_message_and_function_call_items() {
         text: "Hel".into(),
         tool_calls: vec![],
         done: done(FinishReason::Length),
+        logprobs: None,
+        more_choices: vec![],
     };
     let v = response_json("resp_abc", 100, "m", &echo, &cut);
     assert_eq!(v["status"], "incomplete");
