@@ -370,15 +370,7 @@ pub(crate) async fn seed_budgets(
     store: &dyn LedgerStore,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<BudgetBook> {
-    use chrono::{Datelike, TimeZone, Utc};
-    let day = now
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |d| d.and_utc().timestamp_millis());
-    let month = Utc
-        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .map_or(0, |d| d.timestamp_millis());
+    let (month, day) = window_starts(now);
     let rows = store
         .settled_spend(month, day)
         .await
