@@ -6,13 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::warn;
 use watershed_policies::privacy::{RedactionMap, Restorer};
 use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
 use watershed_providers::{
-    ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, StreamEvent, ToolCallDelta,
+    ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError, StreamEvent,
+    ToolCallDelta,
 };
 
 use crate::breaker::{Breaker, BreakerState};
@@ -297,6 +299,43 @@ enum Answer {
     Stream(ChatStream),
 }
 
+/// What a successful attempt gives, and how it lets go of the pool member
+/// that produced it.
+trait Attempted: Sized {
+    /// Reports the member `lease` healthy; a stream keeps holding it until
+    /// its last event.
+    fn settle(self, t: &TargetHandle, lease: Option<Lease>, meter: &Meter) -> Self;
+}
+
+impl Attempted for Answer {
+    fn settle(self, t: &TargetHandle, lease: Option<Lease>, meter: &Meter) -> Self {
+        match (self, lease) {
+            (Answer::Stream(s), Some(l)) => {
+                l.report_ok();
+                Answer::Stream(match t.pool.clone() {
+                    Some(p) => l.hold(p, meter.metrics().clone(), s),
+                    None => s,
+                })
+            }
+            (answer, lease) => {
+                if let Some(l) = lease {
+                    l.report_ok();
+                }
+                answer
+            }
+        }
+    }
+}
+
+impl Attempted for Embeddings {
+    fn settle(self, _t: &TargetHandle, lease: Option<Lease>, _meter: &Meter) -> Self {
+        if let Some(l) = lease {
+            l.report_ok();
+        }
+        self
+    }
+}
+
 /// One attempt on `t` through `provider` (the target's, or for a pool the
 /// leased member's): a complete answer, or a stream that has produced its
 /// first event, so a stream failing after its headers but before anything
@@ -338,18 +377,28 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Tries the targets in order, each up to `1 + retries` times, all within
-/// the request deadline. A transient failure (429, 5xx, connect error,
-/// timeout) is retried on the same target after a backoff that would still
-/// end before the deadline; any other failure of the target's own moves on
-/// to the next; a failure caused by the request itself ends dispatch.
-async fn run(
+/// the request deadline, making each try with `attempt` (an answer, whole or
+/// streamed, or embeddings: every kind of request goes through this one
+/// loop). A transient failure (429, 5xx, connect error, timeout) is retried
+/// on the same target after a backoff that would still end before the
+/// deadline; any other failure of the target's own moves on to the next; a
+/// failure caused by the request itself ends dispatch.
+async fn run<A, F>(
     targets: &[Arc<TargetHandle>],
     out: &Outbound,
     meter: &mut Meter,
     route: &str,
     limits: Limits,
-    stream: bool,
-) -> Result<(Arc<TargetHandle>, Answer), ProviderError> {
+    attempt: F,
+) -> Result<(Arc<TargetHandle>, A), ProviderError>
+where
+    A: Attempted,
+    F: for<'a> Fn(
+        &'a TargetHandle,
+        &'a Arc<dyn Provider>,
+        &'a Outbound,
+    ) -> BoxFuture<'a, Result<A, ProviderError>>,
+{
     let deadline = Instant::now() + limits.request_deadline;
     let expired = || ProviderError::Deadline {
         after_ms: millis(limits.request_deadline),
@@ -404,7 +453,7 @@ async fn run(
                 meter.member(&l.member);
             }
             let provider = lease.as_ref().map_or(&t.provider, |l| &l.member.provider);
-            let result = tokio::time::timeout_at(deadline, attempt(t, provider, out, stream)).await;
+            let result = tokio::time::timeout_at(deadline, attempt(t, provider, out)).await;
             let Ok(result) = result else {
                 warn!(request_id = %meter.request_id(), backend = %t.id, "request deadline reached during an attempt");
                 let timeout = ProviderError::Timeout {
@@ -417,23 +466,7 @@ async fn run(
             let e = match result {
                 Ok(answer) => {
                     breaker_success(t, meter);
-                    let answer = match (answer, lease) {
-                        (Answer::Stream(s), Some(l)) => {
-                            l.report_ok();
-                            let pool = t.pool.clone();
-                            Answer::Stream(match pool {
-                                Some(p) => l.hold(p, meter.metrics().clone(), s),
-                                None => s,
-                            })
-                        }
-                        (answer, lease) => {
-                            if let Some(l) = lease {
-                                l.report_ok();
-                            }
-                            answer
-                        }
-                    };
-                    return Ok((t.clone(), answer));
+                    return Ok((t.clone(), answer.settle(t, lease, meter)));
                 }
                 Err(e) if !e.is_retryable() => {
                     // The target answered; the request was at fault.
@@ -555,7 +588,10 @@ pub async fn chat(
     route: &str,
     limits: Limits,
 ) -> Result<(Arc<TargetHandle>, ChatResponse), ProviderError> {
-    match run(targets, out, meter, route, limits, false).await? {
+    let whole = run(targets, out, meter, route, limits, |t, p, o| {
+        attempt(t, p, o, false).boxed()
+    });
+    match whole.await? {
         (t, Answer::Full(resp)) => Ok((t, resp)),
         (t, Answer::Stream(_)) => Err(ProviderError::Internal(format!(
             "target {} streamed an answer asked for whole",
@@ -576,13 +612,33 @@ pub async fn chat_stream(
     limits: Limits,
 ) -> Result<(Arc<TargetHandle>, ChatStream), ProviderError> {
     let until = Instant::now() + limits.stream_deadline;
-    match run(targets, out, meter, route, limits, true).await? {
+    let streamed = run(targets, out, meter, route, limits, |t, p, o| {
+        attempt(t, p, o, true).boxed()
+    });
+    match streamed.await? {
         (t, Answer::Stream(s)) => Ok((t, bounded(s, until, millis(limits.stream_deadline)))),
         (t, Answer::Full(_)) => Err(ProviderError::Internal(format!(
             "target {} answered whole a request asked as a stream",
             t.id
         ))),
     }
+}
+
+/// Embeddings from the first target that gives them, tried exactly as an
+/// answer is: in order, past open breakers, on pool members, with the
+/// target's `retries` and `retry_backoff_ms`, within the request deadline.
+/// An embedding needs no restoring: the redacted copy's vectors stand.
+pub async fn embed(
+    targets: &[Arc<TargetHandle>],
+    out: &Outbound,
+    meter: &mut Meter,
+    route: &str,
+    limits: Limits,
+) -> Result<(Arc<TargetHandle>, Embeddings), ProviderError> {
+    run(targets, out, meter, route, limits, |t, p, o| {
+        p.embed(o.for_target(t).0)
+    })
+    .await
 }
 
 /// `stream` cut at `until` with a deadline error as its last item.

@@ -309,6 +309,9 @@ fn every_option_each_adapter_does_not_send_is_refused_and_each_it_sends_reaches_
         "seed" => Some("seed"),
         "presence_penalty" => Some("presencePenalty"),
         "frequency_penalty" => Some("frequencyPenalty"),
+        "n" => Some("candidateCount"),
+        "logprobs" => Some("responseLogprobs"),
+        "top_logprobs" => Some("logprobs"),
         _ => None,
     };
     let all: Vec<&str> = req.requested_options();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::Row;
 use watershed_tests::harness::{python, test_model, workspace_root, Gateway};
-use watershed_tests::mock::MockUpstream;
+use watershed_tests::mock::{Failure, MockUpstream};
 
 fn config(openai: &str, gguf: &str) -> String {
     format!(
@@ -337,4 +337,84 @@ async fn confidential_inputs_stay_home_and_bad_inputs_are_named() {
     assert!(rows
         .iter()
         .all(|r| r.get::<String, _>("backend") != "text-embedding-3-small"));
+}
+
+/// A remote embedding target's transient failures (429, 503) are retried
+/// on the same target exactly as an answer's are (`retries`,
+/// `retry_backoff_ms`), each try counted in the ledger row's attempts;
+/// once its retries are spent the client gets the upstream's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_embeddings_retry_a_429_and_a_503_on_the_same_target() {
+    let openai = MockUpstream::openai().await;
+    let config = format!(
+        r#"version: 1
+ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+models:
+  text-embedding-3-small:
+    provider: openai
+    base_url: "{}"
+    api_key_env: E2E_OPENAI_KEY
+    embeddings: {{ model: text-embedding-3-small }}
+    retries: 1
+    retry_backoff_ms: 10
+  local:
+    engine: local
+    gguf: "{{dir}}/does-not-exist.gguf"
+routes:
+  - name: home
+    when: {{ privacy: ">= confidential" }}
+    to: [local]
+  - name: remote-embed
+    to: [text-embedding-3-small]
+"#,
+        openai.base_url
+    );
+    let gw = Gateway::start(
+        "e2e-embed-retry",
+        &config,
+        &[("E2E_OPENAI_KEY", "sk-openai")],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let env = Env {
+        openai,
+        gw,
+        http: reqwest::Client::new(),
+    };
+    let body = json!({"model": "text-embedding-3-small", "input": "The river meets the sea."});
+    let embeds = || env.openai.count_path("/v1/embeddings");
+
+    env.openai.fail_next(1, Failure::Status(429));
+    let (status, answer, backend) = env.post(&body, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(backend.as_deref(), Some("text-embedding-3-small"));
+    assert_eq!(answer["data"].as_array().unwrap().len(), 1);
+    assert_eq!(embeds(), 2, "one 429, then the retry");
+
+    env.openai.fail_next(1, Failure::Status(503));
+    let (status, answer, _) = env.post(&body, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(embeds(), 4, "one 503, then the retry");
+
+    // Two failures in a row spend the one retry.
+    env.openai.fail_next(2, Failure::Status(503));
+    let (status, answer, _) = env.post(&body, None).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "upstream_unavailable");
+    assert_eq!(embeds(), 6);
+
+    let dir = env.gw.dir.clone();
+    env.gw.stop().unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/ledger.db", dir.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT status, attempts FROM ledger ORDER BY ts_ms")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get("status"), r.get("attempts")))
+        .collect();
+    assert_eq!(got, [(200, 2), (200, 2), (503, 2)]);
 }

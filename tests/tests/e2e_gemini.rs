@@ -391,3 +391,100 @@ async fn anthropic_clients_models_and_count_tokens_reach_a_gemini_target() {
     );
     gw.stop().unwrap();
 }
+
+/// `n`, `logprobs` and `top_logprobs` reach Gemini as `candidateCount`,
+/// `responseLogprobs` and `logprobs`, and its candidates and
+/// `logprobsResult` come back as the client's choices and log
+/// probabilities, whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_candidates_and_logprobs_come_back_from_a_gemini_target() {
+    let gemini = MockUpstream::gemini().await;
+    let gw = Gateway::start(
+        "e2e-gemini-choices",
+        &config(&gemini.base_url),
+        &[("E2E_GEMINI_KEY", "gemini-key-e2e")],
+    )
+    .unwrap();
+    gw.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.base_url);
+    let resp = http
+        .post(&url)
+        .json(
+            &json!({"model": "gemini-3-flash", "n": 2, "logprobs": true, "top_logprobs": 2,
+            "messages": [{"role": "user", "content": "hi there"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let sent = gemini.last_request().unwrap().body;
+    assert_eq!(sent["generationConfig"]["candidateCount"], 2, "{sent}");
+    assert_eq!(sent["generationConfig"]["responseLogprobs"], true);
+    assert_eq!(sent["generationConfig"]["logprobs"], 2);
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2, "{answer}");
+    assert_eq!(choices[0]["message"]["content"], "echo: hi there");
+    assert_eq!(choices[1]["message"]["content"], "[1] echo: hi there");
+    assert_eq!(choices[1]["index"], 1);
+    for c in choices {
+        let tokens = c["logprobs"]["content"].as_array().unwrap();
+        let text: String = tokens
+            .iter()
+            .map(|t| t["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, c["message"]["content"].as_str().unwrap(), "{c}");
+        assert!(tokens.iter().all(|t| t["logprob"] == -0.5), "{c}");
+        assert!(tokens
+            .iter()
+            .all(|t| t["top_logprobs"].as_array().unwrap().len() == 2));
+        assert_eq!(tokens[0]["top_logprobs"][1]["token"], "alt1");
+        assert_eq!(tokens[0]["top_logprobs"][1]["logprob"], -2.0);
+    }
+    // Usage counts every candidate's tokens.
+    assert_eq!(answer["usage"]["completion_tokens"], 3 + 4, "{answer}");
+
+    // Streamed: every chunk with text carries its tokens' log probabilities.
+    let body = http
+        .post(&url)
+        .json(
+            &json!({"model": "gemini-3-flash", "logprobs": true, "stream": true,
+            "messages": [{"role": "user", "content": "hi there"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chunks: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let (mut text, mut lp_text) = (String::new(), String::new());
+    for c in &chunks {
+        if let Some(t) = c
+            .pointer("/choices/0/delta/content")
+            .and_then(Value::as_str)
+        {
+            text.push_str(t);
+        }
+        for t in c
+            .pointer("/choices/0/logprobs/content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            lp_text.push_str(t["token"].as_str().unwrap());
+        }
+    }
+    assert_eq!(text, "echo: hi there", "{body}");
+    assert_eq!(lp_text, text, "{body}");
+    assert_eq!(
+        gemini.last_request().unwrap().body["generationConfig"]["responseLogprobs"],
+        true
+    );
+}

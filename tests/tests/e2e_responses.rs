@@ -257,8 +257,9 @@ async fn the_openai_sdk_drives_responses_on_the_local_model_and_a_mock_upstream(
     let rows = ledger(gw).await;
     assert_eq!(
         rows.len(),
-        11,
-        "4 answers, 2 tool calls, 1 tool stream, 2 stream helpers, 2 schemas"
+        12,
+        "4 answers, 2 tool calls, 1 tool stream, 2 stream helpers, 2 schemas, and the reasoning \
+         effort the local target refused at dispatch"
     );
     for key in [
         "local_plain",
@@ -390,8 +391,8 @@ async fn confidential_text_in_any_responses_field_stays_home_and_bad_input_names
             "text.format.schema",
         ),
         (
-            json!({"model": "gpt-5.4-mini", "input": "hi", "reasoning": {"effort": "low"}}),
-            "reasoning.effort",
+            json!({"model": "gpt-5.4-mini", "input": "hi", "reasoning": {"summary": "auto"}}),
+            "reasoning.summary",
         ),
     ];
     for (body, field) in cases {
@@ -589,5 +590,56 @@ routes:
     assert_eq!(
         span(&cut_id).str("error.type"),
         Some("upstream_unavailable")
+    );
+}
+
+/// `reasoning.effort` reaches an OpenAI target as the chat wire's
+/// `reasoning_effort` and is echoed back; a target that cannot honour it
+/// refuses it by its Responses name, before anything leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasoning_effort_reaches_an_openai_target_and_is_refused_by_name_elsewhere() {
+    let (mock, gw) = start("e2e-responses-reasoning").await;
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        let http = http.clone();
+        let url = format!("{}/v1/responses", gw.base_url);
+        async move {
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(json!({
+        "model": "gpt-5.4-mini", "input": "Say hello.", "reasoning": {"effort": "low"}
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reasoning"], json!({"effort": "low", "summary": null}));
+    let sent = mock.last_request().unwrap().body;
+    assert_eq!(sent["reasoning_effort"], "low", "{sent}");
+    assert!(sent.get("reasoning").is_none(), "{sent}");
+
+    let (status, body) = post(json!({
+        "model": "local", "input": "Say hello.", "reasoning": {"effort": "high"}
+    }))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "reasoning.effort", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"reasoning.effort\"") && message.contains("local"),
+        "{message}"
+    );
+    assert_eq!(mock.requests().len(), 1, "the refused request never left");
+
+    let rows = ledger(gw).await;
+    let got: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.get("backend"), r.get("status")))
+        .collect();
+    // The refusal was decided at dispatch: a row, served by no target.
+    assert_eq!(
+        got,
+        [("gpt-5.4-mini".to_owned(), 200), (String::new(), 400)]
     );
 }

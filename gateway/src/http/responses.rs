@@ -38,7 +38,8 @@ async fn handle(
     let JsonBody(body) = body?;
     let openai::ResponsesRequest { chat, echo } = openai::parse_responses_request(&body)?;
     drop(body);
-    match pipeline::run(&call, &headers, chat).await? {
+    let run = pipeline::run(&call, &headers, chat).await;
+    match run.map_err(responses_names)? {
         Run::Answer(a) => {
             let body = openai::responses::response_json(
                 &response_id(&a.prepared.request_id),
@@ -68,6 +69,22 @@ async fn handle(
             Ok(s.headers.sse(stream::iter(head).chain(body)))
         }
     }
+}
+
+/// An error naming a canonical option (a target refusing `reasoning_effort`)
+/// names it as the Responses body has it (`reasoning.effort`).
+fn responses_names(mut failed: Failed) -> Failed {
+    if let Some(param) = failed.err.param.take() {
+        let path = openai::responses::responses_param(&param);
+        if path != param {
+            failed.err.message = failed
+                .err
+                .message
+                .replace(&format!("\"{param}\""), &format!("\"{path}\""));
+        }
+        failed.err.param = Some(path.to_owned());
+    }
+    failed
 }
 
 fn named((name, data): &(&'static str, serde_json::Value)) -> Event {

@@ -1,18 +1,16 @@
 //! Embeddings through the pipeline: admitted (key, classification of every
 //! input as outbound text, route, budget reservation) and metered like an
-//! answer; dispatched to the route's allowed targets that can embed, in
-//! order, within `server.request_deadline_ms`. One ledger record with the
+//! answer; dispatched to the route's allowed targets that can embed by the
+//! same loop as an answer (`dispatch::embed`: order, breakers, pools, each
+//! target's `retries` with backoff, `server.request_deadline_ms`). One ledger record with the
 //! input tokens and no completion tokens.
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tokio::time::Instant;
 use tracing::warn;
-use watershed_providers::{
-    ChatRequest, Completion, Embeddings, ErrorCode, FinishReason, ProviderError, Usage,
-};
+use watershed_providers::{ChatRequest, Completion, Embeddings, ErrorCode, FinishReason, Usage};
 
 use super::{
     admit, decision_headers, set_header, start_meter, Call, Failed, Headers, Metered, Prepared,
@@ -74,69 +72,50 @@ pub async fn embed(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result
         &scan.per_piece,
         &state.metrics,
     );
-    let deadline_ms = rt.config.server.request_deadline_ms;
-    let deadline = Instant::now() + std::time::Duration::from_millis(deadline_ms);
-    let mut last: Option<ProviderError> = None;
-    for t in &targets {
-        meter.attempt(t);
-        let (req, _) = outbound.for_target(t);
-        let result = match tokio::time::timeout_at(deadline, t.provider.embed(req)).await {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::Deadline {
-                after_ms: deadline_ms,
-            }),
-        };
-        match result {
-            Ok(embeddings) => {
-                let done = Completion {
-                    model: embeddings.model.clone(),
-                    finish_reason: FinishReason::Stop,
-                    stop_sequence: None,
-                    usage: Usage {
-                        prompt_tokens: embeddings.prompt_tokens,
-                        completion_tokens: 0,
-                        cached_prompt_tokens: 0,
-                    },
-                    engine_seconds: embeddings.engine_seconds,
-                };
-                let charged = meter.success(&done);
-                let headers = decision_headers(&prepared, &outbound, t);
-                return Ok(Embedded {
-                    prepared,
-                    target: t.clone(),
-                    embeddings,
-                    charged,
-                    headers,
-                });
-            }
-            // The request itself is wrong (an input over the context, say):
-            // another target would refuse it too.
-            Err(e) if e.code() == ErrorCode::BadRequest => {
-                last = Some(e);
-                break;
-            }
-            Err(e @ ProviderError::Deadline { .. }) => {
-                last = Some(e);
-                break;
-            }
-            Err(e) => {
-                warn!(request_id = %call.request_id, backend = %t.id, error = %e, "embeddings target failed");
-                last = Some(e);
-            }
-        }
-    }
-    let err = last.map(ApiError::from).unwrap_or_else(|| {
-        ApiError::new(
+    if targets.is_empty() {
+        let err = ApiError::new(
             ErrorCode::UpstreamUnavailable,
             format!(
                 "no allowed target can embed for route \"{}\"",
                 prepared.route
             ),
-        )
-    });
-    let failed = Failed::at(err.clone(), &prepared.route, &meter);
-    meter.failure(err.code);
-    Err(failed)
+        );
+        let failed = Failed::at(err.clone(), &prepared.route, &meter);
+        meter.failure(err.code);
+        return Err(failed);
+    }
+    let limits = dispatch::Limits::of(&rt.config.server);
+    let route = prepared.route.clone();
+    match dispatch::embed(&targets, &outbound, &mut meter, &route, limits).await {
+        Ok((t, embeddings)) => {
+            let done = Completion {
+                model: embeddings.model.clone(),
+                finish_reason: FinishReason::Stop,
+                stop_sequence: None,
+                usage: Usage {
+                    prompt_tokens: embeddings.prompt_tokens,
+                    completion_tokens: 0,
+                    cached_prompt_tokens: 0,
+                },
+                engine_seconds: embeddings.engine_seconds,
+            };
+            let charged = meter.success(&done);
+            let headers = decision_headers(&prepared, &outbound, &t);
+            Ok(Embedded {
+                prepared,
+                target: t,
+                embeddings,
+                charged,
+                headers,
+            })
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            let failed = Failed::at(err.clone(), &prepared.route, &meter);
+            meter.failure(err.code);
+            Err(failed)
+        }
+    }
 }
 
 /// Whether a backend can serve an embeddings request: the target-kind check

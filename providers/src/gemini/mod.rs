@@ -279,6 +279,15 @@ fn generation_config(
     if let Some(v) = req.options.frequency_penalty {
         c.insert("frequencyPenalty".into(), f32_json(v));
     }
+    if let Some(n) = req.options.n {
+        c.insert("candidateCount".into(), json!(n));
+    }
+    if req.options.logprobs {
+        c.insert("responseLogprobs".into(), json!(true));
+        if let Some(k) = req.options.top_logprobs {
+            c.insert("logprobs".into(), json!(k));
+        }
+    }
     match &req.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => {
@@ -349,12 +358,16 @@ fn tools(req: &ChatRequest, body: &mut Value) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// Whether a Gemini target sends option `field`: `seed` and the two
-/// penalties (`generationConfig.seed`, `presencePenalty`,
-/// `frequencyPenalty`). Log probabilities and several candidates are refused:
-/// their answers are not read back into the client's answer.
+/// Whether a Gemini target sends option `field`: `seed`, the two penalties,
+/// `n` and log probabilities (`generationConfig.seed`, `presencePenalty`,
+/// `frequencyPenalty`, `candidateCount`, `responseLogprobs` and `logprobs`;
+/// the further candidates and each one's `logprobsResult` are read back
+/// into the answer's choices and `logprobs`).
 pub fn sends_option(field: &str) -> bool {
-    matches!(field, "seed" | "presence_penalty" | "frequency_penalty")
+    matches!(
+        field,
+        "seed" | "presence_penalty" | "frequency_penalty" | "n" | "logprobs" | "top_logprobs"
+    )
 }
 
 #[async_trait]

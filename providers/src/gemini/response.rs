@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::remote::{protocol, RemoteTarget, StreamTranslator};
 use crate::sse::SseEvent;
 use crate::{
-    infer_stop_sequence, ChatRequest, ChatResponse, Completion, FinishReason, GeneratedToolCall,
-    ProviderError, StreamEvent, ToolCallDelta, Usage,
+    infer_stop_sequence, ChatRequest, ChatResponse, Choice, Completion, FinishReason,
+    GeneratedToolCall, ProviderError, StreamEvent, ToolCallDelta, Usage,
 };
 
 /// A Gemini `finishReason`. A candidate that called functions says `STOP`;
@@ -90,12 +90,51 @@ impl CallIds {
     }
 }
 
-/// A candidate's parts: answer text (thought summaries left out) and calls.
+/// The first candidate's parts: answer text (thought summaries left out)
+/// and calls.
 fn parts(answer: &Value) -> &[Value] {
-    answer
-        .pointer("/candidates/0/content/parts")
+    answer.pointer("/candidates/0").map_or(&[], candidate_parts)
+}
+
+fn candidate_parts(candidate: &Value) -> &[Value] {
+    candidate
+        .pointer("/content/parts")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
+}
+
+/// A candidate's `logprobsResult` (asked for with `responseLogprobs`) in
+/// OpenAI's shape, `{"content": [{"token", "logprob", "bytes",
+/// "top_logprobs"}, ...]}`: one entry per chosen token, its alternatives
+/// from `topCandidates` at the same step.
+pub(crate) fn logprobs(candidate: &Value) -> Option<Value> {
+    let result = candidate.get("logprobsResult")?;
+    let chosen = result.get("chosenCandidates")?.as_array()?;
+    let tops = result.get("topCandidates").and_then(Value::as_array);
+    let entry = |c: &Value| {
+        let token = c.get("token").and_then(Value::as_str).unwrap_or("");
+        serde_json::json!({
+            "token": token,
+            "logprob": c.get("logProbability").and_then(Value::as_f64).unwrap_or(0.0),
+            "bytes": token.as_bytes(),
+        })
+    };
+    let content: Vec<Value> = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let alts: Vec<Value> = tops
+                .and_then(|t| t.get(i))
+                .and_then(|t| t.get("candidates"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(entry).collect())
+                .unwrap_or_default();
+            let mut e = entry(c);
+            e["top_logprobs"] = Value::Array(alts);
+            e
+        })
+        .collect();
+    Some(serde_json::json!({"content": content, "refusal": null}))
 }
 
 fn is_thought(part: &Value) -> bool {
@@ -154,9 +193,46 @@ pub(crate) fn parse_response(
     }
     let mut ids = CallIds::new();
     ids.observe(v);
+    // `candidateCount: n` answers with n candidates: the first is the
+    // answer, the others its further choices.
+    let mut candidates = v
+        .get("candidates")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|c| read_candidate(t, c, req, &ids));
+    let first = candidates
+        .next()
+        .ok_or_else(|| protocol(t, "answer has no candidates"))??;
+    let more_choices = candidates.collect::<Result<Vec<_>, _>>()?;
+    let stop_sequence = (first.finish_reason == FinishReason::Stop)
+        .then(|| infer_stop_sequence(&req.stop, None, &first.text))
+        .flatten();
+    Ok(ChatResponse {
+        text: first.text,
+        tool_calls: first.tool_calls,
+        done: Completion {
+            model,
+            finish_reason: first.finish_reason,
+            stop_sequence,
+            usage,
+            engine_seconds: None,
+        },
+        logprobs: first.logprobs,
+        more_choices,
+    })
+}
+
+/// One candidate: its text, calls, finish reason and log probabilities.
+fn read_candidate(
+    t: &RemoteTarget,
+    c: &Value,
+    req: &ChatRequest,
+    ids: &CallIds,
+) -> Result<Choice, ProviderError> {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
-    for p in parts(v).iter().filter(|p| !is_thought(p)) {
+    for p in candidate_parts(c).iter().filter(|p| !is_thought(p)) {
         if let Some(s) = p.get("text").and_then(Value::as_str) {
             text.push_str(s);
         }
@@ -166,28 +242,18 @@ pub(crate) fn parse_response(
             if req.parallel_tool_calls == Some(false) && !tool_calls.is_empty() {
                 continue;
             }
-            tool_calls.push(generated_call(t, call, &ids, tool_calls.len() as u32)?);
+            tool_calls.push(generated_call(t, call, ids, tool_calls.len() as u32)?);
         }
     }
-    let mut finish = finish_reason(v.pointer("/candidates/0/finishReason"));
-    if !tool_calls.is_empty() && finish == FinishReason::Stop {
-        finish = FinishReason::ToolCalls;
+    let mut finish_reason = finish_reason(c.get("finishReason"));
+    if !tool_calls.is_empty() && finish_reason == FinishReason::Stop {
+        finish_reason = FinishReason::ToolCalls;
     }
-    let stop_sequence = (finish == FinishReason::Stop)
-        .then(|| infer_stop_sequence(&req.stop, None, &text))
-        .flatten();
-    Ok(ChatResponse {
+    Ok(Choice {
         text,
         tool_calls,
-        done: Completion {
-            model,
-            finish_reason: finish,
-            stop_sequence,
-            usage,
-            engine_seconds: None,
-        },
-        logprobs: None,
-        more_choices: Vec::new(),
+        finish_reason,
+        logprobs: logprobs(c),
     })
 }
 
@@ -310,6 +376,9 @@ impl StreamTranslator for ChunkReader {
                 }));
                 self.calls += 1;
             }
+        }
+        if let Some(lp) = v.pointer("/candidates/0").and_then(logprobs) {
+            out.push_back(StreamEvent::Logprobs(lp));
         }
         if let Some(reason) = v
             .pointer("/candidates/0/finishReason")

@@ -496,3 +496,54 @@ fn error_bodies_keep_status_message_and_retry_delay() {
         ProviderError::Upstream { status: 502, .. }
     ));
 }
+
+#[test]
+fn several_candidates_become_choices_and_logprobs_results_openai_logprobs() {
+    let lp = |tokens: &[(&str, f64)]| {
+        json!({
+            "chosenCandidates": tokens.iter().map(|(t, p)| json!({"token": t, "tokenId": 1, "logProbability": p})).collect::<Vec<_>>(),
+            "topCandidates": tokens.iter().map(|(t, p)| json!({"candidates": [
+                {"token": t, "tokenId": 1, "logProbability": p},
+                {"token": "x", "tokenId": 2, "logProbability": -3.0}
+            ]})).collect::<Vec<_>>()
+        })
+    };
+    let v = json!({"candidates": [
+        {"content": {"role": "model", "parts": [{"text": "Hi there"}]}, "finishReason": "STOP", "index": 0,
+         "logprobsResult": lp(&[("Hi", -0.25), (" there", -0.5)])},
+        {"content": {"role": "model", "parts": [{"text": "Hello"}]}, "finishReason": "MAX_TOKENS", "index": 1,
+         "logprobsResult": lp(&[("Hello", -1.0)])}
+    ], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 3}});
+    let resp = parse_response(&target("x"), &v, &ChatRequest::default()).unwrap();
+    assert_eq!(resp.text, "Hi there");
+    let content = resp.logprobs.unwrap()["content"].clone();
+    assert_eq!(content[1]["token"], " there");
+    assert_eq!(content[1]["logprob"], -0.5);
+    assert_eq!(content[1]["bytes"], json!(b" there".to_vec()));
+    assert_eq!(
+        content[1]["top_logprobs"][1],
+        json!({"token": "x", "logprob": -3.0, "bytes": [120]})
+    );
+    assert_eq!(resp.more_choices.len(), 1);
+    assert_eq!(resp.more_choices[0].text, "Hello");
+    assert_eq!(resp.more_choices[0].finish_reason, FinishReason::Length);
+    assert_eq!(
+        resp.more_choices[0].logprobs.as_ref().unwrap()["content"][0]["logprob"],
+        -1.0
+    );
+
+    // Streamed, each chunk's logprobsResult follows its text.
+    let raw = format!(
+        "data: {}\n\n",
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP",
+            "logprobsResult": lp(&[("Hi", -0.25)])}]})
+    );
+    let (events, err) = read_stream(&raw, &ChatRequest::default());
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(events[0], StreamEvent::Delta("Hi".into()));
+    match &events[1] {
+        StreamEvent::Logprobs(lp) => assert_eq!(lp["content"][0]["logprob"], -0.25),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(events[2], StreamEvent::Done(_)));
+}

@@ -204,17 +204,16 @@ pub(crate) fn answer(
     let prompt_tokens = prompt_words(body, contents);
     let cached = cached.min(prompt_tokens);
     let response_id = format!("mockresp{id}");
-    let chunk = |parts: Value, finish: Option<&str>, usage: Value| {
-        let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
-        if let Some(f) = finish {
-            candidate["finishReason"] = json!(f);
-        }
+    let answer_of = |candidates: Vec<Value>, usage: Value| {
         json!({
-            "candidates": [candidate],
+            "candidates": candidates,
             "usageMetadata": usage,
             "modelVersion": model,
             "responseId": response_id
         })
+    };
+    let chunk = |parts: Value, finish: Option<&str>, usage: Value| {
+        answer_of(vec![candidate(parts, finish, 0, None)], usage)
     };
     let partial = json!({"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens});
     if let Some(name) = tool {
@@ -236,29 +235,89 @@ pub(crate) fn answer(
         End::Stop | End::StopSequence(_) => "STOP",
         End::Length => "MAX_TOKENS",
     };
-    let usage = usage(prompt_tokens, words(&text), cached);
+    // `candidateCount: n` gives the reply n times, candidate `i` prefixed
+    // "[i] " after the first; `responseLogprobs` a `logprobsResult` per
+    // candidate (see `logprobs_result`).
+    let n = config
+        .and_then(|c| c.get("candidateCount"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .max(1);
+    let lp = |text: &str| logprobs_result(config, text);
+    let texts: Vec<String> = (0..n)
+        .map(|i| {
+            if i == 0 {
+                text.clone()
+            } else {
+                format!("[{i}] {text}")
+            }
+        })
+        .collect();
+    let usage = usage(prompt_tokens, texts.iter().map(|t| words(t)).sum(), cached);
     if !stream {
-        return Ok(Answer::Json(chunk(
-            json!([{"text": text}]),
-            Some(finish),
-            usage,
-        )));
+        let candidates = texts
+            .iter()
+            .zip(0..)
+            .map(|(t, i)| candidate(json!([{"text": t}]), Some(finish), i, lp(t)))
+            .collect();
+        return Ok(Answer::Json(answer_of(candidates, usage)));
     }
     let pieces = pieces(&text);
     let mut events: Vec<Value> = Vec::new();
     for (i, piece) in pieces.iter().enumerate() {
         let is_last = i + 1 == pieces.len();
-        events.push(if is_last {
-            chunk(json!([{"text": piece}]), Some(finish), usage.clone())
+        let (finish, usage) = if is_last {
+            (Some(finish), usage.clone())
         } else {
-            chunk(json!([{"text": piece}]), None, partial.clone())
-        });
+            (None, partial.clone())
+        };
+        let c = candidate(json!([{"text": piece}]), finish, 0, lp(piece));
+        events.push(answer_of(vec![c], usage));
     }
     if events.is_empty() {
         events.push(chunk(json!([{"text": ""}]), Some(finish), usage));
     }
     // The first chunk ("echo: ") reaches the client before a cut.
     Ok(sse(events, 1))
+}
+
+/// One candidate of an answer.
+fn candidate(parts: Value, finish: Option<&str>, index: u64, logprobs: Option<Value>) -> Value {
+    let mut c = json!({"content": {"parts": parts, "role": "model"}, "index": index});
+    if let Some(f) = finish {
+        c["finishReason"] = json!(f);
+    }
+    if let Some(lp) = logprobs {
+        c["logprobsResult"] = lp;
+    }
+    c
+}
+
+/// With `generationConfig.responseLogprobs`, each piece of `text` is a
+/// chosen token of log probability -0.5, with `generationConfig.logprobs`
+/// alternatives `alt{k}` of log probability -1 - k, as Gemini's
+/// `logprobsResult` has them.
+fn logprobs_result(config: Option<&Value>, text: &str) -> Option<Value> {
+    let config = config?;
+    if config.get("responseLogprobs").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let top = config.get("logprobs").and_then(Value::as_u64).unwrap_or(0);
+    let pieces = pieces(text);
+    let chosen: Vec<Value> = pieces
+        .iter()
+        .map(|p| json!({"token": p, "tokenId": 7, "logProbability": -0.5}))
+        .collect();
+    let alts: Vec<Value> = pieces
+        .iter()
+        .map(|_| {
+            let c: Vec<Value> = (0..top)
+                .map(|k| json!({"token": format!("alt{k}"), "tokenId": 100 + k, "logProbability": -1.0 - k as f64}))
+                .collect();
+            json!({"candidates": c})
+        })
+        .collect();
+    Some(json!({"topCandidates": alts, "chosenCandidates": chosen}))
 }
 
 fn sse(chunks: Vec<Value>, cut_after: usize) -> Answer {

@@ -146,7 +146,12 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
     } else {
         last_user_text(messages)
     };
-    let (text, end) = reply(&prompt, max, &stops(body));
+    // With a `json_schema` response format the reply is an instance of the
+    // schema (see `schema_instance`), whole, as a constrained model gives it.
+    let (text, end) = match json_schema(body) {
+        Some(schema) => (schema_instance(schema, &prompt).to_string(), End::Stop),
+        None => reply(&prompt, max, &stops(body)),
+    };
     let finish = if end == End::Length { "length" } else { "stop" };
     let prompt_tokens: u32 = messages
         .iter()
@@ -262,6 +267,66 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
         events,
         cut_after: 2,
     })
+}
+
+/// The schema of a `response_format: {type: "json_schema"}`, if the body has one.
+fn json_schema(body: &Value) -> Option<&Value> {
+    (body
+        .pointer("/response_format/type")
+        .and_then(Value::as_str)
+        == Some("json_schema"))
+    .then(|| body.pointer("/response_format/json_schema/schema"))
+    .flatten()
+}
+
+/// An instance of `schema` built from the prompt: every property of an
+/// object (required or not), strings holding the prompt, numbers its word
+/// count, booleans true, arrays one item; `$ref`s into `$defs` followed.
+pub(crate) fn schema_instance(schema: &Value, prompt: &str) -> Value {
+    fn build(s: &Value, root: &Value, prompt: &str, depth: usize) -> Value {
+        if depth > 8 {
+            return Value::Null;
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let target = r
+                .strip_prefix('#')
+                .and_then(|p| root.pointer(p))
+                .unwrap_or(&Value::Null);
+            return build(target, root, prompt, depth + 1);
+        }
+        if let Some(first) = s.pointer("/anyOf/0") {
+            return build(first, root, prompt, depth + 1);
+        }
+        if let Some(v) = s.pointer("/enum/0") {
+            return v.clone();
+        }
+        let ty = match s.get("type") {
+            Some(Value::Array(types)) => types.first().and_then(Value::as_str),
+            t => t.and_then(Value::as_str),
+        };
+        match ty {
+            Some("string") => json!(prompt),
+            Some("integer" | "number") => json!(words(prompt)),
+            Some("boolean") => json!(true),
+            Some("null") => Value::Null,
+            Some("array") => json!([build(
+                s.get("items").unwrap_or(&Value::Null),
+                root,
+                prompt,
+                depth + 1
+            )]),
+            _ => {
+                let props = s.get("properties").and_then(Value::as_object);
+                let obj: serde_json::Map<String, Value> = props
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, p)| (k.clone(), build(p, root, prompt, depth + 1)))
+                    .collect();
+                Value::Object(obj)
+            }
+        }
+    }
+    build(schema, schema, prompt, 0)
 }
 
 /// A call to `tool`, plain or streamed as OpenAI streams calls: the first

@@ -101,7 +101,7 @@ pub fn parse_responses_request(body: &Value) -> Result<ResponsesRequest, Provide
     }
 
     check_include(obj)?;
-    let reasoning = parse_reasoning(obj)?;
+    let (reasoning, reasoning_effort) = parse_reasoning(obj)?;
     let max_tokens = opt_max_tokens(obj, "max_output_tokens")?;
     let temperature = opt_number_in(obj, "temperature", 0.0, 2.0)?;
     let top_p = opt_number_in(obj, "top_p", 0.0, 1.0)?;
@@ -161,10 +161,27 @@ pub fn parse_responses_request(body: &Value) -> Result<ResponsesRequest, Provide
             tool_choice,
             parallel_tool_calls,
             embedding: None,
-            options: Default::default(),
+            options: crate::GenerationOptions {
+                reasoning_effort,
+                ..Default::default()
+            },
         },
         echo,
     })
+}
+
+/// Where a chat option the canonical request carries sits in a Responses
+/// body, for errors that name it: dispatch refuses an option a target
+/// cannot honour by its chat name.
+const OPTION_PATHS: &[(&str, &str)] = &[("reasoning_effort", "reasoning.effort")];
+
+/// The Responses name of parameter `param` of an error: its path in the
+/// Responses body where it differs from the chat name.
+pub fn responses_param(param: &str) -> &str {
+    OPTION_PATHS
+        .iter()
+        .find(|(chat, _)| *chat == param)
+        .map_or(param, |(_, path)| path)
 }
 
 /// `previous_response_id` and `store: true` need a stored conversation, and
@@ -213,29 +230,43 @@ fn check_include(obj: &Obj) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// `reasoning`: no target here is sent a reasoning effort or summary yet, so
-/// one that is set is refused rather than dropped. Returns the echo.
-fn parse_reasoning(obj: &Obj) -> Result<Value, ProviderError> {
+/// `reasoning`: `effort` becomes the canonical `reasoning_effort`, which
+/// dispatch sends to targets that understand it (OpenAI's chat wire takes it
+/// as `reasoning_effort`) and refuses by name (`reasoning.effort`, see
+/// [`responses_param`]) for the others. No answer here carries a reasoning
+/// summary, so `summary` is refused rather than dropped. Returns the echo
+/// and the effort.
+fn parse_reasoning(obj: &Obj) -> Result<(Value, Option<String>), ProviderError> {
     let Some(r) = opt_object(obj, "reasoning", "reasoning")? else {
-        return Ok(json!({"effort": null, "summary": null}));
+        return Ok((json!({"effort": null, "summary": null}), None));
     };
+    let mut effort = None;
     for (k, v) in r {
         if v.is_null() {
             continue;
         }
         let path = format!("reasoning.{k}");
-        return Err(match k.as_str() {
-            "effort" | "summary" | "generate_summary" => bad(
-                &path,
-                format!(
-                    "\"{path}\" is not supported by any target of this gateway, got {}",
-                    show(v)
-                ),
-            ),
-            _ => unsupported(&path, v),
-        });
+        match k.as_str() {
+            "effort" => {
+                let e = as_str(v, &path)?;
+                if e.is_empty() {
+                    return Err(bad(&path, format!("\"{path}\" must not be empty")));
+                }
+                effort = Some(e.to_owned());
+            }
+            "summary" | "generate_summary" => {
+                return Err(bad(
+                    &path,
+                    format!(
+                        "\"{path}\" is not supported by any target of this gateway, got {}",
+                        show(v)
+                    ),
+                ))
+            }
+            _ => return Err(unsupported(&path, v)),
+        }
     }
-    Ok(json!({"effort": null, "summary": null}))
+    Ok((json!({"effort": effort, "summary": null}), effort))
 }
 
 /// `input`: a string (one user message) or a list of items.

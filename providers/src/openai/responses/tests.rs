@@ -247,9 +247,10 @@ fn bad_input_names_the_field() {
             "text.format.type",
         ),
         (with("text", json!({"verbosity": "low"})), "text.verbosity"),
+        (with("reasoning", json!({"effort": 3})), "reasoning.effort"),
         (
-            with("reasoning", json!({"effort": "high"})),
-            "reasoning.effort",
+            with("reasoning", json!({"summary": "auto"})),
+            "reasoning.summary",
         ),
         (with("max_output_tokens", json!(0)), "max_output_tokens"),
         (with("temperature", json!(3)), "temperature"),
@@ -261,6 +262,25 @@ fn bad_input_names_the_field() {
         assert!(m.contains(want), "{m} does not name {want}");
     }
     assert!(parse_responses_request(&with("reasoning", json!({"effort": null}))).is_ok());
+}
+
+#[test]
+fn reasoning_effort_becomes_the_canonical_option_and_is_echoed() {
+    let r = parse_responses_request(&with("reasoning", json!({"effort": "high"}))).unwrap();
+    assert_eq!(r.chat.options.reasoning_effort.as_deref(), Some("high"));
+    assert_eq!(r.chat.requested_options(), ["reasoning_effort"]);
+    assert_eq!(
+        r.echo["reasoning"],
+        json!({"effort": "high", "summary": null})
+    );
+    // A refusal by its chat name reads with the Responses path.
+    assert_eq!(
+        super::responses_param("reasoning_effort"),
+        "reasoning.effort"
+    );
+    assert_eq!(super::responses_param("n"), "n");
+    let none = parse_responses_request(&with("input", json!("hi"))).unwrap();
+    assert!(none.chat.requested_options().is_empty());
 }
 
 fn done(finish_reason: FinishReason) -> Completion {
