@@ -11,7 +11,9 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::warn;
 use watershed_policies::privacy::{RedactionMap, Restorer};
-use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
+use watershed_policies::{
+    lacking, Needs, PiiSpan, PrivacyLevel, ServerSettings, TargetCapabilities,
+};
 use watershed_providers::{
     ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError, StreamEvent,
     ToolCallDelta,
@@ -198,13 +200,14 @@ fn flush_calls(calls: &mut Vec<(u32, Restorer)>) -> Vec<Result<StreamEvent, Prov
 /// The targets a request may be sent to, in order, after the dispatch-time
 /// privacy re-check. The policy already filtered them; this check is the second
 /// lock on the same door, so a bug in one cannot leak data on its own. A
-/// target whose backend lacks a capability the request needs (`tools`) is
-/// skipped the same way.
+/// target whose backend lacks a capability the request needs is skipped the
+/// same way, by the policy's own check (`watershed_policies::lacking`) over
+/// [`backend_capabilities`].
 pub fn allowed_targets(
     rt: &Runtime,
     targets: &[String],
     privacy: PrivacyLevel,
-    needs_tools: bool,
+    needs: &Needs,
 ) -> Vec<Arc<TargetHandle>> {
     targets
         .iter()
@@ -216,15 +219,36 @@ pub fn allowed_targets(
             }
             ok
         })
-        .filter(|t| {
-            let ok = !needs_tools || t.provider.capabilities().tools;
-            if !ok {
-                warn!(target_id = %t.id, capability = "tools", "dispatch skipped a target lacking a capability");
+        .filter(|t| match lacking(needs, &backend_capabilities(rt, t)) {
+            None => true,
+            Some(cap) => {
+                warn!(target_id = %t.id, capability = cap.as_str(), "dispatch skipped a target lacking a capability");
+                false
             }
-            ok
         })
         .cloned()
         .collect()
+}
+
+/// What a target can do now: its configured capabilities met with what its
+/// backend itself reports — tool calling, JSON mode, embeddings and the
+/// context window from `Provider::capabilities` (for the local engine, its
+/// loaded model's), logprobs from `Provider::sends_option`. Images the
+/// backend does not report, so the configured fact stands.
+pub fn backend_capabilities(rt: &Runtime, t: &TargetHandle) -> TargetCapabilities {
+    let own = t.provider.capabilities();
+    let backend = TargetCapabilities {
+        tools: own.tools,
+        json_schema: own.json_mode,
+        vision: true,
+        embeddings: own.embeddings,
+        logprobs: t.provider.sends_option("logprobs"),
+        context_tokens: own.context_tokens.map(u64::from),
+    };
+    match rt.config.target(&t.id) {
+        Some(cfg) => cfg.capabilities.meet(&backend),
+        None => backend,
+    }
 }
 
 /// Picks the error to report when every target failed: a real upstream failure

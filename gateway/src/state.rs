@@ -206,6 +206,7 @@ pub fn build_runtime(
     // Before any engine starts loading, so a bad plan costs nothing.
     let plan = Arc::new(load_plan(&config, base_dir)?);
     let mut targets = HashMap::new();
+    let mut engine_tools = Vec::new();
     for (id, target) in &config.models {
         let handle = match &target.spec {
             TargetSpec::Local(spec) => {
@@ -234,7 +235,9 @@ pub fn build_runtime(
                     Some(e) => e,
                     None => LocalEngine::start(cfg)?,
                 };
-                let model_name = engine.capabilities().upstream_model;
+                let own = engine.capabilities();
+                engine_tools.push((id.clone(), own.tools));
+                let model_name = own.upstream_model;
                 TargetHandle {
                     id: id.clone(),
                     kind: BackendKind::Local,
@@ -319,6 +322,7 @@ pub fn build_runtime(
         };
         targets.insert(id.clone(), Arc::new(handle));
     }
+    let config = with_engine_tools(config, &engine_tools);
     let prices = Arc::new(price_table(&config)?);
     for id in unpriced_targets(&config, &prices) {
         tracing::warn!(target_id = %id, "{}", unpriced_warning(&id));
@@ -329,6 +333,27 @@ pub fn build_runtime(
         prices,
         plan,
     })
+}
+
+/// The config with each local target's `tools` capability as its engine
+/// reports it, so the policy routes tool calls to a local model exactly when
+/// its engine can serve them (dispatch asks the engine again).
+fn with_engine_tools(config: Arc<Config>, engines: &[(String, bool)]) -> Arc<Config> {
+    let same = engines.iter().all(|(id, tools)| {
+        config
+            .target(id)
+            .is_none_or(|t| t.capabilities.tools == *tools)
+    });
+    if same {
+        return config;
+    }
+    let mut config = Arc::unwrap_or_clone(config);
+    for (id, tools) in engines {
+        if let Some(t) = config.models.get_mut(id) {
+            t.capabilities.tools = *tools;
+        }
+    }
+    Arc::new(config)
 }
 
 /// Remote targets with no price, neither built in nor under `pricing:` (by
@@ -379,7 +404,7 @@ fn server_of(base_url: &str) -> Option<(String, u16)> {
     Some((host, url.port_or_known_default()?))
 }
 
-fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+pub(crate) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     if p.is_absolute() {
         p

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use tracing::warn;
-use watershed_policies::{decide, BudgetState, Denial, OnExhausted, PrivacyLevel};
+use watershed_policies::{
+    decide, BudgetState, Denial, Needs, OnExhausted, PrivacyLevel, RequestFacts,
+};
 use watershed_providers::{BackendKind, ChatRequest, ErrorCode, Usage};
 
 use super::{Failed, PRIVACY_HEADER};
@@ -27,6 +29,9 @@ pub struct Prepared {
     pub route: String,
     pub privacy: PrivacyLevel,
     pub targets: Vec<String>,
+    /// What the request needs of its target; dispatch checks the backends
+    /// against it again.
+    pub needs: Needs,
     pub difficulty: Option<f64>,
     /// About four characters per token: only for records of requests that
     /// never reported usage.
@@ -221,8 +226,7 @@ pub(super) fn prepare(
             .then(|| {
                 cheapest_allowed(
                     rt,
-                    decision.privacy,
-                    req.needs_tools(),
+                    &facts,
                     prompt_tokens,
                     req.max_tokens,
                     now.timestamp_millis(),
@@ -293,6 +297,7 @@ pub(super) fn prepare(
         route: decision.route,
         privacy: decision.privacy,
         targets,
+        needs: facts.needs,
         difficulty: facts.difficulty,
         estimated_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
         caller,
@@ -352,12 +357,12 @@ fn upper_bound_usd(
         .cost_for(&[t.id.as_str(), t.model_name.as_str()], now_ms, usage)
 }
 
-/// The cheapest target allowed at `privacy` (a ready local one costs nothing),
-/// for requests downgraded by an exhausted budget.
+/// The cheapest target allowed for `facts` (a ready local one costs
+/// nothing): inside the trust boundary its privacy needs, lacking nothing it
+/// needs; for requests downgraded by an exhausted budget.
 fn cheapest_allowed(
     rt: &Runtime,
-    privacy: PrivacyLevel,
-    needs_tools: bool,
+    facts: &RequestFacts,
     prompt_tokens: u64,
     max_tokens: Option<u32>,
     now_ms: i64,
@@ -365,8 +370,7 @@ fn cheapest_allowed(
     rt.config
         .models
         .keys()
-        .filter(|id| watershed_policies::allowed(&rt.config, id, privacy))
-        .filter(|id| !needs_tools || watershed_policies::supports_tools(&rt.config, id))
+        .filter(|id| watershed_policies::skip_reason(&rt.config, id, facts).is_none())
         .filter(|id| rt.target(id).is_some_and(|t| t.missing_key.is_none()))
         .map(|id| {
             (
@@ -381,7 +385,7 @@ fn denial_error(d: Denial) -> ApiError {
     match d {
         Denial::UnknownModel { .. } => ApiError::new(ErrorCode::NotFound, d.to_string()),
         Denial::MissingCapability { capability, .. } => {
-            ApiError::bad_request(d.to_string(), Some(capability))
+            ApiError::bad_request(d.to_string(), Some(capability.request_field()))
         }
         _ => ApiError::new(ErrorCode::PolicyDenied, d.to_string()),
     }

@@ -240,12 +240,8 @@ pub async fn run(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result<R
         admit::admit(state, rt, headers, req, request_id, Purpose::Answer).await?;
     refuse_paid_while_journal_full(call, &prepared)?;
     let mut meter = start_meter(call, headers, &mut prepared, Metered::Answer);
-    let targets = dispatch::allowed_targets(
-        rt,
-        &prepared.targets,
-        prepared.privacy,
-        prepared.req.needs_tools(),
-    );
+    let targets =
+        dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, &prepared.needs);
     let outbound = Outbound::new(
         prepared.req.clone(),
         prepared.redact,
@@ -497,12 +493,8 @@ pub async fn count(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result
     } = call;
     let (prepared, scan) =
         admit::admit(state, rt, headers, req, request_id, Purpose::Count).await?;
-    let targets = dispatch::allowed_targets(
-        rt,
-        &prepared.targets,
-        prepared.privacy,
-        prepared.req.needs_tools(),
-    );
+    let targets =
+        dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, &prepared.needs);
     let outbound = Outbound::new(
         prepared.req.clone(),
         prepared.redact,
