@@ -48,13 +48,15 @@ impl Capability {
         }
     }
 
-    /// The request field that asks for it, for a 400's `param`.
+    /// The request field that asks for it, for a 400's `param`: the field
+    /// itself where one does (`response_format`, `logprobs`, `tools`), the
+    /// messages for images and length, `embeddings` for the endpoint.
     pub fn request_field(self) -> &'static str {
         match self {
             Capability::Tools => "tools",
             Capability::JsonSchema => "response_format",
             Capability::Vision | Capability::ContextTokens => "messages",
-            Capability::Embeddings => "input",
+            Capability::Embeddings => "embeddings",
             Capability::Logprobs => "logprobs",
         }
     }
@@ -243,13 +245,16 @@ pub fn builtin(provider: ProviderKind, model: &str) -> TargetCapabilities {
             }
         }
         ProviderKind::Gemini => {
+            // Gemini can return logprobs, but this gateway's adapter does
+            // not ask for them (`gemini::sends_option`), so no request
+            // needing them may be routed there.
             let modern = starts(&["gemini-2", "gemini-3"]);
             TargetCapabilities {
                 tools: true,
                 json_schema: true,
                 vision: true,
                 embeddings: false,
-                logprobs: true,
+                logprobs: false,
                 context_tokens: modern.then_some(1_048_576),
             }
         }
@@ -355,7 +360,7 @@ mod tests {
         let claude = builtin(ProviderKind::Anthropic, "claude-sonnet-4-5");
         assert!(claude.tools && claude.vision && !claude.logprobs && !claude.json_schema);
         let gemini = builtin(ProviderKind::Gemini, "models/gemini-2.5-flash");
-        assert!(gemini.logprobs && gemini.vision);
+        assert!(!gemini.logprobs && gemini.vision && gemini.json_schema);
         assert_eq!(gemini.context_tokens, Some(1_048_576));
         let compat = builtin(ProviderKind::OpenaiCompatible, "qwen");
         assert!(compat.tools && compat.json_schema && !compat.vision && !compat.logprobs);

@@ -384,9 +384,10 @@ fn cheapest_allowed(
 fn denial_error(d: Denial) -> ApiError {
     match d {
         Denial::UnknownModel { .. } => ApiError::new(ErrorCode::NotFound, d.to_string()),
-        Denial::MissingCapability { capability, .. } => {
-            ApiError::bad_request(d.to_string(), Some(capability.request_field()))
-        }
+        Denial::MissingCapability { capability, .. } => ApiError {
+            param: Some(capability.request_field().to_owned()),
+            ..ApiError::new(ErrorCode::MissingCapability, d.to_string())
+        },
         _ => ApiError::new(ErrorCode::PolicyDenied, d.to_string()),
     }
 }
