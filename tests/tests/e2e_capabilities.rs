@@ -99,6 +99,37 @@ async fn targets_lacking_a_need_are_skipped_and_confidential_ones_fail_closed_wi
     };
     let hello = json!([{"role": "user", "content": "Hello"}]);
 
+    // `/v1/models` says what each target is held to.
+    let models: Value = http
+        .get(format!("{}/v1/models", gw.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let caps_of = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["watershed"]["capabilities"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        caps_of("claude"),
+        json!({"tools": true, "json_schema": false, "vision": true, "embeddings": false,
+               "logprobs": false, "context_tokens": 200_000})
+    );
+    assert_eq!(
+        caps_of("o3"),
+        json!({"tools": true, "json_schema": true, "vision": false, "embeddings": false,
+               "logprobs": false, "context_tokens": 200_000})
+    );
+    assert_eq!(caps_of("gpt")["logprobs"], true);
+    assert_eq!(caps_of("vllm")["logprobs"], false);
+
     // A plain request goes to claude, the route's first target.
     let (status, backend, text) = post(json!({"model": "auto", "messages": hello}), None).await;
     assert_eq!(
