@@ -261,7 +261,7 @@ pub fn backend_capabilities(rt: &Runtime, t: &TargetHandle) -> TargetCapabilitie
         logprobs: t.provider.sends_option("logprobs"),
         context_tokens: own.context_tokens.map(u64::from),
     };
-    match rt.config.target(&t.id) {
+    match rt.routing_config().target(&t.id) {
         Some(cfg) => cfg.capabilities.meet(&backend),
         None => backend,
     }

@@ -186,7 +186,8 @@ pub(super) fn prepare(
     request_id: &str,
     purpose: Purpose,
 ) -> Result<Prepared, Failed> {
-    let cfg = &rt.config;
+    let routing = rt.routing_config();
+    let cfg = &*routing;
     let caller = access::caller(cfg, headers)?;
     let declared = declared_privacy(headers)?;
     if let Some(max) = req.max_tokens {
@@ -226,6 +227,7 @@ pub(super) fn prepare(
             .then(|| {
                 cheapest_allowed(
                     rt,
+                    cfg,
                     &facts,
                     prompt_tokens,
                     req.max_tokens,
@@ -362,15 +364,15 @@ fn upper_bound_usd(
 /// needs; for requests downgraded by an exhausted budget.
 fn cheapest_allowed(
     rt: &Runtime,
+    cfg: &watershed_policies::Config,
     facts: &RequestFacts,
     prompt_tokens: u64,
     max_tokens: Option<u32>,
     now_ms: i64,
 ) -> Option<(String, f64)> {
-    rt.config
-        .models
+    cfg.models
         .keys()
-        .filter(|id| watershed_policies::skip_reason(&rt.config, id, facts).is_none())
+        .filter(|id| watershed_policies::skip_reason(cfg, id, facts).is_none())
         .filter(|id| rt.target(id).is_some_and(|t| t.missing_key.is_none()))
         .map(|id| {
             (
