@@ -235,16 +235,13 @@ pub fn builtin(provider: ProviderKind, model: &str) -> TargetCapabilities {
             }
         }
         ProviderKind::Gemini => {
-            // Gemini can return logprobs, but this gateway's adapter does
-            // not ask for them (`gemini::sends_option`), so no request
-            // needing them may be routed there.
             let modern = starts(&["gemini-2", "gemini-3"]);
             TargetCapabilities {
                 tools: true,
                 json_schema: true,
                 vision: true,
                 embeddings: false,
-                logprobs: false,
+                logprobs: true,
                 context_tokens: modern.then_some(1_048_576),
             }
         }
@@ -357,7 +354,7 @@ mod tests {
         let claude = builtin(ProviderKind::Anthropic, "claude-sonnet-4-5");
         assert!(claude.tools && claude.vision && !claude.logprobs && !claude.json_schema);
         let gemini = builtin(ProviderKind::Gemini, "models/gemini-2.5-flash");
-        assert!(!gemini.logprobs && gemini.vision && gemini.json_schema);
+        assert!(gemini.logprobs && gemini.vision && gemini.json_schema);
         assert_eq!(gemini.context_tokens, Some(1_048_576));
         let compat = builtin(ProviderKind::OpenaiCompatible, "qwen");
         assert!(compat.tools && compat.json_schema && !compat.vision && !compat.logprobs);

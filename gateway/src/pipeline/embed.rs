@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tracing::warn;
 use watershed_providers::{ChatRequest, Completion, Embeddings, ErrorCode, FinishReason, Usage};
 
 use super::{

@@ -43,13 +43,6 @@ pub(super) fn remote(
             "anthropic targets cannot return logprobs (the Messages API has none)",
         );
     }
-    if logprobs == Some(true) && spec.provider == ProviderKind::Gemini {
-        cx.err(
-            &join_key(path, "logprobs"),
-            At::Value,
-            "gemini targets cannot return logprobs (the gateway does not ask Gemini for them)",
-        );
-    }
     if context_tokens == Some(0) {
         cx.err(
             &join_key(path, "context_tokens"),
