@@ -10,8 +10,10 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use watershed_policies::difficulty::DifficultyModel;
-use watershed_policies::{detect, Config, Explanation, PrivacyLevel, RequestFacts, Skip};
-use watershed_providers::ChatRequest;
+use watershed_policies::{
+    detect, Capability, Config, Explanation, Needs, PrivacyLevel, RequestFacts, Skip,
+};
+use watershed_providers::{ChatRequest, ResponseFormat};
 
 use crate::access::Caller;
 use crate::scan::{FailClosed, Scan};
@@ -63,11 +65,22 @@ pub fn explanation_json(
             "matched": r.matched,
             "reason": r.reason,
         })).collect::<Vec<_>>(),
+        "needs": needs_json(&e.needs),
         // The matching route's targets left out: for privacy, or for a
-        // capability the request needs (`tools`).
-        "skipped": e.skipped.iter().map(|(t, why)| match why {
-            Skip::TrustBoundary => json!({"target": t, "reason": "trust_boundary"}),
-            Skip::MissingCapability(cap) => json!({"target": t, "reason": "missing_capability", "capability": cap}),
+        // capability the request needs (a window too small with its size).
+        "skipped": e.skipped.iter().map(|s| match s.why {
+            Skip::TrustBoundary => json!({"target": s.target, "reason": "trust_boundary"}),
+            Skip::MissingCapability(Capability::ContextTokens) => json!({
+                "target": s.target,
+                "reason": "missing_capability",
+                "capability": Capability::ContextTokens.as_str(),
+                "context_tokens": cfg.target(&s.target).and_then(|t| t.capabilities.context_tokens),
+            }),
+            Skip::MissingCapability(cap) => json!({
+                "target": s.target,
+                "reason": "missing_capability",
+                "capability": cap.as_str(),
+            }),
         }).collect::<Vec<_>>(),
         "outcome": outcome,
     })
@@ -102,10 +115,49 @@ pub fn request_facts(
     let mut facts = RequestFacts::new(req.model.clone(), privacy);
     facts.difficulty = scan.difficulty;
     facts.tags = req.metadata.clone();
-    facts.needs_tools = req.needs_tools();
-    facts.needs_embeddings = req.needs_embeddings();
-    facts.estimated_tokens = Some(req.text().chars().count().div_ceil(4) as u64);
+    facts.estimated_tokens = Some(estimated_prompt_tokens(req));
+    facts.needs = request_needs(req);
     facts
+}
+
+/// About four characters a token: the estimate routing and budgets use
+/// before a backend counts.
+pub fn estimated_prompt_tokens(req: &ChatRequest) -> u64 {
+    req.text().chars().count().div_ceil(4) as u64
+}
+
+/// What `req` needs of the target that serves it: the one place a request's
+/// needs are read, taken apart so each capability is named. The context it
+/// needs is its estimated prompt plus `max_tokens` when set; an embeddings
+/// request needs none, as each input is embedded on its own (the engine
+/// bounds each by its context).
+pub fn request_needs(req: &ChatRequest) -> Needs {
+    let json_schema = matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonSchema { .. } | ResponseFormat::JsonObject)
+    );
+    let logprobs = req.options.logprobs || req.options.top_logprobs.is_some();
+    let embeddings = req.needs_embeddings();
+    let context = estimated_prompt_tokens(req) + req.max_tokens.map_or(0, u64::from);
+    Needs {
+        tools: req.needs_tools(),
+        json_schema,
+        vision: req.has_images(),
+        embeddings,
+        logprobs,
+        context_tokens: (!embeddings).then_some(context),
+    }
+}
+
+/// A request's needs as JSON for explanations: the capabilities it needs by
+/// name and the context window it needs.
+fn needs_json(n: &Needs) -> Value {
+    let names: Vec<&str> = Capability::ALL
+        .into_iter()
+        .filter(|c| *c != Capability::ContextTokens && n.has(*c))
+        .map(Capability::as_str)
+        .collect();
+    json!({"capabilities": names, "context_tokens": n.context_tokens})
 }
 
 /// The text a line stands for: `prompt`, or the `messages`' contents (strings or

@@ -11,7 +11,9 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::warn;
 use watershed_policies::privacy::{RedactionMap, Restorer};
-use watershed_policies::{PiiSpan, PrivacyLevel, ServerSettings};
+use watershed_policies::{
+    lacking, Capability, Needs, PiiSpan, PrivacyLevel, ServerSettings, TargetCapabilities,
+};
 use watershed_providers::{
     ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError, StreamEvent,
     ToolCallDelta,
@@ -198,13 +200,14 @@ fn flush_calls(calls: &mut Vec<(u32, Restorer)>) -> Vec<Result<StreamEvent, Prov
 /// The targets a request may be sent to, in order, after the dispatch-time
 /// privacy re-check. The policy already filtered them; this check is the second
 /// lock on the same door, so a bug in one cannot leak data on its own. A
-/// target whose backend lacks a capability the request needs (`tools`) is
-/// skipped the same way.
+/// target whose backend lacks a capability the request needs is skipped the
+/// same way, by the policy's own check (`watershed_policies::lacking`) over
+/// [`backend_capabilities`].
 pub fn allowed_targets(
     rt: &Runtime,
     targets: &[String],
     privacy: PrivacyLevel,
-    needs_tools: bool,
+    needs: &Needs,
 ) -> Vec<Arc<TargetHandle>> {
     targets
         .iter()
@@ -216,15 +219,52 @@ pub fn allowed_targets(
             }
             ok
         })
-        .filter(|t| {
-            let ok = !needs_tools || t.provider.capabilities().tools;
-            if !ok {
-                warn!(target_id = %t.id, capability = "tools", "dispatch skipped a target lacking a capability");
+        .filter(|t| match lacking(needs, &backend_capabilities(rt, t)) {
+            None => true,
+            Some(cap) => {
+                warn!(target_id = %t.id, capability = cap.as_str(), "dispatch skipped a target lacking a capability");
+                false
             }
-            ok
         })
         .cloned()
         .collect()
+}
+
+/// When the policy allowed `targets` but every one of them lacks, by its
+/// backend's own account, something the request needs: the capability the
+/// first lacks, for a 400 `missing_capability` instead of "no target".
+pub fn lacked_by_all(rt: &Runtime, targets: &[String], needs: &Needs) -> Option<Capability> {
+    let mut first = None;
+    for t in targets.iter().filter_map(|id| rt.target(id)) {
+        match lacking(needs, &backend_capabilities(rt, t)) {
+            None => return None,
+            Some(cap) => {
+                first.get_or_insert(cap);
+            }
+        }
+    }
+    first
+}
+
+/// What a target can do now: its configured capabilities met with what its
+/// backend itself reports — tool calling, JSON mode, embeddings and the
+/// context window from `Provider::capabilities` (for the local engine, its
+/// loaded model's), logprobs from `Provider::sends_option`. Images the
+/// backend does not report, so the configured fact stands.
+pub fn backend_capabilities(rt: &Runtime, t: &TargetHandle) -> TargetCapabilities {
+    let own = t.provider.capabilities();
+    let backend = TargetCapabilities {
+        tools: own.tools,
+        json_schema: own.json_mode,
+        vision: true,
+        embeddings: own.embeddings,
+        logprobs: t.provider.sends_option("logprobs"),
+        context_tokens: own.context_tokens.map(u64::from),
+    };
+    match rt.routing_config().target(&t.id) {
+        Some(cfg) => cfg.capabilities.meet(&backend),
+        None => backend,
+    }
 }
 
 /// Picks the error to report when every target failed: a real upstream failure
@@ -715,5 +755,73 @@ mod tests {
                 .redacted
                 .is_none()
         );
+    }
+
+    #[test]
+    fn dispatch_asks_the_backend_itself_with_the_policys_check() {
+        // The config claims more than the Anthropic adapter can do (as a
+        // config changed after load could): dispatch still skips it, from
+        // the backend's own capabilities, while the OpenAI target passes.
+        let mut cfg = watershed_policies::load_config(
+            "version: 1\nmodels:\n  claude: { provider: anthropic, base_url: http://127.0.0.1:9, api_key_env: K }\n  \
+             gpt: { provider: openai, model: gpt-4o, base_url: http://127.0.0.1:9, api_key_env: K }\n\
+             server: { default_privacy: public }\n\
+             routes:\n  - name: all\n    when: { privacy: \"< confidential\" }\n    to: [claude, gpt]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let claude = cfg.models.get_mut("claude").unwrap();
+        claude.capabilities.json_schema = true;
+        claude.capabilities.logprobs = true;
+        let rt =
+            crate::state::build_runtime(std::sync::Arc::new(cfg), std::path::Path::new("."), None)
+                .unwrap();
+        let ids = |needs: Needs| -> Vec<String> {
+            allowed_targets(
+                &rt,
+                &["claude".into(), "gpt".into()],
+                PrivacyLevel::Public,
+                &needs,
+            )
+            .iter()
+            .map(|t| t.id.clone())
+            .collect()
+        };
+        assert_eq!(ids(Needs::default()), vec!["claude", "gpt"]);
+        for needs in [
+            Needs {
+                logprobs: true,
+                ..Needs::default()
+            },
+            Needs {
+                json_schema: true,
+                ..Needs::default()
+            },
+        ] {
+            assert_eq!(ids(needs), vec!["gpt"], "{needs:?}");
+        }
+        // When every target lacks it, the capability is named.
+        let logprobs = Needs {
+            logprobs: true,
+            ..Needs::default()
+        };
+        assert_eq!(
+            lacked_by_all(&rt, &["claude".into()], &logprobs),
+            Some(Capability::Logprobs)
+        );
+        assert_eq!(
+            lacked_by_all(&rt, &["claude".into(), "gpt".into()], &logprobs),
+            None
+        );
+        // The configured window stands where the backend knows none.
+        let claude = rt.target("claude").unwrap();
+        assert_eq!(backend_capabilities(&rt, claude).context_tokens, None);
+        let gpt = rt.target("gpt").unwrap();
+        assert_eq!(backend_capabilities(&rt, gpt).context_tokens, Some(128_000));
+        let big = Needs {
+            context_tokens: Some(200_000),
+            ..Needs::default()
+        };
+        assert_eq!(ids(big), vec!["claude"]);
     }
 }

@@ -39,7 +39,7 @@ impl ApiError {
 /// HTTP status for each error code. Nothing else in the workspace decides this.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::BadRequest | ErrorCode::MissingCapability => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
         ErrorCode::NotFound | ErrorCode::UnknownEndpoint => StatusCode::NOT_FOUND,
@@ -62,6 +62,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 fn error_type(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::BadRequest
+        | ErrorCode::MissingCapability
         | ErrorCode::NotFound
         | ErrorCode::UnknownEndpoint
         | ErrorCode::MethodNotAllowed
@@ -123,6 +124,7 @@ mod tests {
     fn statuses_follow_the_interface_contract() {
         let cases = [
             (ErrorCode::BadRequest, 400),
+            (ErrorCode::MissingCapability, 400),
             (ErrorCode::Unauthorized, 401),
             (ErrorCode::PolicyDenied, 403),
             (ErrorCode::NotFound, 404),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::breaker::Breaker;
@@ -17,7 +17,7 @@ use watershed_dashboards::clock::SharedClock;
 use watershed_dashboards::ledger::{LedgerHandle, LedgerStore};
 use watershed_dashboards::planner::Plan;
 use watershed_dashboards::pricing::{PriceOverride, PriceTable};
-use watershed_local_engine::{LocalEngine, LocalModelConfig};
+use watershed_local_engine::{LoadState, LocalEngine, LocalModelConfig};
 use watershed_policies::{Config, GpuLayers, ProviderKind, TargetSpec};
 use watershed_providers::anthropic::AnthropicProvider;
 use watershed_providers::gemini::GeminiProvider;
@@ -75,6 +75,9 @@ pub struct Runtime {
     pub prices: Arc<PriceTable>,
     /// The capacity plan the dashboard's planner view evaluates.
     pub plan: Arc<DashboardPlan>,
+    /// `config` with each local target's `tools` as its loaded engine
+    /// reports it, set once no local engine is still loading.
+    routing: OnceLock<Arc<Config>>,
 }
 
 /// A capacity plan and where it was read from.
@@ -110,6 +113,28 @@ pub fn load_plan(config: &Config, base_dir: &Path) -> anyhow::Result<DashboardPl
 impl Runtime {
     pub fn target(&self, id: &str) -> Option<&Arc<TargetHandle>> {
         self.targets.get(id)
+    }
+
+    /// The config routing and dispatch decide on: `config` while a local
+    /// engine is still loading, then, once, `config` with each loaded
+    /// engine's `tools` as the engine itself reports it — a model's tool
+    /// calling is known only when its engine has read it.
+    pub fn routing_config(&self) -> Arc<Config> {
+        if let Some(c) = self.routing.get() {
+            return c.clone();
+        }
+        let mut tools = Vec::new();
+        for t in self.targets.values() {
+            let Some(engine) = &t.engine else { continue };
+            match engine.load_state() {
+                LoadState::Loading => return self.config.clone(),
+                LoadState::Ready => tools.push((t.id.clone(), engine.capabilities().tools)),
+                LoadState::Failed(_) => {}
+            }
+        }
+        self.routing
+            .get_or_init(|| with_engine_tools(self.config.clone(), &tools))
+            .clone()
     }
 }
 
@@ -206,6 +231,7 @@ pub fn build_runtime(
     // Before any engine starts loading, so a bad plan costs nothing.
     let plan = Arc::new(load_plan(&config, base_dir)?);
     let mut targets = HashMap::new();
+    let mut engine_tools = Vec::new();
     for (id, target) in &config.models {
         let handle = match &target.spec {
             TargetSpec::Local(spec) => {
@@ -234,7 +260,9 @@ pub fn build_runtime(
                     Some(e) => e,
                     None => LocalEngine::start(cfg)?,
                 };
-                let model_name = engine.capabilities().upstream_model;
+                let own = engine.capabilities();
+                engine_tools.push((id.clone(), own.tools));
+                let model_name = own.upstream_model;
                 TargetHandle {
                     id: id.clone(),
                     kind: BackendKind::Local,
@@ -319,6 +347,7 @@ pub fn build_runtime(
         };
         targets.insert(id.clone(), Arc::new(handle));
     }
+    let config = with_engine_tools(config, &engine_tools);
     let prices = Arc::new(price_table(&config)?);
     for id in unpriced_targets(&config, &prices) {
         tracing::warn!(target_id = %id, "{}", unpriced_warning(&id));
@@ -328,7 +357,29 @@ pub fn build_runtime(
         targets,
         prices,
         plan,
+        routing: OnceLock::new(),
     })
+}
+
+/// The config with each local target's `tools` capability as its engine
+/// reports it, so the policy routes tool calls to a local model exactly when
+/// its engine can serve them (dispatch asks the engine again).
+fn with_engine_tools(config: Arc<Config>, engines: &[(String, bool)]) -> Arc<Config> {
+    let same = engines.iter().all(|(id, tools)| {
+        config
+            .target(id)
+            .is_none_or(|t| t.capabilities.tools == *tools)
+    });
+    if same {
+        return config;
+    }
+    let mut config = Arc::unwrap_or_clone(config);
+    for (id, tools) in engines {
+        if let Some(t) = config.models.get_mut(id) {
+            t.capabilities.tools = *tools;
+        }
+    }
+    Arc::new(config)
 }
 
 /// Remote targets with no price, neither built in nor under `pricing:` (by
@@ -379,11 +430,73 @@ fn server_of(base_url: &str) -> Option<(String, u16)> {
     Some((host, url.port_or_known_default()?))
 }
 
-fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+pub(crate) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     if p.is_absolute() {
         p
     } else {
         base_dir.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test model, as the end-to-end tests find it.
+    fn test_model() -> PathBuf {
+        std::env::var("WATERSHED_TEST_MODEL").map_or_else(
+            |_| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            },
+            PathBuf::from,
+        )
+    }
+
+    #[tokio::test]
+    async fn routing_follows_what_each_loaded_engine_reports() {
+        let text = format!(
+            "version: 1\nmodels:\n  local: {{ engine: local, gguf: \"{}\", context_tokens: 512, parallel: 1 }}\n  \
+             broken: {{ engine: local, gguf: does-not-exist.gguf }}\n\
+             routes:\n  - name: all\n    to: [local, broken]\n",
+            test_model().display()
+        );
+        let mut cfg = watershed_policies::load_config(&text, "p.yaml").unwrap();
+        // A config that claims the opposite of the engine, to see which wins.
+        let claimed = !LocalEngine::start(LocalModelConfig {
+            id: "probe".into(),
+            gguf: test_model(),
+            context_tokens: 512,
+            parallel: 1,
+            threads: None,
+            gpu_layers: None,
+            fit_to_memory: false,
+            main_gpu: 0,
+            moe_experts_on_cpu: false,
+            queue: 1,
+            embeddings: false,
+        })
+        .unwrap()
+        .capabilities()
+        .tools;
+        cfg.models.get_mut("local").unwrap().capabilities.tools = claimed;
+        let rt = build_runtime(Arc::new(cfg), Path::new("."), None).unwrap();
+        // At build, the engine's own account before loading replaces the claim.
+        assert_eq!(
+            rt.config.target("local").unwrap().capabilities.tools,
+            !claimed
+        );
+        let local = rt.target("local").unwrap().engine.clone().unwrap();
+        let broken = rt.target("broken").unwrap().engine.clone().unwrap();
+        assert!(broken.wait_ready().await.is_err());
+        local.wait_ready().await.unwrap();
+        let routing = rt.routing_config();
+        assert_eq!(
+            routing.target("local").unwrap().capabilities.tools,
+            local.capabilities().tools
+        );
+        // Computed once, then the same for every request.
+        assert!(Arc::ptr_eq(&routing, &rt.routing_config()));
     }
 }

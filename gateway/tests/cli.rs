@@ -780,3 +780,91 @@ fn policy_explain_lists_a_pools_members_by_name_and_its_health_settings() {
     );
     assert!(e.get("pools").is_none(), "{e}");
 }
+
+#[test]
+fn policy_explain_names_each_target_skipped_for_a_missing_capability() {
+    let dir = std::env::temp_dir().join(format!("watershed-explain-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = std::env::var("WATERSHED_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let cfg = dir.join("policy.yaml");
+    // The local window is configured far above what the model was trained
+    // for; explain reads the GGUF and narrows it.
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\n\
+             models:\n  \
+               local: {{ engine: local, gguf: \"{}\", context_tokens: 100000 }}\n  \
+               claude: {{ provider: anthropic, model: claude-sonnet-4-5, api_key_env: K }}\n  \
+               o3: {{ provider: openai, model: o3-mini, api_key_env: K }}\n  \
+               gpt: {{ provider: openai, model: gpt-4o, api_key_env: K }}\n\
+             routes:\n  \
+               - name: home\n    \
+                 when: {{ privacy: \">= confidential\" }}\n    \
+                 to: [local]\n  \
+               - name: rest\n    \
+                 to: [claude, local]\n    \
+                 fallback: [o3, gpt]\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let explain = |request: &str| run_explain(&dir, &cfg, request).1;
+
+    let e = explain(
+        r#"{"model":"auto","logprobs":true,
+            "response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object"}}},
+            "messages":[{"role":"user","content":"Hello"}]}"#,
+    );
+    assert_eq!(
+        e["needs"]["capabilities"],
+        serde_json::json!(["json_schema", "logprobs"])
+    );
+    assert_eq!(
+        e["skipped"],
+        serde_json::json!([
+            {"target": "claude", "reason": "missing_capability", "capability": "json_schema"},
+            {"target": "o3", "reason": "missing_capability", "capability": "logprobs"},
+        ]),
+        "{e}"
+    );
+    assert_eq!(e["outcome"]["targets"], serde_json::json!(["local", "gpt"]));
+
+    // More than the model's trained window: the local engine is skipped,
+    // with the window it has.
+    let e = explain(
+        r#"{"model":"auto","max_tokens":9000,"messages":[{"role":"user","content":"Hello"}]}"#,
+    );
+    assert_eq!(e["needs"]["context_tokens"], 9002, "{e}");
+    assert_eq!(
+        e["skipped"],
+        serde_json::json!([{
+            "target": "local", "reason": "missing_capability",
+            "capability": "context_tokens", "context_tokens": 8192,
+        }]),
+        "{e}"
+    );
+    assert_eq!(
+        e["outcome"]["targets"],
+        serde_json::json!(["claude", "o3", "gpt"])
+    );
+
+    // Confidential with tools: the only trusted target cannot call tools,
+    // so the request is refused naming the capability.
+    let e = explain(
+        r#"{"headers":{"x-watershed-privacy":"confidential"},
+            "body":{"model":"auto","messages":[{"role":"user","content":"Hi"}],
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}}"#,
+    );
+    assert_eq!(e["outcome"]["denied"]["code"], "missing_capability", "{e}");
+    assert_eq!(
+        e["outcome"]["denied"]["message"],
+        "route \"home\" has no target with the capability \"tools\" allowed at privacy confidential"
+    );
+    assert_eq!(
+        e["skipped"],
+        serde_json::json!([{"target": "local", "reason": "missing_capability", "capability": "tools"}])
+    );
+}

@@ -3,6 +3,7 @@
 //! rule in order with why it did or did not match, and the outcome.
 
 use crate::budget::BudgetState;
+use crate::capability::Needs;
 use crate::config::Config;
 use crate::level::PrivacyLevel;
 use crate::privacy::PiiSpan;
@@ -17,6 +18,15 @@ pub struct RuleCheck {
     pub matched: bool,
     /// Why it matched or not.
     pub reason: String,
+}
+
+/// A target of the matching route that was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The target id.
+    pub target: String,
+    /// Why: the trust boundary first, else the first capability it lacks.
+    pub why: Skip,
 }
 
 /// Everything that went into a decision.
@@ -34,8 +44,10 @@ pub struct Explanation {
     pub budget: BudgetState,
     /// Rules up to and including the one that matched.
     pub rules: Vec<RuleCheck>,
+    /// What the request needs of the target that serves it.
+    pub needs: Needs,
     /// The matching route's targets that were left out, and why.
-    pub skipped: Vec<(String, Skip)>,
+    pub skipped: Vec<Skipped>,
     /// The outcome: ordered targets, or the denial.
     pub outcome: Result<Vec<String>, Denial>,
 }
@@ -58,7 +70,10 @@ pub fn explain(cfg: &Config, facts: &RequestFacts, evidence: &[PiiSpan]) -> Expl
             if matched {
                 for t in route.targets() {
                     if let Some(why) = skip_reason(cfg, t, facts) {
-                        skipped.push((t.to_owned(), why));
+                        skipped.push(Skipped {
+                            target: t.to_owned(),
+                            why,
+                        });
                     }
                 }
                 break;
@@ -71,6 +86,7 @@ pub fn explain(cfg: &Config, facts: &RequestFacts, evidence: &[PiiSpan]) -> Expl
         evidence: evidence.to_vec(),
         difficulty: facts.difficulty,
         budget: facts.budget,
+        needs: facts.needs,
         rules,
         skipped,
         outcome: decide(cfg, facts).map(|d| d.targets),

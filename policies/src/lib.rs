@@ -3,6 +3,7 @@
 //! reasons go out. The gateway owns reading files and the clock.
 
 pub mod budget;
+pub mod capability;
 pub mod config;
 pub mod difficulty;
 pub mod explain;
@@ -17,6 +18,7 @@ pub use budget::{
     evaluate_budget, BudgetEval, BudgetLimits, BudgetState, BudgetWindow, OnExhausted,
     SpendSnapshot,
 };
+pub use capability::{lacking, Capability, Needs, TargetCapabilities};
 pub use config::{
     load_config, mask_url_password, otlp_endpoint_problem, ApiKey, BreakerSettings, Config,
     ConfigError, ConfigErrors, DashboardSettings, DifficultySettings, FleetSettings, GpuLayers,
@@ -25,10 +27,7 @@ pub use config::{
     SharedBudgetSettings, Target, TargetSpec, Team, TelemetrySettings, When, ANONYMOUS_KEY,
     DEFAULT_TEAM,
 };
-pub use explain::{explain, Explanation, RuleCheck};
+pub use explain::{explain, Explanation, RuleCheck, Skipped};
 pub use level::{CmpOp, LevelCondition, LevelSet, NumCondition, PrivacyLevel, UnknownLevel};
 pub use privacy::{detect, level_of, PiiKind, PiiSpan};
-pub use route::{
-    allowed, decide, skip_reason, supports_embeddings, supports_tools, Decision, Denial,
-    DenialKind, RequestFacts, Skip,
-};
+pub use route::{allowed, decide, skip_reason, Decision, Denial, DenialKind, RequestFacts, Skip};

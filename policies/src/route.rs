@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::budget::BudgetState;
+use crate::capability::{lacking, Capability, Needs};
 use crate::config::{Config, Route};
 use crate::level::PrivacyLevel;
 
@@ -25,12 +26,10 @@ pub struct RequestFacts {
     pub estimated_tokens: Option<u64>,
     /// Request metadata tags.
     pub tags: BTreeMap<String, String>,
-    /// The request offers tools or carries tool calls or results, so only a
-    /// target that can do tool calling may serve it (the local engine cannot).
-    pub needs_tools: bool,
-    /// The request asks for embeddings (`POST /v1/embeddings`), so only a
-    /// target that can embed may serve it.
-    pub needs_embeddings: bool,
+    /// What only some targets can do and this request needs (tools, JSON
+    /// schema, images, embeddings, logprobs, a context window of some
+    /// size); a target lacking any is skipped.
+    pub needs: Needs,
 }
 
 impl RequestFacts {
@@ -88,8 +87,8 @@ pub enum Denial {
     MissingCapability {
         /// The matching route.
         route: String,
-        /// The capability, by its name in `Capabilities` (`tools`).
-        capability: &'static str,
+        /// The capability.
+        capability: Capability,
         /// The request's level.
         privacy: PrivacyLevel,
     },
@@ -135,31 +134,14 @@ pub fn allowed(cfg: &Config, target: &str, level: PrivacyLevel) -> bool {
         .is_some_and(|t| t.trusted || !level.requires_trusted())
 }
 
-/// Whether `target` can do tool calling. Every remote API can; the
-/// in-process engine cannot yet. The gateway checks the backend's own
-/// `Capabilities::tools` again right before dispatch.
-pub fn supports_tools(cfg: &Config, target: &str) -> bool {
-    cfg.target(target).is_some_and(|t| !t.is_local())
-}
-
-/// Whether `target` can embed: a local engine unless `embeddings: false`, a
-/// remote target that names its embedding model. A target-kind check kept
-/// apart from the tools one; the gateway checks the backend's own
-/// `Capabilities::embeddings` again right before dispatch.
-pub fn supports_embeddings(cfg: &Config, target: &str) -> bool {
-    cfg.target(target).is_some_and(|t| match &t.spec {
-        crate::config::TargetSpec::Local(l) => l.embeddings,
-        crate::config::TargetSpec::Remote(r) => r.embeddings.is_some(),
-    })
-}
-
 /// Why a route's target was left out of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
     /// Outside the trust boundary for the request's privacy level.
     TrustBoundary,
-    /// Lacks a capability the request needs, by its `Capabilities` name.
-    MissingCapability(&'static str),
+    /// Lacks a capability the request needs (for `ContextTokens`: its
+    /// window is smaller than the request).
+    MissingCapability(Capability),
 }
 
 /// Why `target` may not serve `facts`, or `None` when it may. Trust comes
@@ -167,13 +149,29 @@ pub enum Skip {
 /// a capability.
 pub fn skip_reason(cfg: &Config, target: &str, facts: &RequestFacts) -> Option<Skip> {
     if !allowed(cfg, target, facts.privacy) {
-        Some(Skip::TrustBoundary)
-    } else if facts.needs_tools && !supports_tools(cfg, target) {
-        Some(Skip::MissingCapability("tools"))
-    } else if facts.needs_embeddings && !supports_embeddings(cfg, target) {
-        Some(Skip::MissingCapability("embeddings"))
-    } else {
-        None
+        return Some(Skip::TrustBoundary);
+    }
+    let caps = cfg.target(target)?.capabilities;
+    lacking(&facts.needs, &caps).map(Skip::MissingCapability)
+}
+
+/// Why a target was left out, as a sentence for the decision's reasons.
+pub(crate) fn skip_sentence(cfg: &Config, target: &str, why: Skip, facts: &RequestFacts) -> String {
+    match why {
+        Skip::TrustBoundary => format!(
+            "target \"{target}\" skipped: outside the trust boundary for {} requests",
+            facts.privacy
+        ),
+        Skip::MissingCapability(Capability::ContextTokens) => format!(
+            "target \"{target}\" skipped: its context window of {} tokens is smaller than the {} the request needs",
+            cfg.target(target)
+                .and_then(|t| t.capabilities.context_tokens)
+                .unwrap_or(0),
+            facts.needs.context_tokens.unwrap_or(0)
+        ),
+        Skip::MissingCapability(cap) => format!(
+            "target \"{target}\" skipped: lacks the capability \"{cap}\" the request needs"
+        ),
     }
 }
 
@@ -233,6 +231,13 @@ pub(crate) fn evaluate(route: &Route, facts: &RequestFacts) -> Result<String, St
             None => return fail(format!("estimated tokens unknown, needs {cond}")),
         }
     }
+    if let Some(needs) = &w.needs {
+        if let Some(missing) = needs.iter().find(|c| !facts.needs.has(**c)) {
+            return fail(format!("request does not need {missing}"));
+        }
+        let names: Vec<&str> = needs.iter().map(|c| c.as_str()).collect();
+        held.push(format!("request needs {}", names.join(", ")));
+    }
     if let Some(tags) = &w.metadata {
         for (k, v) in tags {
             if facts.tags.get(k) != Some(v) {
@@ -269,23 +274,19 @@ pub fn decide(cfg: &Config, facts: &RequestFacts) -> Result<Decision, Denial> {
             Ok(why) => {
                 reasons.push(why);
                 let mut targets = Vec::new();
-                let mut lacking = None;
+                let mut missing = None;
                 for t in route.targets() {
                     match skip_reason(cfg, t, facts) {
                         None => targets.push(t.to_string()),
-                        Some(Skip::TrustBoundary) => reasons.push(format!(
-                            "target \"{t}\" skipped: outside the trust boundary for {} requests",
-                            facts.privacy
-                        )),
-                        Some(Skip::MissingCapability(cap)) => {
-                            lacking = Some(cap);
-                            reasons.push(format!(
-                                "target \"{t}\" skipped: lacks the capability \"{cap}\" the request needs"
-                            ));
+                        Some(why) => {
+                            if let Skip::MissingCapability(cap) = why {
+                                missing.get_or_insert(cap);
+                            }
+                            reasons.push(skip_sentence(cfg, t, why, facts));
                         }
                     }
                 }
-                if let (true, Some(capability)) = (targets.is_empty(), lacking) {
+                if let (true, Some(capability)) = (targets.is_empty(), missing) {
                     return Err(Denial::MissingCapability {
                         route: route.name.clone(),
                         capability,
@@ -417,13 +418,13 @@ routes:
         )
         .unwrap();
         let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
-        facts.needs_embeddings = true;
+        facts.needs.embeddings = true;
         let d = decide(&cfg, &facts).unwrap();
         assert_eq!(d.targets, vec!["emb".to_string()]);
         for t in ["local", "gpt"] {
             assert_eq!(
                 skip_reason(&cfg, t, &facts),
-                Some(Skip::MissingCapability("embeddings"))
+                Some(Skip::MissingCapability(Capability::Embeddings))
             );
             let want = format!("\"{t}\" skipped: lacks the capability \"embeddings\"");
             assert!(
@@ -439,7 +440,7 @@ routes:
         assert_eq!(err.code(), "missing_capability");
         assert!(err.to_string().contains("\"embeddings\""), "{err}");
         // A chat request is not held to it.
-        facts.needs_embeddings = false;
+        facts.needs.embeddings = false;
         facts.privacy = PrivacyLevel::Public;
         assert_eq!(
             decide(&cfg, &facts).unwrap().targets,
@@ -451,7 +452,7 @@ routes:
     fn targets_without_tools_are_skipped_and_none_left_is_a_bad_request() {
         let cfg = load_config(POLICY, "p.yaml").unwrap();
         let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
-        facts.needs_tools = true;
+        facts.needs.tools = true;
         let d = decide(&cfg, &facts).unwrap();
         assert_eq!(d.targets, vec!["gpt".to_string()]);
         assert!(
@@ -463,7 +464,7 @@ routes:
         );
         assert_eq!(
             skip_reason(&cfg, "local", &facts),
-            Some(Skip::MissingCapability("tools"))
+            Some(Skip::MissingCapability(Capability::Tools))
         );
         assert_eq!(skip_reason(&cfg, "pool", &facts), None);
         // A confidential request whose only trusted targets cannot do tools
@@ -474,7 +475,7 @@ routes:
         )
         .unwrap();
         let mut facts = RequestFacts::new("auto", PrivacyLevel::Confidential);
-        facts.needs_tools = true;
+        facts.needs.tools = true;
         let err = decide(&only_local, &facts).unwrap_err();
         assert_eq!(err.kind(), DenialKind::BadRequest);
         assert_eq!(err.code(), "missing_capability");
@@ -482,6 +483,41 @@ routes:
         assert_eq!(
             skip_reason(&only_local, "gpt", &facts),
             Some(Skip::TrustBoundary)
+        );
+    }
+
+    #[test]
+    fn trust_comes_before_capability_and_a_small_window_says_its_sizes() {
+        // `pool` loses its trust after load and cannot do JSON schema: for a
+        // confidential request it is reported outside the trust boundary,
+        // never as merely lacking the capability.
+        let mut cfg = load_config(POLICY, "p.yaml").unwrap();
+        let pool = cfg.models.get_mut("pool").unwrap();
+        pool.trusted = false;
+        pool.capabilities.json_schema = false;
+        let mut facts = RequestFacts::new("auto", PrivacyLevel::Confidential);
+        facts.needs.json_schema = true;
+        assert_eq!(skip_reason(&cfg, "pool", &facts), Some(Skip::TrustBoundary));
+        let d = decide(&cfg, &facts).unwrap();
+        assert_eq!(d.targets, vec!["local"]);
+        // With the local engine out too, the denial names the capability
+        // only because a trusted target lacked it.
+        cfg.routes[0].fallback.clear();
+        let err = decide(&cfg, &facts).unwrap_err();
+        assert_eq!(err.code(), "no_allowed_target");
+        // A context window too small, with both sizes in the reason.
+        let cfg = load_config(POLICY, "p.yaml").unwrap();
+        let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
+        facts.needs.context_tokens = Some(5000);
+        let d = decide(&cfg, &facts).unwrap();
+        assert_eq!(d.targets, vec!["gpt"]);
+        assert!(
+            d.reasons.contains(
+                &"target \"local\" skipped: its context window of 4096 tokens is smaller than the 5000 the request needs"
+                    .to_string()
+            ),
+            "{:?}",
+            d.reasons
         );
     }
 }

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use watershed_policies::{decide, load_config, yaml, PrivacyLevel, RequestFacts};
+use watershed_policies::{
+    decide, explain, load_config, yaml, Capability, Denial, Needs, PrivacyLevel, RequestFacts, Skip,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +34,12 @@ struct Case {
     estimated_tokens: Option<u64>,
     #[serde(default)]
     tags: std::collections::BTreeMap<String, String>,
+    /// Capabilities the request needs, by their YAML names.
+    #[serde(default)]
+    needs: Vec<String>,
+    /// The context window it needs (prompt plus max_tokens).
+    #[serde(default)]
+    context_tokens: Option<u64>,
     expect: Expect,
 }
 
@@ -44,6 +52,31 @@ struct Expect {
     targets: Option<Vec<String>>,
     #[serde(default)]
     denial: Option<String>,
+    /// For a denial naming a capability: its name.
+    #[serde(default)]
+    capability: Option<String>,
+    /// Every target of the matching route left out, as `target: why`
+    /// (`trust_boundary` or the capability it lacks), in route order.
+    #[serde(default)]
+    skipped: Option<Vec<String>>,
+}
+
+fn needs_of(names: &[String], context_tokens: Option<u64>) -> Needs {
+    let mut needs = Needs {
+        context_tokens,
+        ..Needs::default()
+    };
+    for n in names {
+        match Capability::parse_need(n) {
+            Some(Capability::Tools) => needs.tools = true,
+            Some(Capability::JsonSchema) => needs.json_schema = true,
+            Some(Capability::Vision) => needs.vision = true,
+            Some(Capability::Embeddings) => needs.embeddings = true,
+            Some(Capability::Logprobs) => needs.logprobs = true,
+            Some(Capability::ContextTokens) | None => panic!("unknown need {n}"),
+        }
+    }
+    needs
 }
 
 fn run_file(path: &Path) -> usize {
@@ -67,13 +100,36 @@ fn run_file(path: &Path) -> usize {
         facts.team = case.team.clone();
         facts.estimated_tokens = case.estimated_tokens;
         facts.tags = case.tags.clone();
+        facts.needs = needs_of(&case.needs, case.context_tokens);
         let got = decide(&cfg, &facts);
         let ctx = format!(
             "{name} request {i} ({} at {privacy}): got {got:?}",
             case.model
         );
+        if let Some(want) = &case.expect.skipped {
+            let e = explain(&cfg, &facts, &[]);
+            let seen: Vec<String> = e
+                .skipped
+                .iter()
+                .map(|s| match s.why {
+                    Skip::TrustBoundary => format!("{}: trust_boundary", s.target),
+                    Skip::MissingCapability(c) => format!("{}: {c}", s.target),
+                })
+                .collect();
+            assert_eq!(&seen, want, "{ctx}");
+        }
         match (&case.expect.denial, got) {
-            (Some(code), Err(d)) => assert_eq!(d.code(), code, "{ctx}"),
+            (Some(code), Err(d)) => {
+                assert_eq!(d.code(), code, "{ctx}");
+                if let Some(cap) = &case.expect.capability {
+                    match &d {
+                        Denial::MissingCapability { capability, .. } => {
+                            assert_eq!(capability.as_str(), cap, "{ctx}")
+                        }
+                        other => panic!("{ctx}: expected a missing capability, got {other:?}"),
+                    }
+                }
+            }
             (Some(_), Ok(_)) => panic!("{ctx}: expected a denial"),
             (None, Err(_)) => panic!("{ctx}: expected a decision"),
             (None, Ok(d)) => {

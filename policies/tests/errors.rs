@@ -1059,7 +1059,7 @@ routes:
         ("vllm", true),
     ] {
         assert_eq!(
-            watershed_policies::supports_embeddings(&ok, id),
+            ok.target(id).unwrap().capabilities.embeddings,
             embeds,
             "{id}"
         );
@@ -1071,4 +1071,101 @@ routes:
     assert!(remote("emb").dimensions);
     assert!(!remote("vllm").dimensions);
     assert_eq!(remote("vllm").model, "bge");
+}
+
+#[test]
+fn capabilities_and_needs_are_checked_with_file_line_col() {
+    let text = "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf, capabilities: { vision: true } }
+  claude: { provider: anthropic, api_key_env: K, capabilities: { json_schema: true, logprobs: true } }
+  vllm: { provider: openai-compatible, base_url: http://v:8000, capabilities: { vison: true } }
+  gpt: { provider: openai, api_key_env: K, capabilities: { context_tokens: 0 } }
+routes:
+  - name: a
+    when: { needs: [tools, telepathy, context_tokens] }
+    to: [gpt]
+  - name: b
+    when: { needs: [] }
+    to: [gpt]
+";
+    let errs = errors(text);
+    let got: Vec<(usize, usize, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.col, e.path.as_str(), e.message.as_str()))
+        .collect();
+    let want = [
+        (
+            3,
+            41,
+            "models.local.capabilities",
+            "\"capabilities\" is for remote providers, not a local engine",
+        ),
+        (
+            4,
+            79,
+            "models.claude.capabilities.json_schema",
+            "anthropic targets cannot take response_format (the Messages API has none)",
+        ),
+        (
+            4,
+            95,
+            "models.claude.capabilities.logprobs",
+            "anthropic targets cannot return logprobs (the Messages API has none)",
+        ),
+        (6, 76, "models.gpt.capabilities.context_tokens", "context_tokens must be positive"),
+        (
+            9,
+            28,
+            "routes[0].when.needs[1]",
+            "unknown capability \"telepathy\" (expected tools, json_schema, vision, embeddings or logprobs)",
+        ),
+        (
+            9,
+            39,
+            "routes[0].when.needs[2]",
+            "unknown capability \"context_tokens\" (expected tools, json_schema, vision, embeddings or logprobs)",
+        ),
+        (
+            12,
+            20,
+            "routes[1].when.needs",
+            "needs condition names at least one capability",
+        ),
+    ];
+    for w in want {
+        assert!(got.contains(&w), "missing {w:?} in\n{got:#?}");
+    }
+    // A misspelt capability is serde's unknown field, at its key.
+    let vison = errs
+        .iter()
+        .find(|e| e.path.starts_with("models.vllm"))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert_eq!((vison.line, vison.col), (5, 81), "{vison}");
+    assert!(vison.message.contains("unknown field \"vison\""), "{vison}");
+}
+
+#[test]
+fn capabilities_override_the_built_in_facts() {
+    let cfg = load_config(
+        "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf, context_tokens: 2048, embeddings: false }\n  \
+         vllm: { provider: openai-compatible, base_url: http://v:8000, capabilities: { vision: true, logprobs: true, tools: false, context_tokens: 32768 } }\n  \
+         gpt: { provider: openai, model: gpt-4o, api_key_env: K }\n\
+         routes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  \
+         - name: all\n    to: [local, vllm, gpt]\n",
+        "p.yaml",
+    )
+    .unwrap();
+    let caps = |id: &str| cfg.target(id).unwrap().capabilities;
+    let local = caps("local");
+    assert!(!local.tools && local.json_schema && local.logprobs && !local.vision);
+    assert!(!local.embeddings);
+    assert_eq!(local.context_tokens, Some(2048));
+    let vllm = caps("vllm");
+    assert!(vllm.vision && vllm.logprobs && !vllm.tools && vllm.json_schema);
+    assert_eq!(vllm.context_tokens, Some(32768));
+    let gpt = caps("gpt");
+    assert!(gpt.tools && gpt.vision && gpt.logprobs && !gpt.embeddings);
+    assert_eq!(gpt.context_tokens, Some(128_000));
 }

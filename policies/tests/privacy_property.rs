@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use watershed_policies::{
-    allowed, decide, load_config, supports_tools, Config, Denial, PrivacyLevel, RequestFacts,
+    allowed, decide, lacking, load_config, Config, Denial, Needs, PrivacyLevel, RequestFacts,
 };
 
 /// SplitMix64: a tiny deterministic PRNG so failures reproduce from the seed.
@@ -125,15 +125,29 @@ fn no_loaded_policy_ever_sends_confidential_data_outside_the_boundary() {
         let mut names = cfg.known_models();
         names.push("not-a-model".into());
         for model in &names {
-            for (level, needs_tools) in [
-                (PrivacyLevel::Confidential, false),
-                (PrivacyLevel::Restricted, false),
-                (PrivacyLevel::Confidential, true),
+            let with_tools = Needs {
+                tools: true,
+                ..Needs::default()
+            };
+            // Every capability at once, with a window no target has.
+            let with_all = Needs {
+                tools: true,
+                json_schema: true,
+                vision: true,
+                embeddings: false,
+                logprobs: true,
+                context_tokens: Some(10_000_000),
+            };
+            for (level, needs) in [
+                (PrivacyLevel::Confidential, Needs::default()),
+                (PrivacyLevel::Restricted, Needs::default()),
+                (PrivacyLevel::Confidential, with_tools),
+                (PrivacyLevel::Restricted, with_all),
             ] {
                 let mut facts = RequestFacts::new(model.clone(), level);
-                // A request with tools skips targets that cannot do them; it
-                // must never fall through to an untrusted one instead.
-                facts.needs_tools = needs_tools;
+                // A request with needs skips targets that lack them; it must
+                // never fall through to an untrusted one instead.
+                facts.needs = needs;
                 checked += 1;
                 if let Some(route) = first_match(&cfg, &facts) {
                     for t in route.targets() {
@@ -154,10 +168,11 @@ fn no_loaded_policy_ever_sends_confidential_data_outside_the_boundary() {
                                 "{t} for {model} at {level}\n{text}"
                             );
                             assert!(allowed(&cfg, t, level));
-                            assert!(!needs_tools || supports_tools(&cfg, t));
+                            let caps = cfg.target(t).unwrap().capabilities;
+                            assert_eq!(lacking(&needs, &caps), None, "{t}\n{text}");
                         }
                     }
-                    Err(Denial::MissingCapability { .. }) => assert!(needs_tools),
+                    Err(Denial::MissingCapability { .. }) => assert_ne!(needs, Needs::default()),
                     Err(Denial::NoAllowedTarget { .. }) => {
                         panic!("load check should leave no empty route\n{text}")
                     }

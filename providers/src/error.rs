@@ -8,6 +8,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     BadRequest,
+    /// No target the request may reach can do something it needs (tools,
+    /// JSON schema, images, logprobs, embeddings, a large enough context).
+    MissingCapability,
     Unauthorized,
     PolicyDenied,
     /// An unknown model (the only thing a valid endpoint can fail to find).
@@ -36,6 +39,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::MissingCapability => "missing_capability",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::NotFound => "model_not_found",

@@ -317,6 +317,13 @@ impl ChatRequest {
         self.embedding.is_some()
     }
 
+    /// Whether any message carries an image, so only a target that reads
+    /// images may serve it. Messages hold text only, so none does yet; image
+    /// parts make this true where they appear.
+    pub fn has_images(&self) -> bool {
+        false
+    }
+
     /// Whether only a target that can do tool calling may serve this request:
     /// it offers tools or carries earlier calls or their results.
     pub fn needs_tools(&self) -> bool {

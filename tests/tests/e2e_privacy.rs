@@ -35,6 +35,9 @@ models:
   local:
     engine: local
     gguf: "{{dir}}/does-not-exist.gguf"
+    # A window that holds the 4 MiB prompts: they stay home for their
+    # privacy, not because no target is large enough.
+    context_tokens: 2000000
   gpt:
     provider: openai
     base_url: "{openai}"

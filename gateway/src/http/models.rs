@@ -46,6 +46,8 @@ fn models(rt: &Runtime) -> Vec<Value> {
     for id in ids {
         let Some(t) = rt.target(id) else { continue };
         let caps = t.provider.capabilities();
+        // What routing and dispatch hold this target to, the same for both.
+        let can = crate::dispatch::backend_capabilities(rt, t);
         let unavailable = match (&t.missing_key, &t.engine) {
             (Some(var), _) => Some(format!("{var} is not set")),
             (None, Some(engine)) => match engine.load_state() {
@@ -66,6 +68,14 @@ fn models(rt: &Runtime) -> Vec<Value> {
                 "trusted": t.trusted,
                 "context_tokens": caps.context_tokens,
                 "tools": caps.tools,
+                "capabilities": {
+                    "tools": can.tools,
+                    "json_schema": can.json_schema,
+                    "vision": can.vision,
+                    "embeddings": can.embeddings,
+                    "logprobs": can.logprobs,
+                    "context_tokens": can.context_tokens,
+                },
                 "details": caps.details,
                 "unavailable": unavailable,
             }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use tracing::warn;
-use watershed_policies::{decide, BudgetState, Denial, OnExhausted, PrivacyLevel};
+use watershed_policies::{
+    decide, BudgetState, Denial, Needs, OnExhausted, PrivacyLevel, RequestFacts,
+};
 use watershed_providers::{BackendKind, ChatRequest, ErrorCode, Usage};
 
 use super::{Failed, PRIVACY_HEADER};
@@ -27,6 +29,9 @@ pub struct Prepared {
     pub route: String,
     pub privacy: PrivacyLevel,
     pub targets: Vec<String>,
+    /// What the request needs of its target; dispatch checks the backends
+    /// against it again.
+    pub needs: Needs,
     pub difficulty: Option<f64>,
     /// About four characters per token: only for records of requests that
     /// never reported usage.
@@ -181,7 +186,8 @@ pub(super) fn prepare(
     request_id: &str,
     purpose: Purpose,
 ) -> Result<Prepared, Failed> {
-    let cfg = &rt.config;
+    let routing = rt.routing_config();
+    let cfg = &*routing;
     let caller = access::caller(cfg, headers)?;
     let declared = declared_privacy(headers)?;
     if let Some(max) = req.max_tokens {
@@ -221,8 +227,8 @@ pub(super) fn prepare(
             .then(|| {
                 cheapest_allowed(
                     rt,
-                    decision.privacy,
-                    req.needs_tools(),
+                    cfg,
+                    &facts,
                     prompt_tokens,
                     req.max_tokens,
                     now.timestamp_millis(),
@@ -293,6 +299,7 @@ pub(super) fn prepare(
         route: decision.route,
         privacy: decision.privacy,
         targets,
+        needs: facts.needs,
         difficulty: facts.difficulty,
         estimated_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
         caller,
@@ -352,21 +359,20 @@ fn upper_bound_usd(
         .cost_for(&[t.id.as_str(), t.model_name.as_str()], now_ms, usage)
 }
 
-/// The cheapest target allowed at `privacy` (a ready local one costs nothing),
-/// for requests downgraded by an exhausted budget.
+/// The cheapest target allowed for `facts` (a ready local one costs
+/// nothing): inside the trust boundary its privacy needs, lacking nothing it
+/// needs; for requests downgraded by an exhausted budget.
 fn cheapest_allowed(
     rt: &Runtime,
-    privacy: PrivacyLevel,
-    needs_tools: bool,
+    cfg: &watershed_policies::Config,
+    facts: &RequestFacts,
     prompt_tokens: u64,
     max_tokens: Option<u32>,
     now_ms: i64,
 ) -> Option<(String, f64)> {
-    rt.config
-        .models
+    cfg.models
         .keys()
-        .filter(|id| watershed_policies::allowed(&rt.config, id, privacy))
-        .filter(|id| !needs_tools || watershed_policies::supports_tools(&rt.config, id))
+        .filter(|id| watershed_policies::skip_reason(cfg, id, facts).is_none())
         .filter(|id| rt.target(id).is_some_and(|t| t.missing_key.is_none()))
         .map(|id| {
             (
@@ -380,9 +386,10 @@ fn cheapest_allowed(
 fn denial_error(d: Denial) -> ApiError {
     match d {
         Denial::UnknownModel { .. } => ApiError::new(ErrorCode::NotFound, d.to_string()),
-        Denial::MissingCapability { capability, .. } => {
-            ApiError::bad_request(d.to_string(), Some(capability))
-        }
+        Denial::MissingCapability { capability, .. } => ApiError {
+            param: Some(capability.request_field().to_owned()),
+            ..ApiError::new(ErrorCode::MissingCapability, d.to_string())
+        },
         _ => ApiError::new(ErrorCode::PolicyDenied, d.to_string()),
     }
 }

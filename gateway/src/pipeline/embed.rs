@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tracing::warn;
 use watershed_providers::{ChatRequest, Completion, Embeddings, ErrorCode, FinishReason, Usage};
 
 use super::{
@@ -52,7 +51,9 @@ pub async fn embed(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result
         admit::admit(state, rt, headers, req, &call.request_id, Purpose::Answer).await?;
     super::refuse_paid_while_journal_full(call, &prepared)?;
     let mut meter = start_meter(call, headers, &mut prepared, Metered::Embedding);
-    let allowed = dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, false);
+    // The request needs embeddings, so targets that cannot embed are left out.
+    let allowed =
+        dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, &prepared.needs);
     let wants_dimensions = prepared
         .req
         .embedding
@@ -118,29 +119,13 @@ pub async fn embed(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result
     }
 }
 
-/// Whether a backend can serve an embeddings request: the target-kind check
-/// dispatch makes after the policy's (`watershed_policies::supports_embeddings`).
-fn can_embed(t: &TargetHandle) -> bool {
-    t.provider.capabilities().embeddings
-}
-
-/// The route's allowed targets that can embed, and of those, when the
+/// The route's allowed targets (all of which can embed), and of those, when the
 /// client asks for `dimensions`, only the ones that accept it; a 400 naming
 /// `dimensions` when none does.
 fn embedding_targets(
-    allowed: Vec<Arc<TargetHandle>>,
+    embedders: Vec<Arc<TargetHandle>>,
     wants_dimensions: bool,
 ) -> Result<Vec<Arc<TargetHandle>>, ApiError> {
-    let embedders: Vec<_> = allowed
-        .into_iter()
-        .filter(|t| {
-            let ok = can_embed(t);
-            if !ok {
-                warn!(target_id = %t.id, capability = "embeddings", "dispatch skipped a target lacking a capability");
-            }
-            ok
-        })
-        .collect();
     if !wants_dimensions || embedders.is_empty() {
         return Ok(embedders);
     }

@@ -240,12 +240,25 @@ pub async fn run(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result<R
         admit::admit(state, rt, headers, req, request_id, Purpose::Answer).await?;
     refuse_paid_while_journal_full(call, &prepared)?;
     let mut meter = start_meter(call, headers, &mut prepared, Metered::Answer);
-    let targets = dispatch::allowed_targets(
-        rt,
-        &prepared.targets,
-        prepared.privacy,
-        prepared.req.needs_tools(),
-    );
+    let targets =
+        dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, &prepared.needs);
+    if targets.is_empty() {
+        if let Some(cap) = dispatch::lacked_by_all(rt, &prepared.targets, &prepared.needs) {
+            let err = ApiError {
+                param: Some(cap.request_field().to_owned()),
+                ..ApiError::new(
+                    ErrorCode::MissingCapability,
+                    format!(
+                        "route \"{}\" has no target whose backend can do \"{cap}\" now",
+                        prepared.route
+                    ),
+                )
+            };
+            let failed = Failed::at(err.clone(), &prepared.route, &meter);
+            meter.failure(err.code);
+            return Err(failed);
+        }
+    }
     let outbound = Outbound::new(
         prepared.req.clone(),
         prepared.redact,
@@ -497,12 +510,8 @@ pub async fn count(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result
     } = call;
     let (prepared, scan) =
         admit::admit(state, rt, headers, req, request_id, Purpose::Count).await?;
-    let targets = dispatch::allowed_targets(
-        rt,
-        &prepared.targets,
-        prepared.privacy,
-        prepared.req.needs_tools(),
-    );
+    let targets =
+        dispatch::allowed_targets(rt, &prepared.targets, prepared.privacy, &prepared.needs);
     let outbound = Outbound::new(
         prepared.req.clone(),
         prepared.redact,

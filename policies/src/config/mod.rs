@@ -7,6 +7,7 @@
 //! route that confidential traffic can reach lists a target outside the trust boundary.
 
 mod access;
+mod capabilities;
 mod error;
 mod pool;
 mod raw;
@@ -24,6 +25,7 @@ pub use pool::{HealthSettings, PoolMember, PoolSpec, MAX_POOL_MEMBERS};
 pub use telemetry::otlp_endpoint_problem;
 
 use crate::budget::{BudgetLimits, BudgetState};
+use crate::capability::{Capability, TargetCapabilities};
 use crate::level::{LevelCondition, LevelSet, NumCondition, PrivacyLevel};
 use crate::privacy::{PiiKind, PiiSpan};
 
@@ -424,6 +426,12 @@ pub struct Target {
     pub trusted: bool,
     /// How to reach it.
     pub spec: TargetSpec,
+    /// What it can do: for a remote target the built-in facts of its
+    /// provider and model with `capabilities:` over them; for a local one
+    /// what the engine does, with the configured context window, which the
+    /// gateway narrows to the GGUF's trained one and whose `tools` it takes
+    /// from the engine (`watershed::config::load`, `state::build_runtime`).
+    pub capabilities: TargetCapabilities,
 }
 
 impl Target {
@@ -654,6 +662,8 @@ pub struct When {
     pub estimated_tokens: Option<NumCondition>,
     /// Metadata tags that must all be present with these values.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Capabilities the request must need, all of them (`needs: [tools, vision]`).
+    pub needs: Option<Vec<Capability>>,
 }
 
 impl When {
@@ -666,6 +676,7 @@ impl When {
             || self.team.is_some()
             || self.estimated_tokens.is_some()
             || self.metadata.is_some()
+            || self.needs.is_some()
     }
 
     /// The privacy levels this route's privacy condition admits.

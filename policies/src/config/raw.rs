@@ -137,6 +137,20 @@ pub(crate) struct RawTarget {
     // Embeddings: `true`/`false` for the local engine, `{ model, dimensions }`
     // for a remote target.
     pub embeddings: Option<Value>,
+    // What a remote target can do, over the built-in facts.
+    pub capabilities: Option<RawCapabilities>,
+}
+
+/// `models.<id>.capabilities:` of a remote target; each one set replaces the
+/// built-in fact (`embeddings:` says whether it embeds).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCapabilities {
+    pub tools: Option<bool>,
+    pub json_schema: Option<bool>,
+    pub vision: Option<bool>,
+    pub logprobs: Option<bool>,
+    pub context_tokens: Option<u64>,
 }
 
 /// `models.<id>.endpoints[i]:`
@@ -184,7 +198,7 @@ impl RawTarget {
     }
 
     /// Fields that only make sense for a remote provider, with whether each is set.
-    pub fn remote_fields(&self) -> [(&'static str, bool); 11] {
+    pub fn remote_fields(&self) -> [(&'static str, bool); 12] {
         [
             ("model", self.model.is_some()),
             ("base_url", self.base_url.is_some()),
@@ -197,6 +211,7 @@ impl RawTarget {
             ("breaker", self.breaker.is_some()),
             ("endpoints", self.endpoints.is_some()),
             ("health", self.health.is_some()),
+            ("capabilities", self.capabilities.is_some()),
         ]
     }
 }
@@ -245,6 +260,7 @@ pub(crate) struct RawWhen {
     pub team: Option<OneOrMany>,
     pub estimated_tokens: Option<String>,
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    pub needs: Option<Vec<String>>,
 }
 
 /// A string or a list of strings (`model: gpt-5.4` or `model: [a, b]`).

@@ -767,10 +767,12 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
             }
         },
     };
+    let capabilities = crate::capability::local(spec.context_tokens, spec.embeddings);
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
         trusted: true,
         spec: TargetSpec::Local(spec),
+        capabilities,
     })
 }
 
@@ -958,10 +960,13 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         embeddings: remote_embeddings(cx, &join_key(path, "embeddings"), provider, raw.embeddings),
         pool,
     };
+    let capabilities =
+        super::capabilities::remote(cx, &join_key(path, "capabilities"), &spec, raw.capabilities);
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
         trusted: raw.trusted.unwrap_or(false),
         spec: TargetSpec::Remote(spec),
+        capabilities,
     })
 }
 

@@ -4,6 +4,7 @@ use super::raw::RawWhen;
 use super::validate::{At, Ctx};
 use super::When;
 use crate::budget::BudgetState;
+use crate::capability::Capability;
 use crate::level::{CmpOp, LevelCondition, NumCondition};
 use crate::yaml::{join_index, join_key};
 
@@ -120,6 +121,31 @@ pub(super) fn when(cx: &mut Ctx<'_>, route_path: &str, raw: RawWhen) -> Option<W
             }
         },
     };
+    let needs = raw.needs.map(|list| {
+        let np = join_key(&path, "needs");
+        if list.is_empty() {
+            cx.err(&np, At::Value, "needs condition names at least one capability");
+            ok = false;
+        }
+        let mut caps = Vec::new();
+        for (j, name) in list.iter().enumerate() {
+            match Capability::parse_need(name.trim()) {
+                Some(c) if !caps.contains(&c) => caps.push(c),
+                Some(_) => {}
+                None => {
+                    cx.err(
+                        &join_index(&np, j),
+                        At::Value,
+                        format!(
+                            "unknown capability \"{name}\" (expected tools, json_schema, vision, embeddings or logprobs)"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        caps
+    });
     ok.then_some(When {
         privacy,
         model,
@@ -128,5 +154,6 @@ pub(super) fn when(cx: &mut Ctx<'_>, route_path: &str, raw: RawWhen) -> Option<W
         team,
         estimated_tokens,
         metadata: raw.metadata,
+        needs,
     })
 }

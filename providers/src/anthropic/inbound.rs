@@ -405,9 +405,10 @@ pub fn messages_response_json(id: &str, model: &str, resp: &ChatResponse) -> Val
 /// The Anthropic error type for an error code.
 fn error_type(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::BadRequest | ErrorCode::PayloadTooLarge | ErrorCode::MethodNotAllowed => {
-            "invalid_request_error"
-        }
+        ErrorCode::BadRequest
+        | ErrorCode::MissingCapability
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::MethodNotAllowed => "invalid_request_error",
         ErrorCode::Unauthorized => "authentication_error",
         ErrorCode::PolicyDenied => "permission_error",
         ErrorCode::NotFound | ErrorCode::UnknownEndpoint => "not_found_error",
