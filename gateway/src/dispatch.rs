@@ -365,6 +365,17 @@ async fn run(
             last = worst(last, unsupported_option(t, field));
             continue;
         }
+        // An image is never dropped on the way to a text-only target: the
+        // target is skipped, and with none left the client hears which
+        // field no target could read.
+        if let Some(img) = out.original.messages.iter().flat_map(|m| m.images()).next() {
+            if !t.provider.capabilities().vision {
+                meter.skipped(t, "no vision");
+                warn!(request_id = %meter.request_id(), backend = %t.id, "dispatch skipped a target that cannot read images");
+                last = worst(last, no_vision(t, &img.field));
+                continue;
+            }
+        }
         if let Some(b) = &t.breaker {
             let (admitted, moved) = b.admit(std::time::Instant::now());
             if let Some(to) = moved {
@@ -526,6 +537,18 @@ fn unsupported_option(t: &TargetHandle, field: &str) -> ProviderError {
     ProviderError::bad_request(
         format!(
             "unsupported parameter \"{field}\": target \"{}\" ({}) cannot honour it",
+            t.id,
+            kind.otel_name()
+        ),
+        Some(field),
+    )
+}
+
+fn no_vision(t: &TargetHandle, field: &str) -> ProviderError {
+    let kind = t.provider.capabilities().kind;
+    ProviderError::bad_request(
+        format!(
+            "target \"{}\" ({}) cannot read images (vision), sent in \"{field}\"",
             t.id,
             kind.otel_name()
         ),

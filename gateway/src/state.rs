@@ -285,7 +285,7 @@ pub fn build_runtime(
                     ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(remote)?),
                     ProviderKind::Gemini => Arc::new(GeminiProvider::new(remote)?),
                     ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                        let p = OpenAiProvider::new(remote)?;
+                        let p = OpenAiProvider::new(remote)?.with_vision(spec.vision);
                         Arc::new(match &spec.embeddings {
                             Some(e) => p.with_embeddings(EmbeddingModel {
                                 model: e.model.clone(),

@@ -1072,3 +1072,80 @@ routes:
     assert!(!remote("vllm").dimensions);
     assert_eq!(remote("vllm").model, "bge");
 }
+
+#[test]
+fn image_settings_are_checked_with_their_place() {
+    let text = "\
+version: 1
+server: { max_body_bytes: 1048576, max_image_bytes: 1048576, max_images: 0 }
+privacy: { uninspectable: secret }
+models:
+  local: { engine: local, gguf: m.gguf, vision: true }
+  claude: { provider: anthropic, api_key_env: K, vision: false }
+routes:
+  - name: rest
+    to: [local]
+";
+    let errs = errors(text);
+    let got: Vec<(usize, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.path.as_str(), e.message.as_str()))
+        .collect();
+    let has = |line: usize, path: &str, words: &str| {
+        assert!(
+            got.iter()
+                .any(|(l, p, m)| *l == line && *p == path && m.contains(words)),
+            "no error at {line} {path} with {words:?}: {got:?}"
+        );
+    };
+    // A 1 MiB image is 1398104 bytes of base64, plus room for the rest.
+    has(
+        2,
+        "server.max_image_bytes",
+        "needs a body of at least 1463640 bytes",
+    );
+    has(2, "server.max_images", "greater than 0");
+    has(3, "privacy.uninspectable", "secret");
+    has(5, "models.local.vision", "remote providers");
+    has(6, "models.claude.vision", "always take images");
+    // Unset, images and token inputs are confidential, the image limits fit
+    // the default body limit, and only a compatible server says `vision`.
+    let cfg = load_config(
+        "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  vllm: { provider: openai-compatible, base_url: \"http://x/v1\", vision: true, trusted: true }
+  plain: { provider: openai-compatible, base_url: \"http://x/v1\", trusted: true }
+routes:
+  - name: rest
+    to: [local]
+",
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.uninspectable,
+        watershed_policies::PrivacyLevel::Confidential
+    );
+    assert_eq!(cfg.server.max_image_bytes, 2 * 1024 * 1024);
+    assert_eq!(cfg.server.max_images, 16);
+    assert!(!cfg.server.image_http_loopback);
+    let vision = |id: &str| match &cfg.models[id].spec {
+        watershed_policies::TargetSpec::Remote(r) => r.vision,
+        watershed_policies::TargetSpec::Local(_) => false,
+    };
+    assert!(vision("vllm"));
+    assert!(!vision("plain"));
+    let public = load_config(
+        "version: 1\nprivacy: { uninspectable: public }\n\
+         models: { local: { engine: local, gguf: m.gguf } }\n\
+         routes: [{ name: rest, to: [local] }]\n",
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        public.uninspectable,
+        watershed_policies::PrivacyLevel::Public
+    );
+}

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::ProviderError;
+use crate::{Image, ImageSource, Part, Piece, ProviderError};
 
 /// Who wrote a message. OpenAI's `developer` role is read as `System`; a
 /// `Tool` message is the result of one earlier tool call (Anthropic's
@@ -32,11 +32,17 @@ impl Role {
     }
 }
 
-/// One message; array content from the wire has been flattened to its text parts.
+/// One message: `content` followed by `parts`. Array content without images
+/// is flattened to its text parts in `content`; content with images keeps
+/// every part, in order, in `parts` (`content` then empty), so an image
+/// stays where the client put it between texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The parts after `content`, in order; empty for text-only messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
     /// The calls an assistant message made (OpenAI `tool_calls`, Anthropic
     /// `tool_use` blocks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -55,10 +61,60 @@ impl Message {
         Self {
             role,
             content: content.into(),
+            parts: Vec::new(),
             tool_calls: Vec::new(),
             tool_call_id: None,
             tool_error: false,
         }
+    }
+
+    /// A message from its wire parts in order: text-only parts are joined by
+    /// newlines into `content`; parts with an image are kept as they are.
+    pub fn from_parts(role: Role, parts: Vec<Part>) -> Self {
+        if parts.iter().any(|p| matches!(p, Part::Image(_))) {
+            let mut m = Message::new(role, "");
+            m.parts = parts;
+            return m;
+        }
+        let texts: Vec<String> = parts
+            .into_iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t),
+                Part::Image(_) => None,
+            })
+            .collect();
+        Message::new(role, texts.join("\n"))
+    }
+
+    /// The message's text and images in order: `content` (when not empty),
+    /// then `parts`. Adapters write a message from these.
+    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        let head = (!self.content.is_empty()).then_some(Piece::Text(&self.content));
+        head.into_iter().chain(self.parts.iter().map(|p| match p {
+            Part::Text(t) => Piece::Text(t),
+            Part::Image(i) => Piece::Image(i),
+        }))
+    }
+
+    /// The message's images, in order.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Image(i) => Some(i),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// All of the message's text, its parts joined by newlines (as text-only
+    /// array content is), for backends and estimates that read text only.
+    pub fn text(&self) -> String {
+        let texts: Vec<&str> = self
+            .pieces()
+            .filter_map(|p| match p {
+                Piece::Text(t) => Some(t),
+                Piece::Image(_) => None,
+            })
+            .collect();
+        texts.join("\n")
     }
 }
 
@@ -297,19 +353,33 @@ impl ChatRequest {
                 EmbeddingInput::Tokens(_) => None,
             })
         });
+        let messages: Vec<String> = self.messages.iter().map(Message::text).collect();
         let mut out = String::new();
-        for t in self
-            .messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .chain(inputs)
-        {
+        for t in messages.iter().map(String::as_str).chain(inputs) {
             if !out.is_empty() {
                 out.push('\n');
             }
             out.push_str(t);
         }
         out
+    }
+
+    /// Whether the request holds an image: only a target with `vision` may
+    /// serve it, and the detectors cannot read it.
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(|m| m.images().next().is_some())
+    }
+
+    /// Whether the request holds content no detector can read (images,
+    /// token-id embedding inputs). The gateway raises such a request to the
+    /// configured `privacy.uninspectable` level, in one place.
+    pub fn has_uninspectable(&self) -> bool {
+        let tokens = self.embedding.as_ref().is_some_and(|p| {
+            p.inputs
+                .iter()
+                .any(|i| matches!(i, EmbeddingInput::Tokens(_)))
+        });
+        tokens || self.has_images()
     }
 
     /// Whether only a target that can embed may serve this request.
@@ -364,11 +434,33 @@ impl ChatRequest {
             let Message {
                 role: _,
                 content,
+                parts,
                 tool_calls,
                 tool_call_id,
                 tool_error: _,
             } = m;
             out.push(OutboundText::new(TextField::Message(i), content));
+            for part in parts {
+                match part {
+                    Part::Text(t) => out.push(OutboundText::new(TextField::Message(i), t)),
+                    Part::Image(Image {
+                        source,
+                        detail: _,
+                        field: _,
+                    }) => match source {
+                        // The URL is text an adapter sends; the bytes it
+                        // points at, or inline bytes, no detector can read
+                        // (`ChatRequest::has_uninspectable`).
+                        ImageSource::Url(u) => {
+                            out.push(OutboundText::new(TextField::ImageUrl(i), u));
+                        }
+                        ImageSource::Base64 {
+                            media_type: _,
+                            data: _,
+                        } => {}
+                    },
+                }
+            }
             for call in tool_calls {
                 let ToolCall {
                     id,
@@ -512,11 +604,28 @@ impl ChatRequest {
             let Message {
                 role: _,
                 content,
+                parts,
                 tool_calls,
                 tool_call_id,
                 tool_error: _,
             } = m;
             visit(content);
+            for part in parts.iter_mut() {
+                match part {
+                    Part::Text(t) => visit(t),
+                    Part::Image(Image {
+                        source,
+                        detail: _,
+                        field: _,
+                    }) => match source {
+                        ImageSource::Url(u) => visit(u),
+                        ImageSource::Base64 {
+                            media_type: _,
+                            data: _,
+                        } => {}
+                    },
+                }
+            }
             for call in tool_calls.iter_mut() {
                 let ToolCall {
                     id,
@@ -657,6 +766,8 @@ pub enum TextField {
     ToolChoice,
     /// Text input `i` of an embeddings request.
     EmbeddingInput(usize),
+    /// The URL of an image in message `i`.
+    ImageUrl(usize),
     /// A string generation option (a `logit_bias` key, `prompt_cache_key`, ...),
     /// by its wire name.
     Option(&'static str),
@@ -680,6 +791,7 @@ impl TextField {
             TextField::ToolParameters(_) => "tools.function.parameters",
             TextField::ToolChoice => "tool_choice",
             TextField::EmbeddingInput(_) => "input",
+            TextField::ImageUrl(_) => "messages.content.image_url.url",
             TextField::Option(name) => name,
         }
     }
@@ -880,6 +992,8 @@ pub struct Capabilities {
     pub tools: bool,
     /// Embeddings (`POST /v1/embeddings`).
     pub embeddings: bool,
+    /// Image inputs (`image_url` parts, Anthropic image blocks).
+    pub vision: bool,
     /// Embeddings of a requested `dimensions` (OpenAI's text-embedding-3).
     pub embedding_dimensions: bool,
     /// Context window in tokens, when known.

@@ -67,6 +67,7 @@ pub async fn admit(
     request_id: &str,
     purpose: Purpose,
 ) -> Result<(Prepared, Scan), Failed> {
+    super::images::check_images(&req, &rt.config.server)?;
     // Classification is bounded and, for large requests, off the async
     // workers (`crate::scan`); what it found is used for routing and reused,
     // not recomputed, by redaction.

@@ -7,6 +7,7 @@
 
 mod admit;
 mod embed;
+mod images;
 
 use std::future::Future;
 use std::pin::Pin;

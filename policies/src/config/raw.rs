@@ -47,6 +47,9 @@ pub(crate) struct RawServer {
     pub default_privacy: Option<String>,
     pub max_tokens_limit: Option<u32>,
     pub max_embedding_inputs: Option<u32>,
+    pub max_image_bytes: Option<u64>,
+    pub max_images: Option<u32>,
+    pub image_http_loopback: Option<bool>,
     pub require_key: Option<bool>,
     pub admin_key_env: Option<String>,
     pub request_deadline_ms: Option<u64>,
@@ -60,6 +63,7 @@ pub(crate) struct RawServer {
 pub(crate) struct RawPrivacy {
     pub detectors: Option<indexmap::IndexMap<String, String>>,
     pub scan: Option<RawScan>,
+    pub uninspectable: Option<String>,
 }
 
 /// `privacy.scan:`
@@ -137,6 +141,8 @@ pub(crate) struct RawTarget {
     // Embeddings: `true`/`false` for the local engine, `{ model, dimensions }`
     // for a remote target.
     pub embeddings: Option<Value>,
+    // Image inputs, for an openai-compatible target.
+    pub vision: Option<bool>,
 }
 
 /// `models.<id>.endpoints[i]:`
@@ -184,7 +190,7 @@ impl RawTarget {
     }
 
     /// Fields that only make sense for a remote provider, with whether each is set.
-    pub fn remote_fields(&self) -> [(&'static str, bool); 11] {
+    pub fn remote_fields(&self) -> [(&'static str, bool); 12] {
         [
             ("model", self.model.is_some()),
             ("base_url", self.base_url.is_some()),
@@ -197,6 +203,7 @@ impl RawTarget {
             ("breaker", self.breaker.is_some()),
             ("endpoints", self.endpoints.is_some()),
             ("health", self.health.is_some()),
+            ("vision", self.vision.is_some()),
         ]
     }
 }
