@@ -291,7 +291,10 @@ pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
         .strip_suffix(b"==")
         .or_else(|| b.strip_suffix(b"="))
         .unwrap_or(b);
-    if body.is_empty() || body.len() % 4 == 1 || (body.len() != b.len() && !b.len().is_multiple_of(4)) {
+    if body.is_empty()
+        || body.len() % 4 == 1
+        || (body.len() != b.len() && !b.len().is_multiple_of(4))
+    {
         return None;
     }
     let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
