@@ -11,10 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use watershed_tests::harness::Gateway;
+use watershed_tests::harness::{python, workspace_root, Gateway};
 use watershed_tests::mock::MockUpstream;
 
 /// A 70-byte 1x1 PNG.
@@ -362,4 +363,52 @@ async fn an_image_url_is_scanned_like_any_text() {
     assert_eq!((status, route.as_str()), (200, "claude"));
     assert_eq!(env.received(), 1);
     println!("images: an e-mail address in an image URL kept the request home");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_sends_images_plain_and_streamed() {
+    let env = start("e2e-images-sdk", "{ uninspectable: public }").await;
+    let script = workspace_root().join("tests/sdk/openai_sdk_image.py");
+    let base = env.gw.base_url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .args([base.as_str(), "gpt", PNG])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n--- gateway log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.gw.log_text()
+    );
+    let o: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        o["plain"]["text"].as_str().unwrap().contains("what is in"),
+        "{o}"
+    );
+    assert_eq!(o["streamed"], o["plain"]["text"], "{o}");
+    assert_eq!(o["refused"]["status"], 400, "{o}");
+    assert_eq!(
+        o["refused"]["param"],
+        "messages[0].content[0].image_url.url"
+    );
+    let sent = env.gpt.requests();
+    assert_eq!(sent.len(), 2, "the refused image never left");
+    for r in &sent {
+        assert_eq!(
+            r.body["messages"][0]["content"],
+            json!([
+                {"type": "text", "text": "what is in"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}"), "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "https://img.example/b.webp"}}
+            ]),
+            "{}",
+            r.body
+        );
+    }
+    println!("images: the openai SDK's image request reached the mock twice (plain, streamed), byte for byte");
 }
