@@ -1137,6 +1137,15 @@ routes:
     };
     assert!(vision("vllm"));
     assert!(!vision("plain"));
+    // With a small body limit and no image limit set, the image limit shrinks to fit.
+    let small = load_config(
+        "version: 1\nserver: { max_body_bytes: 131072 }\n\
+         models: { local: { engine: local, gguf: m.gguf } }\n\
+         routes: [{ name: rest, to: [local] }]\n",
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(small.server.max_image_bytes, 49152);
     let public = load_config(
         "version: 1\nprivacy: { uninspectable: public }\n\
          models: { local: { engine: local, gguf: m.gguf } }\n\

@@ -399,6 +399,7 @@ pub struct ServerSettings {
     /// More inputs in one embeddings request are refused (400).
     pub max_embedding_inputs: u32,
     /// An inline image larger than this once decoded is refused (413).
+    /// Unset, 2 MiB, or less where `max_body_bytes` leaves room for less.
     pub max_image_bytes: u64,
     /// More images in one request are refused (413).
     pub max_images: u32,

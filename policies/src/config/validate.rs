@@ -452,25 +452,29 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
         "server.max_body_bytes",
         DEFAULT_MAX_BODY_BYTES,
     );
-    let max_image_bytes = cx.positive(
-        raw.max_image_bytes,
-        "server.max_image_bytes",
-        DEFAULT_MAX_IMAGE_BYTES,
-    );
     // An image the limit allows must fit in a body the limit allows: as
-    // base64 (4 bytes per 3) plus room for the rest of the request.
-    let image_body = max_image_bytes.div_ceil(3).saturating_mul(4) + IMAGE_BODY_HEADROOM;
-    if image_body > max_body_bytes {
-        cx.err(
-            "server.max_image_bytes",
-            At::Value,
-            format!(
-                "max_image_bytes {max_image_bytes} needs a body of at least {image_body} bytes \
-                 (base64 plus {IMAGE_BODY_HEADROOM} for the rest), above server.max_body_bytes \
-                 {max_body_bytes}"
-            ),
-        );
-    }
+    // base64 (4 bytes per 3) plus room for the rest of the request. Unset,
+    // the limit is the default or what the body limit leaves room for.
+    let fits = max_body_bytes.saturating_sub(IMAGE_BODY_HEADROOM) / 4 * 3;
+    let max_image_bytes = match raw.max_image_bytes {
+        None => DEFAULT_MAX_IMAGE_BYTES.min(fits),
+        Some(n) => {
+            let n = cx.positive(Some(n), "server.max_image_bytes", DEFAULT_MAX_IMAGE_BYTES);
+            let image_body = n.div_ceil(3).saturating_mul(4) + IMAGE_BODY_HEADROOM;
+            if image_body > max_body_bytes {
+                cx.err(
+                    "server.max_image_bytes",
+                    At::Value,
+                    format!(
+                        "max_image_bytes {n} needs a body of at least {image_body} bytes \
+                         (base64 plus {IMAGE_BODY_HEADROOM} for the rest), above server.max_body_bytes \
+                         {max_body_bytes}"
+                    ),
+                );
+            }
+            n
+        }
+    };
     Some(ServerSettings {
         max_body_bytes,
         default_privacy,
