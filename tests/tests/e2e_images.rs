@@ -57,8 +57,19 @@ models:
     timeout_ms: 3000
   gpt:
     provider: openai
-    base_url: "{}"
+    base_url: "{gpt}"
     api_key_env: E2E_OPENAI_KEY
+    timeout_ms: 3000
+  compat:
+    provider: openai-compatible
+    base_url: "{gpt}"
+    model: text-only-model
+    timeout_ms: 3000
+  compat-vision:
+    provider: openai-compatible
+    base_url: "{gpt}"
+    model: vision-model
+    vision: true
     timeout_ms: 3000
 routes:
   - name: home
@@ -70,10 +81,16 @@ routes:
   - name: gemini
     when: {{ model: gemini }}
     to: [gem]
+  - name: compat
+    when: {{ model: compat }}
+    to: [compat]
+    fallback: [compat-vision]
   - name: gpt
     to: [gpt]
 "#,
-        claude.base_url, gemini.base_url, gpt.base_url
+        claude.base_url,
+        gemini.base_url,
+        gpt = gpt.base_url
     );
     let gw = Gateway::start(
         tag,
@@ -411,4 +428,45 @@ async fn the_openai_sdk_sends_images_plain_and_streamed() {
         );
     }
     println!("images: the openai SDK's image request reached the mock twice (plain, streamed), byte for byte");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_without_vision_is_skipped_never_sent_the_text_alone() {
+    let env = start("e2e-images-vision", "{ uninspectable: public }").await;
+    // Text goes to the route's first target, an OpenAI-compatible server
+    // that does not say `vision: true`.
+    let (status, _, v) = env
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "compat", "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        env.gpt.last_request().unwrap().body["model"],
+        "text-only-model"
+    );
+    // An image skips it for the fallback that takes images: one request
+    // upstream, to the vision model, with the image in it.
+    let resp = env
+        .http
+        .post(format!("{}/v1/chat/completions", env.gw.base_url))
+        .json(&openai_image_body("compat", "https://img.example/a.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-watershed-backend"], "compat-vision");
+    assert_eq!(
+        env.gpt.request_count(),
+        2,
+        "the text-only target got nothing"
+    );
+    let body = env.gpt.last_request().unwrap().body;
+    assert_eq!(body["model"], "vision-model");
+    assert_eq!(
+        body["messages"][0]["content"][1]["type"], "image_url",
+        "{body}"
+    );
+    println!("images: the text-only target was skipped; the vision fallback got the image");
 }

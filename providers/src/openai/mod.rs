@@ -232,7 +232,7 @@ fn message_json(m: &Message) -> Value {
         v["content"] = m.pieces().map(part_json).collect();
     }
     if !m.tool_calls.is_empty() {
-        if m.content.is_empty() {
+        if m.content.is_empty() && m.parts.is_empty() {
             v["content"] = Value::Null;
         }
         v["tool_calls"] = m
