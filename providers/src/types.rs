@@ -7,7 +7,7 @@ use std::pin::Pin;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::{Image, ImageSource, Part, Piece, ProviderError};
+use crate::{Image, ImageSource, Part, ProviderError};
 
 /// Who wrote a message. OpenAI's `developer` role is read as `System`; a
 /// `Tool` message is the result of one earlier tool call (Anthropic's
@@ -66,55 +66,6 @@ impl Message {
             tool_call_id: None,
             tool_error: false,
         }
-    }
-
-    /// A message from its wire parts in order: text-only parts are joined by
-    /// newlines into `content`; parts with an image are kept as they are.
-    pub fn from_parts(role: Role, parts: Vec<Part>) -> Self {
-        if parts.iter().any(|p| matches!(p, Part::Image(_))) {
-            let mut m = Message::new(role, "");
-            m.parts = parts;
-            return m;
-        }
-        let texts: Vec<String> = parts
-            .into_iter()
-            .filter_map(|p| match p {
-                Part::Text(t) => Some(t),
-                Part::Image(_) => None,
-            })
-            .collect();
-        Message::new(role, texts.join("\n"))
-    }
-
-    /// The message's text and images in order: `content` (when not empty),
-    /// then `parts`. Adapters write a message from these.
-    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
-        let head = (!self.content.is_empty()).then_some(Piece::Text(&self.content));
-        head.into_iter().chain(self.parts.iter().map(|p| match p {
-            Part::Text(t) => Piece::Text(t),
-            Part::Image(i) => Piece::Image(i),
-        }))
-    }
-
-    /// The message's images, in order.
-    pub fn images(&self) -> impl Iterator<Item = &Image> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Image(i) => Some(i),
-            Part::Text(_) => None,
-        })
-    }
-
-    /// All of the message's text, its parts joined by newlines (as text-only
-    /// array content is), for backends and estimates that read text only.
-    pub fn text(&self) -> String {
-        let texts: Vec<&str> = self
-            .pieces()
-            .filter_map(|p| match p {
-                Piece::Text(t) => Some(t),
-                Piece::Image(_) => None,
-            })
-            .collect();
-        texts.join("\n")
     }
 }
 
@@ -362,24 +313,6 @@ impl ChatRequest {
             out.push_str(t);
         }
         out
-    }
-
-    /// Whether the request holds an image: only a target with `vision` may
-    /// serve it, and the detectors cannot read it.
-    pub fn has_images(&self) -> bool {
-        self.messages.iter().any(|m| m.images().next().is_some())
-    }
-
-    /// Whether the request holds content no detector can read (images,
-    /// token-id embedding inputs). The gateway raises such a request to the
-    /// configured `privacy.uninspectable` level, in one place.
-    pub fn has_uninspectable(&self) -> bool {
-        let tokens = self.embedding.as_ref().is_some_and(|p| {
-            p.inputs
-                .iter()
-                .any(|i| matches!(i, EmbeddingInput::Tokens(_)))
-        });
-        tokens || self.has_images()
     }
 
     /// Whether only a target that can embed may serve this request.
