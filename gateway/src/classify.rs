@@ -101,7 +101,9 @@ pub fn privacy_floor(
 /// The facts routing decides on, from a request's scan (`crate::scan`).
 /// `floor` is the level before detection (`privacy_floor`); detected values
 /// can only raise it, and a scan that could not finish makes the request
-/// `restricted`.
+/// `restricted`. Content no detector can read (images, token-id embedding
+/// inputs) raises it to `privacy.uninspectable` (`confidential` unless the
+/// config says otherwise): this is the one place that rule is applied.
 pub fn request_facts(
     cfg: &Config,
     req: &ChatRequest,
@@ -111,6 +113,11 @@ pub fn request_facts(
     let privacy = match scan.failed {
         Some(_) => PrivacyLevel::Restricted,
         None => cfg.privacy_level(&scan.evidence, floor),
+    };
+    let privacy = if req.has_uninspectable() {
+        privacy.max(cfg.uninspectable)
+    } else {
+        privacy
     };
     let mut facts = RequestFacts::new(req.model.clone(), privacy);
     facts.difficulty = scan.difficulty;

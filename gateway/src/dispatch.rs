@@ -249,14 +249,14 @@ pub fn lacked_by_all(rt: &Runtime, targets: &[String], needs: &Needs) -> Option<
 /// What a target can do now: its configured capabilities met with what its
 /// backend itself reports — tool calling, JSON mode, embeddings and the
 /// context window from `Provider::capabilities` (for the local engine, its
-/// loaded model's), logprobs from `Provider::sends_option`. Images the
-/// backend does not report, so the configured fact stands.
+/// loaded model's), logprobs from `Provider::sends_option`, images from
+/// whether its adapter can send them at all (the local engine cannot).
 pub fn backend_capabilities(rt: &Runtime, t: &TargetHandle) -> TargetCapabilities {
     let own = t.provider.capabilities();
     let backend = TargetCapabilities {
         tools: own.tools,
         json_schema: own.json_mode,
-        vision: true,
+        vision: own.vision,
         embeddings: own.embeddings,
         logprobs: t.provider.sends_option("logprobs"),
         context_tokens: own.context_tokens.map(u64::from),

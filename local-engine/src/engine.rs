@@ -293,6 +293,17 @@ impl LocalEngine {
                 Some("tools"),
             ));
         }
+        // No image is ever dropped into a text-only prompt: the engine has
+        // no `vision`, and says so if one reaches it.
+        if let Some(img) = req.messages.iter().flat_map(|m| m.images()).next() {
+            return Err(ProviderError::bad_request(
+                format!(
+                    "target \"{}\" (local engine) cannot read images",
+                    self.cfg.id
+                ),
+                Some(&img.field),
+            ));
+        }
         let loaded = self.loaded()?;
         let prompt_text = render(&loaded.model, &loaded.template, req)?;
         let prompt = tokenize(&loaded.model, &prompt_text);
@@ -521,6 +532,7 @@ impl Provider for LocalEngine {
             tools: false,
             embeddings: self.cfg.embeddings,
             embedding_dimensions: false,
+            vision: false,
             context_tokens: Some(self.cfg.context_tokens),
             details: BTreeMap::new(),
         }

@@ -268,6 +268,7 @@ fn describe(
             tools: false,
             embeddings: cfg.embeddings,
             embedding_dimensions: false,
+            vision: false,
             context_tokens: Some(cfg.context_tokens),
             details,
         },

@@ -190,10 +190,14 @@ pub fn builtin(provider: ProviderKind, model: &str) -> TargetCapabilities {
             let gpt4o = starts(&["gpt-4o", "chatgpt-4o"]);
             let gpt4_turbo = starts(&["gpt-4-turbo"]);
             let gpt35 = starts(&["gpt-3.5"]);
+            let gpt4_base =
+                starts(&["gpt-4"]) && !(gpt41 || gpt4o || gpt4_turbo || starts(&["gpt-4-vision"]));
             TargetCapabilities {
                 tools: true,
                 json_schema: true,
-                vision: gpt5 || gpt41 || gpt4o || gpt4_turbo || (o_series && !blind_mini),
+                // A name this table does not know is taken to be a current
+                // model, which reads images; the older ones listed do not.
+                vision: !(gpt35 || gpt4_base || blind_mini || starts(&["o1-preview"])),
                 embeddings: false,
                 logprobs: !o_series && !gpt5,
                 context_tokens: if gpt41 {
@@ -218,13 +222,9 @@ pub fn builtin(provider: ProviderKind, model: &str) -> TargetCapabilities {
             // API has no logprobs, and this gateway sends no
             // `response_format` to it (JSON through a forced tool is not the
             // schema the client asked for).
-            let claude3_up = starts(&[
-                "claude-3",
-                "claude-sonnet-4",
-                "claude-opus-4",
-                "claude-haiku-4",
-                "claude-4",
-            ]);
+            // Claude 2 and Instant are the only ones before 3; a name this
+            // table does not know is taken to be a current model.
+            let claude3_up = !starts(&["claude-2", "claude-instant"]);
             TargetCapabilities {
                 tools: true,
                 json_schema: false,
@@ -353,6 +353,13 @@ mod tests {
         assert_eq!(gpt5.context_tokens, Some(400_000));
         let claude = builtin(ProviderKind::Anthropic, "claude-sonnet-4-5");
         assert!(claude.tools && claude.vision && !claude.logprobs && !claude.json_schema);
+        assert!(builtin(ProviderKind::Openai, "gpt").vision);
+        assert!(!builtin(ProviderKind::Openai, "gpt-4-0613").vision);
+        assert!(!builtin(ProviderKind::Openai, "gpt-3.5-turbo").vision);
+        // A name the table does not know is a current model; Claude 2 is not.
+        assert!(builtin(ProviderKind::Anthropic, "claude").vision);
+        let claude2 = builtin(ProviderKind::Anthropic, "claude-2.1");
+        assert!(!claude2.vision && claude2.context_tokens.is_none());
         let gemini = builtin(ProviderKind::Gemini, "models/gemini-2.5-flash");
         assert!(gemini.logprobs && gemini.vision && gemini.json_schema);
         assert_eq!(gemini.context_tokens, Some(1_048_576));

@@ -1169,3 +1169,85 @@ fn capabilities_override_the_built_in_facts() {
     assert!(gpt.tools && gpt.vision && gpt.logprobs && !gpt.embeddings);
     assert_eq!(gpt.context_tokens, Some(128_000));
 }
+
+#[test]
+fn image_settings_are_checked_with_their_place() {
+    let text = "\
+version: 1
+server: { max_body_bytes: 1048576, max_image_bytes: 1048576, max_images: 0 }
+privacy: { uninspectable: secret }
+models:
+  local: { engine: local, gguf: m.gguf }
+routes:
+  - name: rest
+    to: [local]
+";
+    let errs = errors(text);
+    let got: Vec<(usize, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.path.as_str(), e.message.as_str()))
+        .collect();
+    let has = |line: usize, path: &str, words: &str| {
+        assert!(
+            got.iter()
+                .any(|(l, p, m)| *l == line && *p == path && m.contains(words)),
+            "no error at {line} {path} with {words:?}: {got:?}"
+        );
+    };
+    // A 1 MiB image is 1398104 bytes of base64, plus room for the rest.
+    has(
+        2,
+        "server.max_image_bytes",
+        "needs a body of at least 1463640 bytes",
+    );
+    has(2, "server.max_images", "greater than 0");
+    has(3, "privacy.uninspectable", "secret");
+    // Unset, images and token inputs are confidential, the image limits fit
+    // the default body limit, and a compatible server reads images only
+    // when its `capabilities` say so.
+    let cfg = load_config(
+        "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  vllm: { provider: openai-compatible, base_url: \"http://x/v1\", capabilities: { vision: true }, trusted: true }
+  plain: { provider: openai-compatible, base_url: \"http://x/v1\", trusted: true }
+routes:
+  - name: rest
+    to: [local]
+",
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.uninspectable,
+        watershed_policies::PrivacyLevel::Confidential
+    );
+    assert_eq!(cfg.server.max_image_bytes, 2 * 1024 * 1024);
+    assert_eq!(cfg.server.max_images, 16);
+    assert!(!cfg.server.image_http_loopback);
+    let vision = |id: &str| cfg.models[id].capabilities.vision;
+    assert!(vision("vllm"));
+    assert!(!vision("plain"));
+    assert!(!vision("local"));
+    // With a small body limit and no image limit set, the image limit shrinks to fit.
+    let small = load_config(
+        "version: 1\nserver: { max_body_bytes: 131072 }\n\
+         models: { local: { engine: local, gguf: m.gguf } }\n\
+         routes: [{ name: rest, to: [local] }]\n",
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(small.server.max_image_bytes, 49152);
+    let public = load_config(
+        "version: 1\nprivacy: { uninspectable: public }\n\
+         models: { local: { engine: local, gguf: m.gguf } }\n\
+         routes: [{ name: rest, to: [local] }]\n",
+        "policies.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        public.uninspectable,
+        watershed_policies::PrivacyLevel::Public
+    );
+}

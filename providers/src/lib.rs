@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod error;
 pub mod gemini;
+pub mod image;
 pub mod openai;
 pub mod remote;
 pub mod sse;
@@ -18,6 +19,7 @@ mod validate;
 mod outbound_guard;
 
 pub use error::{ErrorCode, ProviderError};
+pub use image::{Image, ImageDetail, ImageSource, MediaType, Part, Piece};
 pub use remote::RemoteTarget;
 pub use types::*;
 pub use validate::MAX_TOKENS_LIMIT;

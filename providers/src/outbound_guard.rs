@@ -13,12 +13,13 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::{
-    BackendKind, ChatRequest, EmbeddingInput, EmbeddingParams, GenerationOptions, Message,
-    RemoteTarget, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    BackendKind, ChatRequest, EmbeddingInput, EmbeddingParams, GenerationOptions, Image,
+    ImageDetail, ImageSource, MediaType, Message, Part, RemoteTarget, ResponseFormat, Role, Tool,
+    ToolCall, ToolChoice,
 };
 
 /// The highest canary number [`canary_request`] uses.
-const LAST_CANARY: u32 = 35;
+const LAST_CANARY: u32 = 38;
 
 /// A request whose every string holds a canary `⟦cN⟧`, with `format`:
 /// messages, stop, user, metadata, the schema (c10-c15), and every tool
@@ -26,12 +27,37 @@ const LAST_CANARY: u32 = 35;
 /// result naming it, a tool's name, description and parameters, and a
 /// named tool choice; the string generation options (c28-c33): a
 /// `logit_bias` key, `reasoning_effort`, `verbosity`, `service_tier`,
-/// `prompt_cache_key` and `safety_identifier`; and two embedding inputs
-/// (c34, c35) around a token array.
+/// `prompt_cache_key` and `safety_identifier`; two embedding inputs
+/// (c34, c35) around a token array; and a message of parts (c36-c38): text,
+/// an image URL, inline image bytes, and text after them.
 fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
+    let image = |source: ImageSource| {
+        Part::Image(Image {
+            source,
+            detail: Some(ImageDetail::High),
+            field: "⟦field⟧".into(),
+        })
+    };
+    let look = Message {
+        role: Role::User,
+        content: String::new(),
+        parts: vec![
+            Part::Text("⟦c36⟧ look".into()),
+            image(ImageSource::Url("https://img.example/⟦c37⟧.png".into())),
+            image(ImageSource::Base64 {
+                media_type: MediaType::Png,
+                data: crate::image::PNG_1X1.into(),
+            }),
+            Part::Text("⟦c38⟧ after".into()),
+        ],
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        tool_error: false,
+    };
     let call = Message {
         role: Role::Assistant,
         content: "⟦c16⟧ calling".into(),
+        parts: Vec::new(),
         tool_calls: vec![ToolCall {
             id: "⟦c17⟧".into(),
             name: "⟦c18⟧".into(),
@@ -43,6 +69,7 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
     let result = Message {
         role: Role::Tool,
         content: "⟦c22⟧ result".into(),
+        parts: Vec::new(),
         tool_calls: Vec::new(),
         tool_call_id: Some("⟦c17⟧".into()),
         tool_error: true,
@@ -54,6 +81,7 @@ fn canary_request(format: Option<ResponseFormat>) -> ChatRequest {
             Message::new(Role::User, "⟦c2⟧ user"),
             Message::new(Role::Assistant, "⟦c3⟧ assistant"),
             Message::new(Role::User, "⟦c4⟧ again"),
+            look,
             call,
             result,
         ],
@@ -241,6 +269,17 @@ fn every_string_an_adapter_sends_is_an_outbound_text() {
             };
             for c in tool_canaries {
                 assert!(sent.contains(*c), "{adapter} does not send {c}: {body}");
+            }
+            // Every chat adapter sends the image message: its texts, the
+            // URL (scanned) and the inline bytes (not text: no canary).
+            if adapter != "embeddings" {
+                for c in ["⟦c36⟧", "⟦c37⟧", "⟦c38⟧"] {
+                    assert!(sent.contains(c), "{adapter} does not send {c}: {body}");
+                }
+                assert!(
+                    body.to_string().contains(crate::image::PNG_1X1),
+                    "{adapter} drops the inline image: {body}"
+                );
             }
             // OpenAI itself gets every string option, and the metadata
             // that goes with `store: true`.

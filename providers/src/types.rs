@@ -7,7 +7,7 @@ use std::pin::Pin;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::ProviderError;
+use crate::{Image, ImageSource, Part, ProviderError};
 
 /// Who wrote a message. OpenAI's `developer` role is read as `System`; a
 /// `Tool` message is the result of one earlier tool call (Anthropic's
@@ -32,11 +32,17 @@ impl Role {
     }
 }
 
-/// One message; array content from the wire has been flattened to its text parts.
+/// One message: `content` followed by `parts`. Array content without images
+/// is flattened to its text parts in `content`; content with images keeps
+/// every part, in order, in `parts` (`content` then empty), so an image
+/// stays where the client put it between texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The parts after `content`, in order; empty for text-only messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
     /// The calls an assistant message made (OpenAI `tool_calls`, Anthropic
     /// `tool_use` blocks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -55,6 +61,7 @@ impl Message {
         Self {
             role,
             content: content.into(),
+            parts: Vec::new(),
             tool_calls: Vec::new(),
             tool_call_id: None,
             tool_error: false,
@@ -297,13 +304,9 @@ impl ChatRequest {
                 EmbeddingInput::Tokens(_) => None,
             })
         });
+        let messages: Vec<String> = self.messages.iter().map(Message::text).collect();
         let mut out = String::new();
-        for t in self
-            .messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .chain(inputs)
-        {
+        for t in messages.iter().map(String::as_str).chain(inputs) {
             if !out.is_empty() {
                 out.push('\n');
             }
@@ -315,13 +318,6 @@ impl ChatRequest {
     /// Whether only a target that can embed may serve this request.
     pub fn needs_embeddings(&self) -> bool {
         self.embedding.is_some()
-    }
-
-    /// Whether any message carries an image, so only a target that reads
-    /// images may serve it. Messages hold text only, so none does yet; image
-    /// parts make this true where they appear.
-    pub fn has_images(&self) -> bool {
-        false
     }
 
     /// Whether only a target that can do tool calling may serve this request:
@@ -371,11 +367,33 @@ impl ChatRequest {
             let Message {
                 role: _,
                 content,
+                parts,
                 tool_calls,
                 tool_call_id,
                 tool_error: _,
             } = m;
             out.push(OutboundText::new(TextField::Message(i), content));
+            for part in parts {
+                match part {
+                    Part::Text(t) => out.push(OutboundText::new(TextField::Message(i), t)),
+                    Part::Image(Image {
+                        source,
+                        detail: _,
+                        field: _,
+                    }) => match source {
+                        // The URL is text an adapter sends; the bytes it
+                        // points at, or inline bytes, no detector can read
+                        // (`ChatRequest::has_uninspectable`).
+                        ImageSource::Url(u) => {
+                            out.push(OutboundText::new(TextField::ImageUrl(i), u));
+                        }
+                        ImageSource::Base64 {
+                            media_type: _,
+                            data: _,
+                        } => {}
+                    },
+                }
+            }
             for call in tool_calls {
                 let ToolCall {
                     id,
@@ -519,11 +537,28 @@ impl ChatRequest {
             let Message {
                 role: _,
                 content,
+                parts,
                 tool_calls,
                 tool_call_id,
                 tool_error: _,
             } = m;
             visit(content);
+            for part in parts.iter_mut() {
+                match part {
+                    Part::Text(t) => visit(t),
+                    Part::Image(Image {
+                        source,
+                        detail: _,
+                        field: _,
+                    }) => match source {
+                        ImageSource::Url(u) => visit(u),
+                        ImageSource::Base64 {
+                            media_type: _,
+                            data: _,
+                        } => {}
+                    },
+                }
+            }
             for call in tool_calls.iter_mut() {
                 let ToolCall {
                     id,
@@ -664,6 +699,8 @@ pub enum TextField {
     ToolChoice,
     /// Text input `i` of an embeddings request.
     EmbeddingInput(usize),
+    /// The URL of an image in message `i`.
+    ImageUrl(usize),
     /// A string generation option (a `logit_bias` key, `prompt_cache_key`, ...),
     /// by its wire name.
     Option(&'static str),
@@ -687,6 +724,7 @@ impl TextField {
             TextField::ToolParameters(_) => "tools.function.parameters",
             TextField::ToolChoice => "tool_choice",
             TextField::EmbeddingInput(_) => "input",
+            TextField::ImageUrl(_) => "messages.content.image_url.url",
             TextField::Option(name) => name,
         }
     }
@@ -887,6 +925,8 @@ pub struct Capabilities {
     pub tools: bool,
     /// Embeddings (`POST /v1/embeddings`).
     pub embeddings: bool,
+    /// Image inputs (`image_url` parts, Anthropic image blocks).
+    pub vision: bool,
     /// Embeddings of a requested `dimensions` (OpenAI's text-embedding-3).
     pub embedding_dimensions: bool,
     /// Context window in tokens, when known.

@@ -181,8 +181,9 @@ def main() -> None:
         "store": dict(store=True),
         "background": dict(background=True),
         "reasoning.effort": dict(reasoning={"effort": "high"}),
-        "input[0].content[0].type": dict(
-            input=[{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]}]
+        # An uploaded file needs stored files, which a stateless gateway has not.
+        "input[0].content[0].file_id": dict(
+            input=[{"role": "user", "content": [{"type": "input_image", "file_id": "file-abc"}]}]
         ),
     }
     out["refused"] = {}

@@ -244,7 +244,7 @@ async fn the_openai_sdk_drives_responses_on_the_local_model_and_a_mock_upstream(
         "store",
         "background",
         "reasoning.effort",
-        "input[0].content[0].type",
+        "input[0].content[0].file_id",
     ] {
         let r = &seen["refused"][field];
         assert_eq!(r["status"], 400, "{field}: {r}");

@@ -9,15 +9,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use watershed_policies::PrivacyLevel;
 use watershed_providers::openai::{embeddings_response_json, parse_embeddings_request};
-use watershed_providers::EmbeddingInput;
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::pipeline::{self, Call, Failed, Wire, PRIVACY_HEADER};
+use crate::pipeline::{self, Call, Failed, Wire};
 use crate::state::AppState;
 
 pub async fn embeddings(
@@ -31,35 +29,9 @@ pub async fn embeddings(
     .await
 }
 
-/// Token-id inputs carry nothing the detectors can read, so a request with
-/// any is classed at least confidential: it is embedded by the local engine
-/// or a trusted target, never outside the trust boundary.
-fn raise_for_token_inputs(headers: &mut HeaderMap, req: &watershed_providers::ChatRequest) {
-    let has_tokens = req.embedding.as_ref().is_some_and(|p| {
-        p.inputs
-            .iter()
-            .any(|i| matches!(i, EmbeddingInput::Tokens(_)))
-    });
-    if !has_tokens {
-        return;
-    }
-    let declared = headers
-        .get(PRIVACY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<PrivacyLevel>().ok());
-    // A header that does not parse is left alone: admission refuses it by name.
-    let unreadable = headers.contains_key(PRIVACY_HEADER) && declared.is_none();
-    if !unreadable && declared.is_none_or(|d| d < PrivacyLevel::Confidential) {
-        headers.insert(
-            PRIVACY_HEADER,
-            HeaderValue::from_static(PrivacyLevel::Confidential.as_str()),
-        );
-    }
-}
-
 async fn handle(
     call: Call,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, Failed> {
     let JsonBody(body) = body?;
@@ -69,7 +41,6 @@ async fn handle(
     // An embedding generates nothing: reserve for one completion token, not
     // for a chat answer's default.
     req.max_tokens = Some(1);
-    raise_for_token_inputs(&mut headers, &req);
     let done = pipeline::embed(&call, &headers, req).await?;
     let body = embeddings_response_json(&done.embeddings, format);
     Ok(done.respond(body))

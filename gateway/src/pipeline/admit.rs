@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use tracing::warn;
 use watershed_policies::{
-    decide, BudgetState, Denial, Needs, OnExhausted, PrivacyLevel, RequestFacts,
+    decide, BudgetState, Capability, Denial, Needs, OnExhausted, PrivacyLevel, RequestFacts,
 };
 use watershed_providers::{BackendKind, ChatRequest, ErrorCode, Usage};
 
@@ -72,6 +72,7 @@ pub async fn admit(
     request_id: &str,
     purpose: Purpose,
 ) -> Result<(Prepared, Scan), Failed> {
+    super::images::check_images(&req, &rt.config.server)?;
     // Classification is bounded and, for large requests, off the async
     // workers (`crate::scan`); what it found is used for routing and reused,
     // not recomputed, by redaction.
@@ -207,7 +208,7 @@ pub(super) fn prepare(
     facts.team = Some(caller.team.clone());
     let now = state.clock.now();
     facts.budget = state.budgets.verdict(cfg, &caller, 0.0, now).state;
-    let decision = decide(cfg, &facts).map_err(denial_error)?;
+    let decision = decide(cfg, &facts).map_err(|d| denial_error(d, &req))?;
     let prompt_tokens = facts.estimated_tokens.unwrap_or(0);
     let mut targets = decision.targets;
     let mut cost = targets
@@ -383,11 +384,24 @@ fn cheapest_allowed(
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-fn denial_error(d: Denial) -> ApiError {
+/// The request field a 400 `missing_capability` names: for images the first
+/// image's own place in the client's wire format
+/// (`messages[0].content[1].image_url.url`), else the capability's field.
+pub(crate) fn capability_param(cap: Capability, req: &ChatRequest) -> String {
+    let image = (cap == Capability::Vision)
+        .then(|| req.messages.iter().flat_map(|m| m.images()).next())
+        .flatten();
+    match image {
+        Some(img) => img.field.clone(),
+        None => cap.request_field().to_owned(),
+    }
+}
+
+fn denial_error(d: Denial, req: &ChatRequest) -> ApiError {
     match d {
         Denial::UnknownModel { .. } => ApiError::new(ErrorCode::NotFound, d.to_string()),
         Denial::MissingCapability { capability, .. } => ApiError {
-            param: Some(capability.request_field().to_owned()),
+            param: Some(capability_param(capability, req)),
             ..ApiError::new(ErrorCode::MissingCapability, d.to_string())
         },
         _ => ApiError::new(ErrorCode::PolicyDenied, d.to_string()),

@@ -7,6 +7,7 @@
 
 mod admit;
 mod embed;
+mod images;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -245,7 +246,7 @@ pub async fn run(call: &Call, headers: &HeaderMap, req: ChatRequest) -> Result<R
     if targets.is_empty() {
         if let Some(cap) = dispatch::lacked_by_all(rt, &prepared.targets, &prepared.needs) {
             let err = ApiError {
-                param: Some(cap.request_field().to_owned()),
+                param: Some(admit::capability_param(cap, &prepared.req)),
                 ..ApiError::new(
                     ErrorCode::MissingCapability,
                     format!(

@@ -48,6 +48,11 @@ pub const DEFAULT_LEDGER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 /// Request body limit: 4 MiB by default.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// The default `server.max_image_bytes`: its base64 (4/3 larger) and the
+/// rest of a request fit in the default body limit.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 2 * 1024 * 1024;
+/// The default `server.max_images` in one request.
+pub const DEFAULT_MAX_IMAGES: u32 = 16;
 /// Default upper bound on `max_tokens` in a request.
 pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 1_000_000;
 /// Default bound on one request's whole dispatch (every target, every retry,
@@ -101,6 +106,11 @@ pub struct Config {
     pub detector_levels: BTreeMap<PiiKind, PrivacyLevel>,
     /// The bounds on classifying one request (`privacy.scan`).
     pub scan: ScanSettings,
+    /// The lowest level of a request holding content no detector can read
+    /// (images, token-id embedding inputs): `privacy.uninspectable`,
+    /// `confidential` by default, so such content stays inside the trust
+    /// boundary unless the config says otherwise.
+    pub uninspectable: PrivacyLevel,
     /// Where request traces go (`telemetry:`); the gateway falls back to the
     /// standard `OTEL_*` environment variables for what this leaves unset.
     pub telemetry: TelemetrySettings,
@@ -390,6 +400,14 @@ pub struct ServerSettings {
     pub max_tokens_limit: u32,
     /// More inputs in one embeddings request are refused (400).
     pub max_embedding_inputs: u32,
+    /// An inline image larger than this once decoded is refused (413).
+    /// Unset, 2 MiB, or less where `max_body_bytes` leaves room for less.
+    pub max_image_bytes: u64,
+    /// More images in one request are refused (413).
+    pub max_images: u32,
+    /// Allow plain-http image URLs to 127.0.0.1 (tests against a local
+    /// server); otherwise image URLs must be https.
+    pub image_http_loopback: bool,
     /// Refuse requests that present no virtual key (401).
     pub require_key: bool,
     /// Environment variable holding the bearer token of the `/admin` API; the

@@ -47,6 +47,9 @@ pub(crate) struct RawServer {
     pub default_privacy: Option<String>,
     pub max_tokens_limit: Option<u32>,
     pub max_embedding_inputs: Option<u32>,
+    pub max_image_bytes: Option<u64>,
+    pub max_images: Option<u32>,
+    pub image_http_loopback: Option<bool>,
     pub require_key: Option<bool>,
     pub admin_key_env: Option<String>,
     pub request_deadline_ms: Option<u64>,
@@ -60,6 +63,7 @@ pub(crate) struct RawServer {
 pub(crate) struct RawPrivacy {
     pub detectors: Option<indexmap::IndexMap<String, String>>,
     pub scan: Option<RawScan>,
+    pub uninspectable: Option<String>,
 }
 
 /// `privacy.scan:`

@@ -21,9 +21,10 @@ use super::{
     ProviderKind, RemoteEmbeddings, RemoteSpec, Route, ScanSettings, ServerSettings,
     SharedBudgetSettings, Target, TargetSpec, DEFAULT_JOURNAL_DIR, DEFAULT_JOURNAL_MAX_BYTES,
     DEFAULT_JOURNAL_SEGMENT_BYTES, DEFAULT_LEDGER_TIMEOUT_MS, DEFAULT_LEDGER_URL,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_LIMIT, DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES,
-    DEFAULT_RETRY_BACKOFF_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES,
-    MAX_RETRY_BACKOFF_MS, MIN_JOURNAL_MAX_BYTES, SUPPORTED_VERSIONS,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGES, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_TOKENS_LIMIT,
+    DEFAULT_REQUEST_DEADLINE_MS, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF_MS,
+    DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STREAM_DEADLINE_MS, MAX_RETRIES, MAX_RETRY_BACKOFF_MS,
+    MIN_JOURNAL_MAX_BYTES, SUPPORTED_VERSIONS,
 };
 use crate::level::{LevelSet, PrivacyLevel};
 use crate::privacy::PiiKind;
@@ -226,7 +227,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
     let fleet = fleet(cx, get("fleet"));
     let dashboard = dashboard(cx, get("dashboard"));
     let difficulty = difficulty(cx, get("difficulty"));
-    let (detector_levels, scan) = privacy(cx, get("privacy"));
+    let (detector_levels, scan, uninspectable) = privacy(cx, get("privacy"));
     let telemetry = super::telemetry::telemetry(cx, get("telemetry"));
     cx.difficulty_threshold = difficulty.threshold;
 
@@ -260,6 +261,7 @@ fn build(cx: &mut Ctx<'_>) -> Option<Config> {
         difficulty,
         detector_levels,
         scan,
+        uninspectable,
         teams,
         keys,
         dashboard,
@@ -445,12 +447,36 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
             }
         },
     };
+    let max_body_bytes = cx.positive(
+        raw.max_body_bytes,
+        "server.max_body_bytes",
+        DEFAULT_MAX_BODY_BYTES,
+    );
+    // An image the limit allows must fit in a body the limit allows: as
+    // base64 (4 bytes per 3) plus room for the rest of the request. Unset,
+    // the limit is the default or what the body limit leaves room for.
+    let fits = max_body_bytes.saturating_sub(IMAGE_BODY_HEADROOM) / 4 * 3;
+    let max_image_bytes = match raw.max_image_bytes {
+        None => DEFAULT_MAX_IMAGE_BYTES.min(fits),
+        Some(n) => {
+            let n = cx.positive(Some(n), "server.max_image_bytes", DEFAULT_MAX_IMAGE_BYTES);
+            let image_body = n.div_ceil(3).saturating_mul(4) + IMAGE_BODY_HEADROOM;
+            if image_body > max_body_bytes {
+                cx.err(
+                    "server.max_image_bytes",
+                    At::Value,
+                    format!(
+                        "max_image_bytes {n} needs a body of at least {image_body} bytes \
+                         (base64 plus {IMAGE_BODY_HEADROOM} for the rest), above server.max_body_bytes \
+                         {max_body_bytes}"
+                    ),
+                );
+            }
+            n
+        }
+    };
     Some(ServerSettings {
-        max_body_bytes: cx.positive(
-            raw.max_body_bytes,
-            "server.max_body_bytes",
-            DEFAULT_MAX_BODY_BYTES,
-        ),
+        max_body_bytes,
         default_privacy,
         max_tokens_limit: cx.positive(
             raw.max_tokens_limit,
@@ -474,6 +500,9 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
                 DEFAULT_MAX_EMBEDDING_INPUTS,
             ),
         },
+        max_image_bytes,
+        max_images: cx.positive(raw.max_images, "server.max_images", DEFAULT_MAX_IMAGES),
+        image_http_loopback: raw.image_http_loopback.unwrap_or(false),
         require_key: raw.require_key.unwrap_or(false),
         admin_key_env: raw.admin_key_env.filter(|v| {
             let ok = is_env_var_name(v);
@@ -506,14 +535,26 @@ fn server(cx: &mut Ctx<'_>, v: Option<&Value>) -> Option<ServerSettings> {
 
 /// `privacy:` — `detectors`, the level each detector's findings give a
 /// request (kinds not named keep their built-in level), and `scan`, the
-/// bounds on classifying one request.
-fn privacy(cx: &mut Ctx<'_>, v: Option<&Value>) -> (BTreeMap<PiiKind, PrivacyLevel>, ScanSettings) {
+/// bounds on classifying one request, and `uninspectable`, the lowest level
+/// of a request holding content no detector can read.
+fn privacy(
+    cx: &mut Ctx<'_>,
+    v: Option<&Value>,
+) -> (BTreeMap<PiiKind, PrivacyLevel>, ScanSettings, PrivacyLevel) {
     let mut out: BTreeMap<PiiKind, PrivacyLevel> = PiiKind::ALL
         .into_iter()
         .map(|k| (k, k.default_level()))
         .collect();
     let Some(raw) = v.and_then(|v| cx.de::<RawPrivacy>(v, "privacy")) else {
-        return (out, ScanSettings::default());
+        return (out, ScanSettings::default(), PrivacyLevel::Confidential);
+    };
+    let uninspectable = match raw.uninspectable.as_deref().map(str::parse::<PrivacyLevel>) {
+        None => PrivacyLevel::Confidential,
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            cx.err("privacy.uninspectable", At::Value, e.to_string());
+            PrivacyLevel::Confidential
+        }
     };
     for (name, level) in raw.detectors.unwrap_or_default() {
         let path = format!("privacy.detectors.{name}");
@@ -553,7 +594,7 @@ fn privacy(cx: &mut Ctx<'_>, v: Option<&Value>) -> (BTreeMap<PiiKind, PrivacyLev
             scan.inline_bytes = b;
         }
     }
-    (out, scan)
+    (out, scan, uninspectable)
 }
 
 fn difficulty(cx: &mut Ctx<'_>, v: Option<&Value>) -> DifficultySettings {
@@ -969,6 +1010,10 @@ fn remote_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Opti
         capabilities,
     })
 }
+
+/// The room a body keeps for the rest of a request beside one image of
+/// `server.max_image_bytes`.
+pub const IMAGE_BODY_HEADROOM: u64 = 64 * 1024;
 
 /// The most inputs `server.max_embedding_inputs` may allow, and its default
 /// (OpenAI's own limit).

@@ -12,8 +12,8 @@ use crate::validate::{
     show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{
-    ChatRequest, ChatResponse, Completion, ErrorCode, FinishReason, Message, ProviderError, Role,
-    StreamEvent, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatRequest, ChatResponse, Completion, ErrorCode, FinishReason, Image, Message, Part,
+    ProviderError, Role, StreamEvent, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The most stop sequences a request may give.
@@ -274,8 +274,11 @@ fn parse_message(i: usize, v: &Value, book: &mut CallBook) -> Result<Vec<Message
         match (as_str(ty, &type_path)?, role) {
             ("text", _) => {
                 let text_path = format!("{bp}.text");
-                texts.push(as_str(required(b, "text", &text_path)?, &text_path)?.to_owned());
+                texts.push(Part::Text(
+                    as_str(required(b, "text", &text_path)?, &text_path)?.to_owned(),
+                ));
             }
+            ("image", Role::User) => texts.push(Part::Image(image_block(b, &bp)?)),
             ("tool_use", Role::Assistant) => {
                 let id_path = format!("{bp}.id");
                 let id = as_str(required(b, "id", &id_path)?, &id_path)?;
@@ -328,16 +331,46 @@ fn parse_message(i: usize, v: &Value, book: &mut CallBook) -> Result<Vec<Message
             }
         }
     }
-    let text = texts.join("\n");
+    let m = Message::from_parts(role, texts);
     let mut out = results;
     if role == Role::Assistant {
-        let mut m = Message::new(role, text);
+        let mut m = m;
         m.tool_calls = calls;
         out.push(m);
-    } else if !text.is_empty() || out.is_empty() {
-        out.push(Message::new(role, text));
+    } else if !m.content.is_empty() || !m.parts.is_empty() || out.is_empty() {
+        out.push(m);
     }
     Ok(out)
+}
+
+/// An `image` block's `source`: `{"type":"base64","media_type","data"}` or
+/// `{"type":"url","url"}`.
+fn image_block(b: &Obj, bp: &str) -> Result<Image, ProviderError> {
+    let sp = format!("{bp}.source");
+    let source = opt_object(b, "source", &sp)?
+        .ok_or_else(|| bad(&sp, format!("missing required field \"{sp}\"")))?;
+    let tp = format!("{sp}.type");
+    let ty = required(source, "type", &tp)?;
+    match as_str(ty, &tp)? {
+        "base64" => {
+            let mp = format!("{sp}.media_type");
+            let media_type = as_str(required(source, "media_type", &mp)?, &mp)?;
+            let dp = format!("{sp}.data");
+            let data = as_str(required(source, "data", &dp)?, &dp)?;
+            Image::from_base64(media_type, data, &dp)
+        }
+        "url" => {
+            let up = format!("{sp}.url");
+            Image::from_plain_url(as_str(required(source, "url", &up)?, &up)?, &up)
+        }
+        _ => Err(bad(
+            &tp,
+            format!(
+                "unsupported image source type {} in \"{tp}\" (\"base64\" or \"url\")",
+                show(ty)
+            ),
+        )),
+    }
 }
 
 /// The wire `stop_reason` and `stop_sequence` of an answer: `stop_sequence`

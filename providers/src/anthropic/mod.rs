@@ -17,8 +17,8 @@ use crate::remote::{self, build_client, f32_json, protocol, RemoteTarget, Stream
 use crate::sse::SseEvent;
 use crate::{
     Capabilities, ChatRequest, ChatResponse, ChatStream, Completion, FinishReason,
-    GeneratedToolCall, Provider, ProviderError, ResponseFormat, Role, StreamEvent, ToolCallDelta,
-    ToolChoice, Usage,
+    GeneratedToolCall, Image, ImageSource, Part, Provider, ProviderError, ResponseFormat, Role,
+    StreamEvent, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The API version every request declares.
@@ -107,7 +107,11 @@ pub(crate) fn upstream_body(
         .collect();
     let mut turns: Vec<Turn> = Vec::new();
     for m in req.messages.iter().filter(|m| m.role != Role::System) {
-        if m.content.is_empty() && m.tool_calls.is_empty() && m.role != Role::Tool {
+        if m.content.is_empty()
+            && m.parts.is_empty()
+            && m.tool_calls.is_empty()
+            && m.role != Role::Tool
+        {
             continue;
         }
         // Tool results go back in a user turn.
@@ -120,6 +124,7 @@ pub(crate) fn upstream_body(
             turns.push(Turn {
                 role,
                 text: String::new(),
+                blocks: Vec::new(),
                 tools: Vec::new(),
             });
         }
@@ -141,10 +146,13 @@ pub(crate) fn upstream_body(
             }
             _ => {
                 if !m.content.is_empty() {
-                    if !turn.text.is_empty() {
-                        turn.text.push_str("\n\n");
+                    turn.push_text(&m.content);
+                }
+                for p in &m.parts {
+                    match p {
+                        Part::Text(t) => turn.push_text(t),
+                        Part::Image(img) => turn.push_image(img),
                     }
-                    turn.text.push_str(&m.content);
                 }
                 for c in &m.tool_calls {
                     turn.tools.push(json!({
@@ -237,27 +245,60 @@ pub(crate) fn upstream_body(
     Ok(body)
 }
 
-/// One Messages API turn being built: text, then (assistant) `tool_use` or
-/// (user) `tool_result` blocks.
+/// One Messages API turn being built: text and image blocks in order, then
+/// (assistant) `tool_use` or (user) `tool_result` blocks.
 struct Turn {
     role: Role,
+    /// Text not yet closed into a block; consecutive texts join with a blank line.
     text: String,
+    /// Text and image blocks before `text`, once the turn holds an image.
+    blocks: Vec<Value>,
     tools: Vec<Value>,
 }
 
 impl Turn {
+    fn push_text(&mut self, t: &str) {
+        if !self.text.is_empty() {
+            self.text.push_str("\n\n");
+        }
+        self.text.push_str(t);
+    }
+
+    /// An image block, after the text before it: base64 bytes with their
+    /// sniffed media type, or a URL the API fetches itself.
+    fn push_image(&mut self, img: &Image) {
+        if !self.text.is_empty() {
+            let text = std::mem::take(&mut self.text);
+            self.blocks.push(json!({"type": "text", "text": text}));
+        }
+        let source = match &img.source {
+            ImageSource::Url(u) => json!({"type": "url", "url": u}),
+            ImageSource::Base64 { media_type, data } => {
+                json!({"type": "base64", "media_type": media_type.as_str(), "data": data})
+            }
+        };
+        self.blocks.push(json!({"type": "image", "source": source}));
+    }
+
     /// A plain string when the turn is only text; otherwise blocks, with a
     /// user turn's tool results first as the API requires.
     fn into_json(self) -> Value {
-        let Turn { role, text, tools } = self;
-        if tools.is_empty() {
+        let Turn {
+            role,
+            text,
+            mut blocks,
+            tools,
+        } = self;
+        if tools.is_empty() && blocks.is_empty() {
             return json!({"role": role.as_str(), "content": text});
         }
-        let text_block = (!text.is_empty()).then(|| json!({"type": "text", "text": text}));
+        if !text.is_empty() {
+            blocks.push(json!({"type": "text", "text": text}));
+        }
         let blocks: Vec<Value> = if role == Role::Assistant {
-            text_block.into_iter().chain(tools).collect()
+            blocks.into_iter().chain(tools).collect()
         } else {
-            tools.into_iter().chain(text_block).collect()
+            tools.into_iter().chain(blocks).collect()
         };
         json!({"role": role.as_str(), "content": blocks})
     }
@@ -577,6 +618,7 @@ impl Provider for AnthropicProvider {
             tools: true,
             embeddings: false,
             embedding_dimensions: false,
+            vision: true,
             context_tokens: None,
             details: Default::default(),
         }

@@ -370,7 +370,23 @@ fn inbound_bad_requests_name_the_field() {
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
         ]}]))
         .0,
-        "messages[0].content[1].type"
+        "messages[0].content[1].source.data"
+    );
+    assert_eq!(
+        reject(&|b| b["messages"] = json!([{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f"}}
+        ]}]))
+        .0,
+        "messages[0].content[0].source.type"
+    );
+    assert_eq!(
+        reject(
+            &|b| b["messages"] = json!([{"role": "assistant", "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://e.com/a.png"}}
+            ]}])
+        )
+        .0,
+        "messages[0].content[0].type"
     );
     assert_eq!(
         reject(&|b| b["system"] = json!([{"type": "image"}])).0,
@@ -718,4 +734,56 @@ fn a_matched_stop_sequence_is_named_both_ways_plain_and_streamed() {
     let wire = messages_response_json("msg_1", "m", &natural);
     assert_eq!(wire["stop_reason"], "end_turn");
     assert!(wire["stop_sequence"].is_null());
+}
+
+#[test]
+fn openai_image_parts_become_image_blocks_in_place() {
+    let png = crate::image::PNG_1X1;
+    let req = crate::openai::parse_chat_request(&json!({"model": "m", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "what is"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/jpeg;base64,{png}"), "detail": "high"}},
+            {"type": "text", "text": "and"},
+            {"type": "image_url", "image_url": {"url": "https://e.com/b.webp"}}
+        ]}
+    ]}))
+    .unwrap();
+    let body = upstream_body(&target(), &req, false).unwrap();
+    // The declared jpeg is a png by its bytes; `detail` has no Anthropic field.
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "hello\n\nwhat is"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+            {"type": "text", "text": "and"},
+            {"type": "image", "source": {"type": "url", "url": "https://e.com/b.webp"}}
+        ]}])
+    );
+    assert_eq!(body["system"], "be brief");
+}
+
+#[test]
+fn inbound_image_blocks_are_read_in_order() {
+    let png = crate::image::PNG_1X1;
+    let req = parse_messages_request(&json!({"model": "m", "max_tokens": 8, "messages": [
+        {"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": png}},
+            {"type": "text", "text": "describe"}
+        ]}
+    ]}))
+    .unwrap();
+    let m = &req.messages[0];
+    let img = m.images().next().unwrap();
+    assert_eq!(img.field, "messages[0].content[0].source.data");
+    assert_eq!(
+        img.source,
+        crate::ImageSource::Base64 {
+            media_type: crate::MediaType::Png,
+            data: png.into()
+        }
+    );
+    assert_eq!(m.text(), "describe");
+    assert!(matches!(m.pieces().next(), Some(crate::Piece::Image(_))));
 }

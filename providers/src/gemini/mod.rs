@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 
 use crate::remote::{self, build_client, f32_json, RemoteTarget};
 use crate::{
-    Capabilities, ChatRequest, ChatResponse, ChatStream, Message, Provider, ProviderError,
-    ResponseFormat, Role, ToolChoice,
+    Capabilities, ChatRequest, ChatResponse, ChatStream, ImageSource, MediaType, Message, Piece,
+    Provider, ProviderError, ResponseFormat, Role, ToolChoice,
 };
 
 /// Where the Gemini API lives; `base_url` in the config replaces it.
@@ -217,8 +217,8 @@ fn message_parts(
         ));
         return Ok(parts);
     }
-    if !m.content.is_empty() {
-        parts.push(((1, i), json!({"text": m.content})));
+    for piece in m.pieces() {
+        parts.push(((1, i), piece_json(piece)));
     }
     for c in &m.tool_calls {
         // Gemini's args is an object; the canonical arguments always are
@@ -233,6 +233,27 @@ fn message_parts(
         ));
     }
     Ok(parts)
+}
+
+/// A text part, or an image: inline bytes as `inlineData`, a URL as
+/// `fileData` (Gemini fetches it; its MIME type from the URL's extension
+/// when that tells it, since `fileData` takes one beside the URI).
+fn piece_json(p: Piece<'_>) -> Value {
+    match p {
+        Piece::Text(t) => json!({"text": t}),
+        Piece::Image(img) => match &img.source {
+            ImageSource::Base64 { media_type, data } => {
+                json!({"inlineData": {"mimeType": media_type.as_str(), "data": data}})
+            }
+            ImageSource::Url(u) => {
+                let mut f = json!({"fileUri": u});
+                if let Some(mt) = MediaType::from_url(u) {
+                    f["mimeType"] = json!(mt.as_str());
+                }
+                json!({"fileData": f})
+            }
+        },
+    }
 }
 
 fn generation_config(
@@ -387,6 +408,7 @@ impl Provider for GeminiProvider {
             // not served here.
             embeddings: false,
             embedding_dimensions: false,
+            vision: true,
             context_tokens: context_tokens(&self.target.upstream_model),
             details: Default::default(),
         }

@@ -547,3 +547,27 @@ fn several_candidates_become_choices_and_logprobs_results_openai_logprobs() {
     }
     assert!(matches!(events[2], StreamEvent::Done(_)));
 }
+
+#[test]
+fn images_become_inline_data_and_file_data_parts() {
+    let png = crate::image::PNG_1X1;
+    let req = crate::openai::parse_chat_request(&json!({"model": "m", "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "compare"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}},
+            {"type": "image_url", "image_url": {"url": "https://e.com/b.JPG?v=2"}},
+            {"type": "image_url", "image_url": {"url": "https://e.com/render"}}
+        ]}
+    ]}))
+    .unwrap();
+    let body = upstream_body(&target("gemini-2.5-flash"), &req).unwrap();
+    assert_eq!(
+        body["contents"],
+        json!([{"role": "user", "parts": [
+            {"text": "compare"},
+            {"inlineData": {"mimeType": "image/png", "data": png}},
+            {"fileData": {"fileUri": "https://e.com/b.JPG?v=2", "mimeType": "image/jpeg"}},
+            {"fileData": {"fileUri": "https://e.com/render"}}
+        ]}])
+    );
+}

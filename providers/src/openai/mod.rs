@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::remote::{self, build_client, f32_json, RemoteTarget};
 use crate::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, Message,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, Message, Piece,
     Provider, ProviderError, ResponseFormat, Tool, ToolChoice,
 };
 
@@ -216,8 +216,11 @@ fn options_json(o: &crate::GenerationOptions, body: &mut Value) {
 /// message naming the call it answers.
 fn message_json(m: &Message) -> Value {
     let mut v = json!({"role": m.role.as_str(), "content": m.content});
+    if !m.parts.is_empty() {
+        v["content"] = m.pieces().map(part_json).collect();
+    }
     if !m.tool_calls.is_empty() {
-        if m.content.is_empty() {
+        if m.content.is_empty() && m.parts.is_empty() {
             v["content"] = Value::Null;
         }
         v["tool_calls"] = m
@@ -236,6 +239,21 @@ fn message_json(m: &Message) -> Value {
         v["tool_call_id"] = json!(id);
     }
     v
+}
+
+/// A content part: `text`, or `image_url` with the URL (or a data URI for
+/// inline bytes) and the client's `detail`.
+fn part_json(p: Piece<'_>) -> Value {
+    match p {
+        Piece::Text(t) => json!({"type": "text", "text": t}),
+        Piece::Image(img) => {
+            let mut u = json!({"url": img.as_openai_url()});
+            if let Some(d) = img.detail {
+                u["detail"] = json!(d.as_str());
+            }
+            json!({"type": "image_url", "image_url": u})
+        }
+    }
 }
 
 fn tool_json(t: &Tool) -> Value {
@@ -297,6 +315,9 @@ impl Provider for OpenAiProvider {
             tools: true,
             embeddings: self.embeddings.is_some(),
             embedding_dimensions: self.embeddings.as_ref().is_some_and(|e| e.dimensions),
+            // The adapter sends image parts; whether the model behind it
+            // reads them is the target's `capabilities.vision`.
+            vision: true,
             context_tokens: None,
             details: Default::default(),
         }
@@ -338,6 +359,44 @@ impl Provider for OpenAiProvider {
 mod tests {
     use super::*;
     use crate::{Role, ToolCall};
+
+    #[test]
+    fn an_anthropic_image_request_becomes_openai_image_url_parts() {
+        let png = crate::image::PNG_1X1;
+        let req = crate::anthropic::parse_messages_request(&serde_json::json!({
+            "model": "alias",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "compare"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+                {"type": "image", "source": {"type": "url", "url": "https://e.com/b.jpg"}},
+                {"type": "text", "text": "which is brighter?"}
+            ]}]
+        }))
+        .unwrap();
+        let t = RemoteTarget::new("o", BackendKind::Openai, "http://x/v1", "gpt-x");
+        let body = upstream_body(&t, &req, false);
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": [
+                {"type": "text", "text": "compare"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}},
+                {"type": "image_url", "image_url": {"url": "https://e.com/b.jpg"}},
+                {"type": "text", "text": "which is brighter?"}
+            ]}])
+        );
+        // `detail` passes through from an OpenAI client.
+        let req = parse_chat_request(
+            &json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://e.com/c.png", "detail": "low"}}
+            ]}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            upstream_body(&t, &req, true)["messages"][0]["content"],
+            json!([{"type": "image_url", "image_url": {"url": "https://e.com/c.png", "detail": "low"}}])
+        );
+    }
 
     fn req() -> ChatRequest {
         ChatRequest {

@@ -15,8 +15,8 @@ use crate::validate::{
     required, show, stop_list, text_items, unsupported, wrong_type, Obj,
 };
 use crate::{
-    ChatRequest, GenerationOptions, Message, ProviderError, ResponseFormat, Role, Tool, ToolCall,
-    ToolChoice,
+    ChatRequest, GenerationOptions, Image, ImageDetail, Message, Part, ProviderError,
+    ResponseFormat, Role, Tool, ToolCall, ToolChoice,
 };
 
 /// Validate an OpenAI chat-completions body.
@@ -312,6 +312,12 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
             ))
         }
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) if role == Role::User => {
+            let mut m = Message::from_parts(role, content_parts(items, &content_path)?);
+            m.tool_calls = tool_calls;
+            m.tool_call_id = tool_call_id;
+            return Ok(m);
+        }
         Some(Value::Array(parts)) => text_items(parts, &content_path, "content part")?,
         Some(other) => {
             return Err(wrong_type(
@@ -324,10 +330,55 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, ProviderError> {
     Ok(Message {
         role,
         content,
+        parts: Vec::new(),
         tool_calls,
         tool_call_id,
         tool_error: false,
     })
+}
+
+/// A user message's content parts: `text` and `image_url`
+/// (`{"url": "https://..." | "data:image/png;base64,...", "detail"}`).
+fn content_parts(items: &[Value], path: &str) -> Result<Vec<Part>, ProviderError> {
+    let mut out = Vec::with_capacity(items.len());
+    for (j, item) in items.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        let obj = item
+            .as_object()
+            .ok_or_else(|| wrong_type(&at, "an object", item))?;
+        let type_path = format!("{at}.type");
+        let ty = required(obj, "type", &type_path)?;
+        match as_str(ty, &type_path)? {
+            "text" => {
+                let text_path = format!("{at}.text");
+                out.push(Part::Text(
+                    as_str(required(obj, "text", &text_path)?, &text_path)?.to_owned(),
+                ));
+            }
+            "image_url" => {
+                let ip = format!("{at}.image_url");
+                let img = opt_object(obj, "image_url", &ip)?
+                    .ok_or_else(|| bad(&ip, format!("missing required field \"{ip}\"")))?;
+                let up = format!("{ip}.url");
+                let url = as_str(required(img, "url", &up)?, &up)?;
+                let dp = format!("{ip}.detail");
+                let detail = opt_str(img, "detail", &dp)?
+                    .map(|d| ImageDetail::parse(d, &dp))
+                    .transpose()?;
+                out.push(Part::Image(Image::from_url(url, detail, &up)?));
+            }
+            _ => {
+                return Err(bad(
+                    &type_path,
+                    format!(
+                        "unsupported content part type {} in \"{type_path}\"",
+                        show(ty)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An assistant message's `tool_calls`.
@@ -823,7 +874,7 @@ mod tests {
                 {"role": "system", "content": "s"},
                 {"role": "user", "content": "a"},
                 {"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+                    {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}
                 ]}
             ]),
         );
@@ -831,10 +882,97 @@ mod tests {
             reject(body),
             (
                 "messages[2].content[0].type".into(),
-                "unsupported content part type \"image_url\" in \"messages[2].content[0].type\""
+                "unsupported content part type \"input_audio\" in \"messages[2].content[0].type\""
                     .into()
             )
         );
+        // Images are user content only.
+        let body = with(
+            "messages",
+            json!([{"role": "system", "content": [
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+            ]}]),
+        );
+        assert_eq!(reject(body).0, "messages[0].content[0].type");
+    }
+
+    #[test]
+    fn image_parts_keep_their_place_and_bad_ones_name_the_field() {
+        let png = format!("data:image/png;base64,{}", crate::image::PNG_1X1);
+        let req = parse_chat_request(&with(
+            "messages",
+            json!([{"role": "user", "content": [
+                {"type": "text", "text": "compare"},
+                {"type": "image_url", "image_url": {"url": "https://e.com/a.jpg", "detail": "low"}},
+                {"type": "text", "text": "with"},
+                {"type": "image_url", "image_url": {"url": png}}
+            ]}]),
+        ))
+        .unwrap();
+        assert!(req.has_images() && req.has_uninspectable());
+        let m = &req.messages[0];
+        assert_eq!(m.content, "");
+        assert_eq!(m.text(), "compare\nwith");
+        let kinds: Vec<String> = m
+            .pieces()
+            .map(|p| match p {
+                crate::Piece::Text(t) => t.to_owned(),
+                crate::Piece::Image(i) => format!("[{}]", i.field),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "compare",
+                "[messages[0].content[1].image_url.url]",
+                "with",
+                "[messages[0].content[3].image_url.url]"
+            ]
+        );
+        let first = m.images().next().unwrap();
+        assert_eq!(first.detail, Some(crate::ImageDetail::Low));
+        // The URL is an outbound text; inline bytes are not.
+        let texts: Vec<&str> = req.outbound_texts().iter().map(|t| t.text).collect();
+        assert!(texts.contains(&"https://e.com/a.jpg"));
+        assert!(!texts.iter().any(|t| t.contains(crate::image::PNG_1X1)));
+        let bad = |part: Value| {
+            reject(with(
+                "messages",
+                json!([{"role": "user", "content": [{"type": "text", "text": "x"}, part]}]),
+            ))
+        };
+        let p = "messages[0].content[1].image_url.url";
+        assert_eq!(
+            bad(json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,!!"}})).0,
+            p
+        );
+        assert_eq!(
+            bad(
+                json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}})
+            )
+            .0,
+            p
+        );
+        assert_eq!(
+            bad(json!({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}})).0,
+            p
+        );
+        assert_eq!(
+            bad(json!({"type": "image_url", "image_url": {"url": "https://e.com/a.png", "detail": "max"}})).0,
+            "messages[0].content[1].image_url.detail"
+        );
+        assert_eq!(
+            bad(json!({"type": "image_url"})).0,
+            "messages[0].content[1].image_url"
+        );
+        // A text-only array is still flattened into `content`.
+        let req = parse_chat_request(&with(
+            "messages",
+            json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]),
+        ))
+        .unwrap();
+        assert_eq!(req.messages[0].content, "a\nb");
+        assert!(req.messages[0].parts.is_empty() && !req.has_images());
     }
 
     #[test]

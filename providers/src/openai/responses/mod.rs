@@ -27,7 +27,8 @@ use crate::validate::{
     required, show, unsupported, wrong_type, Obj,
 };
 use crate::{
-    ChatRequest, Message, ProviderError, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
+    ChatRequest, Image, ImageDetail, Message, Part, ProviderError, ResponseFormat, Role, Tool,
+    ToolCall, ToolChoice,
 };
 
 /// A validated Responses request: the canonical request the pipeline runs,
@@ -374,24 +375,58 @@ fn parse_message_item(obj: &Obj, at: &str) -> Result<Message, ProviderError> {
     let content_path = format!("{at}.content");
     let allowed: &[&str] = match role {
         Role::Assistant => &["output_text"],
+        Role::User => &["input_text", "input_image"],
         _ => &["input_text"],
     };
-    let content = match required(obj, "content", &content_path)? {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => content_text(parts, &content_path, allowed)?,
-        other => {
-            return Err(wrong_type(
-                &content_path,
-                "a string or an array of content parts",
-                other,
-            ))
-        }
-    };
-    Ok(Message::new(role, content))
+    match required(obj, "content", &content_path)? {
+        Value::String(s) => Ok(Message::new(role, s.clone())),
+        Value::Array(parts) => Ok(Message::from_parts(
+            role,
+            content_parts(parts, &content_path, allowed)?,
+        )),
+        other => Err(wrong_type(
+            &content_path,
+            "a string or an array of content parts",
+            other,
+        )),
+    }
 }
 
-/// The text of content parts of the `allowed` types, joined by newlines.
+/// The text of content parts of the `allowed` text types, joined by newlines.
 fn content_text(parts: &[Value], path: &str, allowed: &[&str]) -> Result<String, ProviderError> {
+    let texts: Vec<String> = content_parts(parts, path, allowed)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(t),
+            Part::Image(_) => None,
+        })
+        .collect();
+    Ok(texts.join("\n"))
+}
+
+/// An `input_image` part: `image_url` (an https URL or a data URI) and
+/// `detail`; an uploaded `file_id` needs stored files, which this stateless
+/// adapter has not.
+fn input_image(obj: &Obj, at: &str) -> Result<Image, ProviderError> {
+    check_keys(obj, at, &["type", "image_url", "detail", "file_id"])?;
+    if let Some(v) = field(obj, "file_id") {
+        return Err(unsupported(&format!("{at}.file_id"), v));
+    }
+    let up = format!("{at}.image_url");
+    let url = as_str(required(obj, "image_url", &up)?, &up)?;
+    let dp = format!("{at}.detail");
+    let detail = opt_str(obj, "detail", &dp)?
+        .map(|d| ImageDetail::parse(d, &dp))
+        .transpose()?;
+    Image::from_url(url, detail, &up)
+}
+
+/// Content parts of the `allowed` types, in order.
+fn content_parts(
+    parts: &[Value],
+    path: &str,
+    allowed: &[&str],
+) -> Result<Vec<Part>, ProviderError> {
     let mut texts = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
         let at = format!("{path}[{j}]");
@@ -411,6 +446,10 @@ fn content_text(parts: &[Value], path: &str, allowed: &[&str]) -> Result<String,
                 ),
             ));
         }
+        if ty == "input_image" {
+            texts.push(Part::Image(input_image(obj, &at)?));
+            continue;
+        }
         // An output_text part sent back carries its annotations and logprobs.
         check_keys(obj, &at, &["type", "text", "annotations", "logprobs"])?;
         for key in ["annotations", "logprobs"] {
@@ -420,9 +459,11 @@ fn content_text(parts: &[Value], path: &str, allowed: &[&str]) -> Result<String,
             }
         }
         let text_path = format!("{at}.text");
-        texts.push(as_str(required(obj, "text", &text_path)?, &text_path)?);
+        texts.push(Part::Text(
+            as_str(required(obj, "text", &text_path)?, &text_path)?.to_owned(),
+        ));
     }
-    Ok(texts.join("\n"))
+    Ok(texts)
 }
 
 fn parse_function_call(obj: &Obj, at: &str) -> Result<ToolCall, ProviderError> {

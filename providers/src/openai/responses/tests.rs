@@ -199,6 +199,20 @@ fn bad_input_names_the_field() {
                 "input",
                 json!([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]),
             ),
+            "input[0].content[0].image_url",
+        ),
+        (
+            with(
+                "input",
+                json!([{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]),
+            ),
+            "input[0].content[0].file_id",
+        ),
+        (
+            with(
+                "input",
+                json!([{"role": "assistant", "content": [{"type": "input_image", "image_url": "https://e.com/a.png"}]}]),
+            ),
             "input[0].content[0].type",
         ),
         (
@@ -411,4 +425,26 @@ fn a_stream_is_the_event_sequence_with_sequence_numbers() {
         data["response"]["incomplete_details"]["reason"],
         "max_output_tokens"
     );
+}
+
+#[test]
+fn input_images_become_image_parts_in_place() {
+    let png = format!("data:image/png;base64,{}", crate::image::PNG_1X1);
+    let r = parse_responses_request(&with(
+        "input",
+        json!([{"role": "user", "content": [
+            {"type": "input_text", "text": "what is"},
+            {"type": "input_image", "image_url": "https://e.com/cat.webp", "detail": "high"},
+            {"type": "input_image", "image_url": png}
+        ]}]),
+    ))
+    .unwrap();
+    let m = &r.chat.messages[0];
+    assert_eq!(m.text(), "what is");
+    let images: Vec<&crate::Image> = m.images().collect();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0].url(), Some("https://e.com/cat.webp"));
+    assert_eq!(images[0].detail, Some(crate::ImageDetail::High));
+    assert_eq!(images[1].field, "input[0].content[2].image_url");
+    assert_eq!(images[1].decoded_len(), 70);
 }
