@@ -301,6 +301,36 @@ impl Matrix {
         self.cases += 1;
     }
 
+    /// Sends one case whose route's only target cannot honour an option:
+    /// dispatch skips it, so nothing leaves, and the route answers 400
+    /// naming the field; the ledger row has the status and no backend.
+    async fn refused_at_dispatch(
+        &mut self,
+        kind: Kind,
+        path: &str,
+        body: &Value,
+        code: &str,
+        param: &str,
+    ) {
+        let all_before = self.requests_to_all();
+        let reply = self.post(path, body).await;
+        assert_eq!(reply.status, 400, "{kind:?} {path}: {}", reply.body);
+        // The route was chosen; its only target was skipped, never tried.
+        assert_eq!(reply.header("x-watershed-route"), Some(kind.model()));
+        assert_eq!(reply.header("x-watershed-backend"), None);
+        let (got_code, got_param) = error_shape(&reply.body);
+        assert_eq!(
+            (got_code.as_str(), got_param.as_str()),
+            (code, param),
+            "{kind:?}: {}",
+            reply.body
+        );
+        assert_eq!(self.requests_to_all(), all_before, "nothing left");
+        let id = reply.header("x-request-id").unwrap().to_owned();
+        self.expected_rows.push((id, String::new(), 400));
+        self.cases += 1;
+    }
+
     /// Stops the gateway and checks every dispatched request left exactly
     /// one ledger row, with its backend and status, and nothing else did
     /// (refusals, counts, model listings). Returns the row count.
@@ -941,6 +971,25 @@ async fn messages_on_every_remote_kind() {
         assert_eq!(text, format!("echo: {prompt}"), "{kind:?}");
         assert_image_sent(kind, &sent.body);
 
+        // Anthropic's `output_format` is refused by name, in Anthropic's
+        // error shape, before routing.
+        let body = json!({"model": model, "max_tokens": 32, "messages": user("json please"),
+            "output_format": {"type": "json_schema", "schema": colour_schema()}});
+        let all_before = m.requests_to_all();
+        let r = m.post(path, &body).await;
+        assert_eq!(r.status, 400, "{kind:?}: {}", r.body);
+        assert_eq!(r.body["type"], "error", "{}", r.body);
+        assert_eq!(r.body["error"]["type"], "invalid_request_error");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("\"output_format\" is not supported"),
+            "{message}"
+        );
+        assert_eq!(m.requests_to_all(), all_before, "nothing left");
+        m.refused_ids
+            .push(r.header("x-request-id").unwrap().to_owned());
+        m.cases += 1;
+
         // A stop sequence, plain and streamed: named in the answer.
         for stream in [false, true] {
             let prompt = format!("alpha STOP beta for {model}");
@@ -1127,6 +1176,19 @@ async fn responses_on_every_remote_kind() {
                     colour_schema()
                 ),
             }
+        }
+
+        // reasoning.effort: sent to OpenAI, refused by name by every
+        // other kind's adapter before anything leaves.
+        let prompt = format!("think hard for {model}");
+        let body = json!({"model": model, "max_output_tokens": 32, "input": prompt, "reasoning": {"effort": "low"}});
+        if kind == Kind::OpenAi {
+            let (r, sent) = m.dispatched(kind, path, &body, 200).await;
+            assert_eq!(r.body["reasoning"]["effort"], "low");
+            assert_eq!(sent.body["reasoning_effort"], "low", "{}", sent.body);
+        } else {
+            m.refused_at_dispatch(kind, path, &body, "bad_request", "reasoning.effort")
+                .await;
         }
 
         // An input_image.
