@@ -1244,6 +1244,33 @@ async fn embeddings_count_tokens_and_models_on_every_remote_kind() {
             }
         }
 
+        if matches!(kind, Kind::OpenAi | Kind::Compat) {
+            // base64: the upstream is asked for floats, the gateway encodes
+            // them as the client asked (8 little-endian f32 = 32 bytes).
+            let body = json!({"model": model, "input": "encode me", "encoding_format": "base64"});
+            let (r, sent) = m.dispatched(kind, "/v1/embeddings", &body, 200).await;
+            let b64 = r.body["data"][0]["embedding"].as_str().unwrap();
+            assert_eq!(b64.len(), 44, "{b64}");
+            assert_eq!(sent.body["encoding_format"], "float");
+            // Token arrays: with `uninspectable: public` (this config) they
+            // may leave, as they are.
+            let body = json!({"model": model, "input": [1, 2, 3]});
+            let (r, sent) = m.dispatched(kind, "/v1/embeddings", &body, 200).await;
+            assert_eq!(r.body["usage"]["prompt_tokens"], 3);
+            assert_eq!(sent.body["input"], json!([[1, 2, 3]]));
+            // `dimensions`: OpenAI's models take it; an OpenAI-compatible
+            // server is not assumed to (`embeddings: { dimensions: true }`).
+            let body = json!({"model": model, "input": "shorter", "dimensions": 4});
+            if kind == Kind::OpenAi {
+                let (r, sent) = m.dispatched(kind, "/v1/embeddings", &body, 200).await;
+                assert_eq!(r.body["data"][0]["embedding"].as_array().unwrap().len(), 4);
+                assert_eq!(sent.body["dimensions"], 4);
+            } else {
+                m.refused_at_dispatch(kind, "/v1/embeddings", &body, "bad_request", "dimensions")
+                    .await;
+            }
+        }
+
         // count_tokens: the upstream counts where it can, else an estimate
         // that says so.
         let body = json!({"model": model, "system": "be brief", "messages": [{"role": "user", "content": "one two three"}]});
