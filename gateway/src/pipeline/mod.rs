@@ -86,7 +86,12 @@ pub fn failed_response(failed: Failed, wire: Wire) -> Response {
         backend,
     } = failed;
     let mut resp = match wire {
-        Wire::OpenAi | Wire::Responses => err.into_response(),
+        Wire::OpenAi => err.into_response(),
+        Wire::Responses => ApiError {
+            param: err.param.map(|p| responses_param(&p)),
+            ..err
+        }
+        .into_response(),
         Wire::Anthropic => {
             let mut resp = (
                 err.status(),
@@ -106,6 +111,19 @@ pub fn failed_response(failed: Failed, wire: Wire) -> Response {
         set_header(&mut resp, "x-watershed-backend", backend);
     }
     resp
+}
+
+/// The Responses API's name for a field the pipeline names as chat
+/// completions does: routing and the adapters see a `ChatRequest`, but a
+/// Responses client sent `text.format`, `max_output_tokens` and `input`.
+fn responses_param(param: &str) -> String {
+    match param {
+        "response_format" => "text.format",
+        "max_tokens" => "max_output_tokens",
+        "messages" => "input",
+        other => other,
+    }
+    .to_owned()
 }
 
 /// What an adapter's handler gets: the shared state, the runtime (config and
@@ -599,5 +617,44 @@ pub fn new_request_id() -> String {
 pub fn set_header(resp: &mut Response, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_responses_client_hears_its_own_field_names() {
+        let err = ApiError {
+            param: Some("response_format".into()),
+            ..ApiError::new(ErrorCode::MissingCapability, "no json_schema")
+        };
+        let named = |wire: Wire| {
+            let failed = Failed {
+                err: err.clone(),
+                route: None,
+                backend: None,
+            };
+            failed_response(failed, wire)
+        };
+        let body = |resp: Response| async move {
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["error"]["param"].clone()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(body(named(Wire::Responses))), "text.format");
+        assert_eq!(rt.block_on(body(named(Wire::OpenAi))), "response_format");
+        assert_eq!(responses_param("max_tokens"), "max_output_tokens");
+        assert_eq!(responses_param("messages"), "input");
+        assert_eq!(
+            responses_param("input[0].content[1].image_url"),
+            "input[0].content[1].image_url"
+        );
+        assert_eq!(responses_param("tools"), "tools");
     }
 }

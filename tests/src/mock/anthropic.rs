@@ -94,8 +94,14 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
                 .collect()
         })
         .unwrap_or_default();
-    let first_tool = body
-        .pointer("/tools/0/name")
+    // `tool_choice: {type: "tool", name}` forces that tool, as Anthropic does.
+    let forced = body
+        .pointer("/tool_choice/type")
+        .and_then(Value::as_str)
+        .filter(|t| *t == "tool")
+        .and_then(|_| body.pointer("/tool_choice/name"));
+    let first_tool = forced
+        .or_else(|| body.pointer("/tools/0/name"))
         .and_then(Value::as_str)
         .filter(|_| body.pointer("/tool_choice/type").and_then(Value::as_str) != Some("none"))
         .filter(|_| results.is_empty());

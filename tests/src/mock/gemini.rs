@@ -229,7 +229,22 @@ pub(crate) fn answer(
         ];
         return Ok(sse(events, 1));
     }
-    let (text, end) = reply(&prompt, max, &stops);
+    // With `responseMimeType: application/json` and a `responseSchema` (or
+    // `responseJsonSchema`) the reply is an instance of the schema, whole,
+    // as a constrained model gives it.
+    let schema = config
+        .filter(|c| c.get("responseMimeType").and_then(Value::as_str) == Some("application/json"))
+        .and_then(|c| {
+            c.get("responseSchema")
+                .or_else(|| c.get("responseJsonSchema"))
+        });
+    let (text, end) = match schema {
+        Some(s) => (
+            super::openai::schema_instance(s, &prompt).to_string(),
+            End::Stop,
+        ),
+        None => reply(&prompt, max, &stops),
+    };
     let finish = match end {
         // Gemini does not say which stop sequence matched.
         End::Stop | End::StopSequence(_) => "STOP",

@@ -92,6 +92,9 @@ struct Shared {
     down: AtomicBool,
     /// A pause before every answer, so requests overlap.
     answer_delay_ms: AtomicU64,
+    /// OpenAI flavor only: name the stop string that ended an answer in
+    /// each choice's `stop_reason`, as vLLM does (OpenAI names none).
+    names_stop: AtomicBool,
     next_id: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -157,6 +160,7 @@ impl MockUpstream {
             chunk_delay_ms: AtomicU64::new(1),
             down: AtomicBool::new(false),
             answer_delay_ms: AtomicU64::new(0),
+            names_stop: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
         });
@@ -189,6 +193,14 @@ impl MockUpstream {
             shared,
             tracker,
         })
+    }
+
+    /// An OpenAI-compatible server that says which stop string ended an
+    /// answer, in `choices[].stop_reason` (a string, or null), as vLLM does.
+    pub async fn vllm() -> Self {
+        let m = Self::start(Flavor::OpenAi).await;
+        m.shared.names_stop.store(true, Ordering::Relaxed);
+        m
     }
 
     /// The next `n` requests fail with `failure`.
@@ -395,7 +407,9 @@ async fn handle(
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let cached = shared.cached_prompt_tokens.load(Ordering::Relaxed);
     let answer = match flavor {
-        Flavor::OpenAi => openai::answer(&body, id, cached),
+        Flavor::OpenAi => {
+            openai::answer(&body, id, cached, shared.names_stop.load(Ordering::Relaxed))
+        }
         Flavor::Anthropic => anthropic::answer(&body, id, cached),
         Flavor::Gemini => match gemini::route(uri.path(), uri.query()) {
             Some((model, method)) => gemini::answer(

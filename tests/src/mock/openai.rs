@@ -114,7 +114,15 @@ fn usage(prompt: u32, completion: u32, cached: u32) -> Value {
     })
 }
 
-pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, String> {
+/// The answer to a valid chat-completions body; `names_stop` adds vLLM's
+/// `stop_reason` (the stop string that ended the reply, or null) to the
+/// choice that finishes.
+pub(crate) fn answer(
+    body: &Value,
+    id: u64,
+    cached: u32,
+    names_stop: bool,
+) -> Result<Answer, String> {
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -133,8 +141,10 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
     // that result, which ends a call-result-answer round trip.
     let last = messages.last();
     let last_is_result = last.and_then(|m| m.get("role")).and_then(Value::as_str) == Some("tool");
+    // A named `tool_choice` forces that tool, as OpenAI does.
     let first_tool = body
-        .pointer("/tools/0/function/name")
+        .pointer("/tool_choice/function/name")
+        .or_else(|| body.pointer("/tools/0/function/name"))
         .and_then(Value::as_str)
         .filter(|_| body.get("tool_choice").and_then(Value::as_str) != Some("none"))
         .filter(|_| !last_is_result);
@@ -153,6 +163,15 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
         None => reply(&prompt, max, &stops(body)),
     };
     let finish = if end == End::Length { "length" } else { "stop" };
+    let stop_reason = match &end {
+        End::StopSequence(s) => json!(s),
+        _ => Value::Null,
+    };
+    let name_stop = |choice: &mut Value| {
+        if names_stop {
+            choice["stop_reason"] = stop_reason.clone();
+        }
+    };
     let prompt_tokens: u32 = messages
         .iter()
         .map(|m| words(&content_text(m.get("content"))))
@@ -201,12 +220,14 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
         let choices: Vec<Value> = (0..n)
             .map(|i| {
                 let text = if i == 0 { text.clone() } else { format!("[{i}] {text}") };
-                json!({
+                let mut choice = json!({
                     "index": i,
                     "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
                     "logprobs": logprobs(&text),
                     "finish_reason": finish
-                })
+                });
+                name_stop(&mut choice);
+                choice
             })
             .collect();
         return Ok(Answer::Json(json!({
@@ -249,7 +270,9 @@ pub(crate) fn answer(body: &Value, id: u64, cached: u32) -> Result<Answer, Strin
     for piece in pieces(&text) {
         chunks.push(chunk(json!({"content": piece}), None));
     }
-    chunks.push(chunk(json!({}), Some(finish)));
+    let mut last = chunk(json!({}), Some(finish));
+    name_stop(&mut last["choices"][0]);
+    chunks.push(last);
     if include_usage {
         chunks.push(json!({
             "id": id,
@@ -279,7 +302,8 @@ fn json_schema(body: &Value) -> Option<&Value> {
     .flatten()
 }
 
-/// An instance of `schema` built from the prompt: every property of an
+/// An instance of `schema` (a JSON Schema, or Gemini's `Schema` with its
+/// capitalised types) built from the prompt: every property of an
 /// object (required or not), strings holding the prompt, numbers its word
 /// count, booleans true, arrays one item; `$ref`s into `$defs` followed.
 pub(crate) fn schema_instance(schema: &Value, prompt: &str) -> Value {
@@ -300,11 +324,13 @@ pub(crate) fn schema_instance(schema: &Value, prompt: &str) -> Value {
         if let Some(v) = s.pointer("/enum/0") {
             return v.clone();
         }
+        // Gemini's `Schema` spells its types in capitals (`OBJECT`).
         let ty = match s.get("type") {
             Some(Value::Array(types)) => types.first().and_then(Value::as_str),
             t => t.and_then(Value::as_str),
-        };
-        match ty {
+        }
+        .map(str::to_ascii_lowercase);
+        match ty.as_deref() {
             Some("string") => json!(prompt),
             Some("integer" | "number") => json!(words(prompt)),
             Some("boolean") => json!(true),
