@@ -763,7 +763,7 @@ mod tests {
         // config changed after load could): dispatch still skips it, from
         // the backend's own capabilities, while the OpenAI target passes.
         let mut cfg = watershed_policies::load_config(
-            "version: 1\nmodels:\n  claude: { provider: anthropic, base_url: http://127.0.0.1:9, api_key_env: K }\n  \
+            "version: 1\nmodels:\n  claude: { provider: anthropic, model: claude-2.1, base_url: http://127.0.0.1:9, api_key_env: K }\n  \
              gpt: { provider: openai, model: gpt-4o, base_url: http://127.0.0.1:9, api_key_env: K }\n\
              server: { default_privacy: public }\n\
              routes:\n  - name: all\n    when: { privacy: \"< confidential\" }\n    to: [claude, gpt]\n",
@@ -813,7 +813,8 @@ mod tests {
             lacked_by_all(&rt, &["claude".into(), "gpt".into()], &logprobs),
             None
         );
-        // The configured window stands where the backend knows none.
+        // The configured window stands where the backend knows none (the
+        // built-in facts give Claude 2 none).
         let claude = rt.target("claude").unwrap();
         assert_eq!(backend_capabilities(&rt, claude).context_tokens, None);
         let gpt = rt.target("gpt").unwrap();
