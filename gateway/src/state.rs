@@ -225,6 +225,7 @@ pub fn build_runtime(
                     moe_experts_on_cpu: spec.moe_experts_on_cpu,
                     queue: spec.queue,
                     embeddings: spec.embeddings,
+                    tools: spec.tools,
                 };
                 let reused = existing
                     .and_then(|rt| rt.target(id))

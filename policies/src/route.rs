@@ -135,11 +135,14 @@ pub fn allowed(cfg: &Config, target: &str, level: PrivacyLevel) -> bool {
         .is_some_and(|t| t.trusted || !level.requires_trusted())
 }
 
-/// Whether `target` can do tool calling. Every remote API can; the
-/// in-process engine cannot yet. The gateway checks the backend's own
+/// Whether `target` can do tool calling. Every remote API can; a local
+/// engine can unless `tools: false`. The gateway checks the backend's own
 /// `Capabilities::tools` again right before dispatch.
 pub fn supports_tools(cfg: &Config, target: &str) -> bool {
-    cfg.target(target).is_some_and(|t| !t.is_local())
+    cfg.target(target).is_some_and(|t| match &t.spec {
+        crate::config::TargetSpec::Local(l) => l.tools,
+        crate::config::TargetSpec::Remote(_) => true,
+    })
 }
 
 /// Whether `target` can embed: a local engine unless `embeddings: false`, a
@@ -449,9 +452,14 @@ routes:
 
     #[test]
     fn targets_without_tools_are_skipped_and_none_left_is_a_bad_request() {
+        // A local engine does tools unless its config says `tools: false`.
         let cfg = load_config(POLICY, "p.yaml").unwrap();
         let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
         facts.needs_tools = true;
+        assert_eq!(decide(&cfg, &facts).unwrap().targets, vec!["gpt", "local"]);
+        assert_eq!(skip_reason(&cfg, "local", &facts), None);
+        let no_tools = POLICY.replace("gguf: m.gguf }", "gguf: m.gguf, tools: false }");
+        let cfg = load_config(&no_tools, "p.yaml").unwrap();
         let d = decide(&cfg, &facts).unwrap();
         assert_eq!(d.targets, vec!["gpt".to_string()]);
         assert!(
@@ -469,7 +477,7 @@ routes:
         // A confidential request whose only trusted targets cannot do tools
         // fails closed, as a bad request naming the capability.
         let only_local = load_config(
-            "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf }\n  gpt: { provider: openai, api_key_env: K }\nroutes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  - name: rest\n    to: [gpt]\n",
+            "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf, tools: false }\n  gpt: { provider: openai, api_key_env: K }\nroutes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  - name: rest\n    to: [gpt]\n",
             "p.yaml",
         )
         .unwrap();

@@ -766,6 +766,7 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
                 true
             }
         },
+        tools: raw.tools.unwrap_or(true),
     };
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
