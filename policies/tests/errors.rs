@@ -1072,3 +1072,32 @@ routes:
     assert!(!remote("vllm").dimensions);
     assert_eq!(remote("vllm").model, "bge");
 }
+
+#[test]
+fn tools_false_turns_tool_calling_off_for_a_local_target_and_is_refused_on_a_remote_one() {
+    let ok = load_config(
+        "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  off: { engine: local, gguf: m.gguf, tools: false }
+  gpt: { provider: openai, api_key_env: K }
+routes:
+  - name: rest
+    to: [local]
+",
+        "p.yaml",
+    )
+    .unwrap();
+    for (id, tools) in [("local", true), ("off", false), ("gpt", true)] {
+        assert_eq!(watershed_policies::supports_tools(&ok, id), tools, "{id}");
+    }
+    let err = load_config(
+        "version: 1\nmodels:\n  gpt: { provider: openai, api_key_env: K, tools: false }\nroutes:\n  - name: rest\n    to: [gpt]\n",
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("models.gpt.tools"), "{err}");
+    assert!(err.contains("is for the local engine"), "{err}");
+}
