@@ -20,8 +20,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use watershed_providers::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, FinishReason,
-    GeneratedToolCall, Provider, ProviderError, StreamEvent, ToolCallDelta,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings,
+    GeneratedToolCall, Provider, ProviderError, StreamEvent,
 };
 
 use crate::grammar::Grammar;
@@ -389,7 +389,7 @@ impl LocalEngine {
             Ok(()) => {
                 let stream: ChatStream = Box::pin(UnboundedReceiverStream::new(rx));
                 Ok(match plan {
-                    Some(p) => read_calls(stream, p.format),
+                    Some(p) => tools::read_calls(stream, p.format),
                     None => stream,
                 })
             }
@@ -692,51 +692,6 @@ fn prompt(
     }
     let turns = tools::generic_turns(req, plan.as_ref());
     Ok((render(&loaded.model, &loaded.template, &turns)?, plan))
-}
-
-/// Reads the calls out of an answer held to them: its text is gathered, and
-/// at its end given back as text or as calls (each as a first piece with id
-/// and name, then its arguments), the finish reason `tool_calls` when there
-/// are calls. Other events pass through as they come.
-fn read_calls(stream: ChatStream, format: tools::Format) -> ChatStream {
-    let mut text = String::new();
-    Box::pin(stream.flat_map(move |item| {
-        let out: Vec<Result<StreamEvent, ProviderError>> = match item {
-            Ok(StreamEvent::Delta(d)) => {
-                text.push_str(&d);
-                Vec::new()
-            }
-            Ok(StreamEvent::Done(mut done)) => {
-                let parsed = tools::parse(format, &std::mem::take(&mut text));
-                let mut out = Vec::new();
-                if !parsed.text.is_empty() {
-                    out.push(Ok(StreamEvent::Delta(parsed.text)));
-                }
-                for (i, c) in parsed.calls.iter().enumerate() {
-                    let index = u32::try_from(i).unwrap_or(u32::MAX);
-                    out.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
-                        index,
-                        id: Some(c.id.clone()),
-                        name: Some(c.name.clone()),
-                        arguments: String::new(),
-                    })));
-                    out.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
-                        index,
-                        id: None,
-                        name: None,
-                        arguments: c.arguments.clone(),
-                    })));
-                }
-                if !parsed.calls.is_empty() && done.finish_reason == FinishReason::Stop {
-                    done.finish_reason = FinishReason::ToolCalls;
-                }
-                out.push(Ok(StreamEvent::Done(done)));
-                out
-            }
-            other => vec![other],
-        };
-        futures::stream::iter(out)
-    }))
 }
 
 fn render(

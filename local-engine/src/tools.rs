@@ -9,8 +9,12 @@
 //! tools' parameter schemas, so a finished answer always parses into one of
 //! them; this module also parses it back into [`GeneratedToolCall`]s.
 
+use futures::StreamExt;
 use serde_json::{json, Value};
-use watershed_providers::{ChatRequest, GeneratedToolCall, ProviderError, Role, Tool, ToolChoice};
+use watershed_providers::{
+    ChatRequest, ChatStream, FinishReason, GeneratedToolCall, ProviderError, Role, StreamEvent,
+    Tool, ToolCallDelta, ToolChoice,
+};
 
 use crate::grammar::Grammar;
 
@@ -411,6 +415,51 @@ pub(crate) fn parse(format: Format, out: &str) -> Parsed {
             }
         }
     }
+}
+
+/// Reads the calls out of an answer held to them: its text is gathered, and
+/// at its end given back as text or as calls (each as a first piece with id
+/// and name, then its arguments), the finish reason `tool_calls` when there
+/// are calls. Other events pass through as they come.
+pub(crate) fn read_calls(stream: ChatStream, format: Format) -> ChatStream {
+    let mut text = String::new();
+    Box::pin(stream.flat_map(move |item| {
+        let out: Vec<Result<StreamEvent, ProviderError>> = match item {
+            Ok(StreamEvent::Delta(d)) => {
+                text.push_str(&d);
+                Vec::new()
+            }
+            Ok(StreamEvent::Done(mut done)) => {
+                let parsed = parse(format, &std::mem::take(&mut text));
+                let mut out = Vec::new();
+                if !parsed.text.is_empty() {
+                    out.push(Ok(StreamEvent::Delta(parsed.text)));
+                }
+                for (i, c) in parsed.calls.iter().enumerate() {
+                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    out.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
+                        index,
+                        id: Some(c.id.clone()),
+                        name: Some(c.name.clone()),
+                        arguments: String::new(),
+                    })));
+                    out.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
+                        index,
+                        id: None,
+                        name: None,
+                        arguments: c.arguments.clone(),
+                    })));
+                }
+                if !parsed.calls.is_empty() && done.finish_reason == FinishReason::Stop {
+                    done.finish_reason = FinishReason::ToolCalls;
+                }
+                out.push(Ok(StreamEvent::Done(done)));
+                out
+            }
+            other => vec![other],
+        };
+        futures::stream::iter(out)
+    }))
 }
 
 #[cfg(test)]
