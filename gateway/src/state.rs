@@ -251,6 +251,7 @@ pub fn build_runtime(
                     moe_experts_on_cpu: spec.moe_experts_on_cpu,
                     queue: spec.queue,
                     embeddings: spec.embeddings,
+                    tools: spec.tools,
                 };
                 let reused = existing
                     .and_then(|rt| rt.target(id))
@@ -476,6 +477,7 @@ mod tests {
             moe_experts_on_cpu: false,
             queue: 1,
             embeddings: false,
+            tools: true,
         })
         .unwrap()
         .capabilities()

@@ -796,7 +796,7 @@ fn policy_explain_names_each_target_skipped_for_a_missing_capability() {
         format!(
             "version: 1\n\
              models:\n  \
-               local: {{ engine: local, gguf: \"{}\", context_tokens: 100000 }}\n  \
+               local: {{ engine: local, gguf: \"{}\", context_tokens: 100000, tools: false }}\n  \
                claude: {{ provider: anthropic, model: claude-sonnet-4-5, api_key_env: K }}\n  \
                o3: {{ provider: openai, model: o3-mini, api_key_env: K }}\n  \
                gpt: {{ provider: openai, model: gpt-4o, api_key_env: K }}\n\
@@ -851,7 +851,7 @@ fn policy_explain_names_each_target_skipped_for_a_missing_capability() {
         serde_json::json!(["claude", "o3", "gpt"])
     );
 
-    // Confidential with tools: the only trusted target cannot call tools,
+    // Confidential with tools: the only trusted target has `tools: false`,
     // so the request is refused naming the capability.
     let e = explain(
         r#"{"headers":{"x-watershed-privacy":"confidential"},

@@ -20,11 +20,12 @@ use serde::Serialize;
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use watershed_providers::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider,
-    ProviderError, StreamEvent,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings,
+    GeneratedToolCall, Provider, ProviderError, StreamEvent,
 };
 
-use crate::{grammar, scheduler, EngineError, LocalModelConfig};
+use crate::grammar::Grammar;
+use crate::{grammar, scheduler, tools, EngineError, LocalModelConfig};
 
 /// Where loading stands; the engine thread publishes it.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub enum LoadState {
 pub(crate) struct Loaded {
     pub model: Arc<LlamaModel>,
     pub template: LlamaChatTemplate,
+    /// The template's Jinja source (or a built-in template's name), which
+    /// says how tools can be rendered.
+    pub template_source: String,
     pub capabilities: Capabilities,
 }
 
@@ -68,6 +72,10 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub stops: Vec<String>,
     pub sampler: LlamaSampler,
+    /// The grammar the answer is held to, kept out of `sampler` so the
+    /// scheduler checks it against the sampled token first (see
+    /// `scheduler::constrained`).
+    pub grammar: Option<LlamaSampler>,
     /// With `logprobs`: how many alternatives per token to report with it.
     pub top_logprobs: Option<u8>,
     pub tx: tmpsc::UnboundedSender<Result<StreamEvent, ProviderError>>,
@@ -246,7 +254,24 @@ impl LocalEngine {
     /// The templated prompt for `messages`, exactly as it will be tokenized.
     pub fn render_prompt(&self, req: &ChatRequest) -> Result<String, ProviderError> {
         let loaded = self.loaded()?;
-        render(&loaded.model, &loaded.template, req)
+        self.check_tools(req)?;
+        Ok(prompt(loaded, req)?.0)
+    }
+
+    fn check_tools(&self, req: &ChatRequest) -> Result<(), ProviderError> {
+        // Dispatch never sends such a request here (the engine then says it
+        // has no `tools` capability); refusing it keeps a tool call from
+        // being rendered as plain text if that ever changes.
+        if req.needs_tools() && !self.cfg.tools {
+            return Err(ProviderError::bad_request(
+                format!(
+                    "target \"{}\" (local engine) is configured with tools: false",
+                    self.cfg.id
+                ),
+                Some("tools"),
+            ));
+        }
+        Ok(())
     }
 
     /// Tokenizes `text` the way prompts are tokenized (special tokens parsed,
@@ -280,19 +305,10 @@ impl LocalEngine {
         }
     }
 
+    /// Queues `req` and returns its stream: text as generated, or, when the
+    /// answer is held to tool calls, the calls read from it at the end.
     fn submit(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
-        // Dispatch never sends such a request here (the engine says it has no
-        // `tools` capability); refusing it keeps a tool call from being
-        // rendered as plain text if that ever changes.
-        if req.needs_tools() {
-            return Err(ProviderError::bad_request(
-                format!(
-                    "target \"{}\" (local engine) does not support tools",
-                    self.cfg.id
-                ),
-                Some("tools"),
-            ));
-        }
+        self.check_tools(req)?;
         // No image is ever dropped into a text-only prompt: the engine has
         // no `vision`, and says so if one reaches it.
         if let Some(img) = req.messages.iter().flat_map(|m| m.images()).next() {
@@ -305,7 +321,7 @@ impl LocalEngine {
             ));
         }
         let loaded = self.loaded()?;
-        let prompt_text = render(&loaded.model, &loaded.template, req)?;
+        let (prompt_text, plan) = prompt(loaded, req)?;
         let prompt = tokenize(&loaded.model, &prompt_text);
         let ctx = self.cfg.context_tokens;
         let n_prompt = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
@@ -343,8 +359,14 @@ impl LocalEngine {
                 ctx - n_prompt
             }
         };
-        let grammar = grammar::for_format(req.response_format.as_ref())?;
-        let sampler = build_sampler(&loaded.model, req, grammar.as_deref())?;
+        let grammar = match &plan {
+            Some(p) => Some(p.grammar()?),
+            None => grammar::for_format(req.response_format.as_ref())?,
+        };
+        let sampler = build_sampler(&loaded.model, req)?;
+        let grammar = grammar
+            .map(|g| grammar_sampler(&loaded.model, &g))
+            .transpose()?;
         let capacity = (self.cfg.parallel + self.cfg.queue) as usize;
         if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) >= capacity {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -357,6 +379,7 @@ impl LocalEngine {
             max_tokens,
             stops: req.stop.clone(),
             sampler,
+            grammar,
             top_logprobs: req
                 .options
                 .logprobs
@@ -374,7 +397,13 @@ impl LocalEngine {
             Err(_) => Err(TrySendError::Disconnected(job)),
         };
         match sent {
-            Ok(()) => Ok(Box::pin(UnboundedReceiverStream::new(rx))),
+            Ok(()) => {
+                let stream: ChatStream = Box::pin(UnboundedReceiverStream::new(rx));
+                Ok(match plan {
+                    Some(p) => tools::read_calls(stream, p.format),
+                    None => stream,
+                })
+            }
             Err(TrySendError::Full(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(self.busy())
@@ -529,7 +558,7 @@ impl Provider for LocalEngine {
             upstream_model: self.stem.clone(),
             streaming: true,
             json_mode: true,
-            tools: false,
+            tools: self.cfg.tools,
             embeddings: self.cfg.embeddings,
             embedding_dimensions: false,
             vision: false,
@@ -542,11 +571,18 @@ impl Provider for LocalEngine {
         let mut stream = self.submit(req)?;
         let mut text = String::new();
         let mut logprobs = Vec::new();
+        let mut tool_calls: Vec<GeneratedToolCall> = Vec::new();
         while let Some(item) = stream.next().await {
             match item? {
                 StreamEvent::Delta(d) => text.push_str(&d),
-                // The engine generates no tool calls (it refuses tools above).
-                StreamEvent::ToolCall(_) => {}
+                StreamEvent::ToolCall(d) => match tool_calls.get_mut(d.index as usize) {
+                    Some(c) => c.arguments.push_str(&d.arguments),
+                    None => tool_calls.push(GeneratedToolCall {
+                        id: d.id.unwrap_or_default(),
+                        name: d.name.unwrap_or_default(),
+                        arguments: d.arguments,
+                    }),
+                },
                 StreamEvent::Logprobs(lp) => {
                     if let Some(items) = lp.get("content").and_then(|c| c.as_array()) {
                         logprobs.extend(items.iter().cloned());
@@ -555,7 +591,7 @@ impl Provider for LocalEngine {
                 StreamEvent::Done(done) => {
                     return Ok(ChatResponse {
                         text,
-                        tool_calls: Vec::new(),
+                        tool_calls,
                         done,
                         logprobs: req
                             .options
@@ -611,26 +647,78 @@ pub(crate) fn file_stem(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-fn render(
-    model: &LlamaModel,
-    template: &LlamaChatTemplate,
+/// The prompt for `req` and, when its answer is held to tool calls, the plan
+/// for them. A request without tools goes through llama.cpp's own template
+/// engine as before; one with tools (or earlier calls) through the
+/// template's own Jinja source where it can express tools, else through the
+/// generic format (see `tools`).
+fn prompt(
+    loaded: &Loaded,
     req: &ChatRequest,
-) -> Result<String, ProviderError> {
+) -> Result<(String, Option<tools::Plan>), ProviderError> {
     if req.messages.is_empty() {
         return Err(ProviderError::bad_request(
             "messages must not be empty",
             Some("messages"),
         ));
     }
-    let mut chat = Vec::with_capacity(req.messages.len());
-    for (i, m) in req.messages.iter().enumerate() {
-        let msg =
-            LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()).map_err(|_| {
-                ProviderError::bad_request(
-                    format!("messages[{i}].content contains a NUL character"),
-                    Some("messages"),
-                )
-            })?;
+    if !req.needs_tools() {
+        let turns: Vec<(String, String)> = req
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str().to_owned(), m.content.clone()))
+            .collect();
+        return Ok((render(&loaded.model, &loaded.template, &turns)?, None));
+    }
+    let format = tools::Format::of_template(&loaded.template_source);
+    let mut plan = tools::plan(req, format)?;
+    if format == tools::Format::Hermes {
+        let vocab = loaded.model.vocab();
+        let text = |t: LlamaToken| {
+            vocab
+                .text(t)
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        // The tokenizer adds BOS itself where the model wants one.
+        let bos = if vocab.should_add_bos() {
+            String::new()
+        } else {
+            text(vocab.bos())
+        };
+        match tools::render_native(
+            &loaded.template_source,
+            req,
+            plan.as_ref(),
+            &bos,
+            &text(vocab.eos()),
+        ) {
+            Ok(p) => return Ok((p, plan)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the model's chat template cannot render tools; using the generic format");
+                if let Some(p) = plan.as_mut() {
+                    p.format = tools::Format::Generic;
+                }
+            }
+        }
+    }
+    let turns = tools::generic_turns(req, plan.as_ref());
+    Ok((render(&loaded.model, &loaded.template, &turns)?, plan))
+}
+
+fn render(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    turns: &[(String, String)],
+) -> Result<String, ProviderError> {
+    let mut chat = Vec::with_capacity(turns.len());
+    for (i, (role, content)) in turns.iter().enumerate() {
+        let msg = LlamaChatMessage::new(role.clone(), content.clone()).map_err(|_| {
+            ProviderError::bad_request(
+                format!("messages[{i}].content contains a NUL character"),
+                Some("messages"),
+            )
+        })?;
         chat.push(msg);
     }
     model
@@ -674,11 +762,20 @@ fn logit_biases(
         .collect()
 }
 
-fn build_sampler(
-    model: &LlamaModel,
-    req: &ChatRequest,
-    grammar: Option<&str>,
-) -> Result<LlamaSampler, ProviderError> {
+fn grammar_sampler(model: &LlamaModel, g: &Grammar) -> Result<LlamaSampler, ProviderError> {
+    match &g.trigger {
+        None => LlamaSampler::grammar(model, &g.gbnf, "root"),
+        Some(t) => LlamaSampler::grammar_lazy(model, &g.gbnf, "root", [t.as_bytes()], &[]),
+    }
+    .map_err(|e| {
+        ProviderError::bad_request(
+            format!("{} gives a grammar llama.cpp rejects: {e}", g.field),
+            Some(g.field),
+        )
+    })
+}
+
+fn build_sampler(model: &LlamaModel, req: &ChatRequest) -> Result<LlamaSampler, ProviderError> {
     let temperature = req.temperature.unwrap_or(1.0);
     if !temperature.is_finite() || temperature < 0.0 {
         return Err(ProviderError::bad_request(
@@ -695,7 +792,7 @@ fn build_sampler(
     }
     let mut chain = Vec::new();
     // Biases and penalties change the logits, so they come before the
-    // grammar and the samplers that pick from them.
+    // samplers that pick from them (the grammar, if any, is applied apart).
     if !req.options.logit_bias.is_empty() {
         chain.push(LlamaSampler::logit_bias(
             model.n_vocab(),
@@ -712,15 +809,6 @@ fn build_sampler(
             frequency,
             presence,
         ));
-    }
-    if let Some(g) = grammar {
-        let s = LlamaSampler::grammar(model, g, "root").map_err(|e| {
-            ProviderError::bad_request(
-                format!("response_format gives a grammar llama.cpp rejects: {e}"),
-                Some("response_format"),
-            )
-        })?;
-        chain.push(s);
     }
     if temperature == 0.0 {
         chain.push(LlamaSampler::greedy());

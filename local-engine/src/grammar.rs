@@ -4,8 +4,20 @@
 
 use watershed_providers::{ProviderError, ResponseFormat};
 
+/// A grammar for the sampler: applied from the first token, or, when lazy,
+/// only from the first occurrence of `trigger` on (llama.cpp's lazy grammar).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Grammar {
+    pub gbnf: String,
+    pub trigger: Option<String>,
+    /// The request field the grammar comes from, for error messages.
+    pub field: &'static str,
+}
+
 /// The grammar for a response format, or `None` when output is free text.
-pub fn for_format(format: Option<&ResponseFormat>) -> Result<Option<String>, ProviderError> {
+pub(crate) fn for_format(
+    format: Option<&ResponseFormat>,
+) -> Result<Option<Grammar>, ProviderError> {
     let schema = match format {
         None | Some(ResponseFormat::Text) => return Ok(None),
         Some(ResponseFormat::JsonObject) => serde_json::json!({"type": "object"}),
@@ -13,7 +25,13 @@ pub fn for_format(format: Option<&ResponseFormat>) -> Result<Option<String>, Pro
     };
     let text = schema.to_string();
     llama_cpp_2::json_schema_to_grammar(&text)
-        .map(Some)
+        .map(|gbnf| {
+            Some(Grammar {
+                gbnf,
+                trigger: None,
+                field: "response_format",
+            })
+        })
         .map_err(|e| {
             ProviderError::bad_request(
                 format!("response_format.json_schema cannot be turned into a grammar: {e}"),

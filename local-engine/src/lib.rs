@@ -10,6 +10,7 @@ pub mod gguf;
 mod grammar;
 mod scheduler;
 mod text;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub struct LocalModelConfig {
     pub queue: u32,
     /// Serve embeddings (mean pooling over the model's last hidden states).
     pub embeddings: bool,
+    /// Serve tool calling; with `false` the engine refuses requests with tools.
+    pub tools: bool,
 }
 
 impl LocalModelConfig {
@@ -57,6 +60,7 @@ impl LocalModelConfig {
             moe_experts_on_cpu: false,
             queue: 64,
             embeddings: true,
+            tools: true,
         }
     }
 }

@@ -21,6 +21,9 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LogOptions};
 use tokio::sync::watch;
@@ -257,15 +260,17 @@ fn describe(
         "n_params_llama".to_owned(),
         serde_json::json!(model.n_params()),
     );
+    let template_source = template.to_string().unwrap_or_default();
     Ok(Loaded {
         model: Arc::clone(model),
         template,
+        template_source,
         capabilities: Capabilities {
             kind: BackendKind::Local,
             upstream_model: upstream,
             streaming: true,
             json_mode: true,
-            tools: false,
+            tools: cfg.tools,
             embeddings: cfg.embeddings,
             embedding_dimensions: false,
             vision: false,
@@ -615,8 +620,11 @@ impl<'m> Scheduler<'m> {
         let Some(a) = self.slots[i].active.as_mut() else {
             return;
         };
-        let token = a.job.sampler.sample(&self.ctx, idx);
         let vocab = model.vocab();
+        let token = match a.job.grammar.as_mut() {
+            None => a.job.sampler.sample(&self.ctx, idx),
+            Some(g) => constrained(&self.ctx, idx, &mut a.job.sampler, g, vocab.eos()),
+        };
         let logprobs = match a.job.top_logprobs {
             Some(k) if !vocab.is_eog(token) => Some(token_logprobs(
                 self.ctx.get_logits_ith(idx),
@@ -783,6 +791,37 @@ impl<'m> Scheduler<'m> {
             Err(p) => *p.into_inner() = stats,
         }
     }
+}
+
+/// Samples under a grammar the way llama.cpp's common sampler does: the
+/// token the other samplers pick is checked against the grammar alone, and
+/// only when the grammar rejects it are the whole vocabulary's logits
+/// constrained and the pick made again. Checking every token of a large
+/// vocabulary against the grammar at each step is what makes constrained
+/// output slow; most picks already fit. Both samplers then accept the token.
+fn constrained(
+    ctx: &LlamaContext<'_>,
+    idx: i32,
+    chain: &mut LlamaSampler,
+    grammar: &mut LlamaSampler,
+    eos: LlamaToken,
+) -> LlamaToken {
+    let mut cur = ctx.token_data_array_ith(idx);
+    chain.apply(&mut cur);
+    let fits = cur.selected_token().filter(|t| {
+        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(*t, 1.0, 0.0)], false);
+        grammar.apply(&mut one);
+        one.data.first().is_some_and(|d| d.logit().is_finite())
+    });
+    let token = fits.unwrap_or_else(|| {
+        let mut cur = ctx.token_data_array_ith(idx);
+        grammar.apply(&mut cur);
+        chain.apply(&mut cur);
+        cur.selected_token().unwrap_or(eos)
+    });
+    grammar.accept(token);
+    chain.accept(token);
+    token
 }
 
 /// One token's entry in OpenAI's `logprobs.content`: its log probability

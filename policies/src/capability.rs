@@ -260,12 +260,13 @@ pub fn builtin(provider: ProviderKind, model: &str) -> TargetCapabilities {
 }
 
 /// A local engine's capabilities before its model is loaded: JSON schema
-/// through a grammar, logprobs natively, no images; tool calling as the
-/// engine reports it and the context window from the GGUF, filled in by the
-/// gateway (`context_tokens` here is the configured one).
-pub fn local(context_tokens: u32, embeddings: bool) -> TargetCapabilities {
+/// and tool calls through a grammar (unless `tools: false`), logprobs
+/// natively, no images. The gateway replaces tool calling with what the
+/// engine reports and lowers the window to the GGUF's (`context_tokens` here
+/// is the configured one).
+pub fn local(context_tokens: u32, embeddings: bool, tools: bool) -> TargetCapabilities {
     TargetCapabilities {
-        tools: false,
+        tools,
         json_schema: true,
         vision: false,
         embeddings,

@@ -450,9 +450,14 @@ routes:
 
     #[test]
     fn targets_without_tools_are_skipped_and_none_left_is_a_bad_request() {
+        // A local engine does tools unless its config says `tools: false`.
         let cfg = load_config(POLICY, "p.yaml").unwrap();
         let mut facts = RequestFacts::new("auto", PrivacyLevel::Public);
         facts.needs.tools = true;
+        assert_eq!(decide(&cfg, &facts).unwrap().targets, vec!["gpt", "local"]);
+        assert_eq!(skip_reason(&cfg, "local", &facts), None);
+        let no_tools = POLICY.replace("gguf: m.gguf }", "gguf: m.gguf, tools: false }");
+        let cfg = load_config(&no_tools, "p.yaml").unwrap();
         let d = decide(&cfg, &facts).unwrap();
         assert_eq!(d.targets, vec!["gpt".to_string()]);
         assert!(
@@ -470,7 +475,7 @@ routes:
         // A confidential request whose only trusted targets cannot do tools
         // fails closed, as a bad request naming the capability.
         let only_local = load_config(
-            "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf }\n  gpt: { provider: openai, api_key_env: K }\nroutes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  - name: rest\n    to: [gpt]\n",
+            "version: 1\nmodels:\n  local: { engine: local, gguf: m.gguf, tools: false }\n  gpt: { provider: openai, api_key_env: K }\nroutes:\n  - name: home\n    when: { privacy: \">= confidential\" }\n    to: [local]\n  - name: rest\n    to: [gpt]\n",
             "p.yaml",
         )
         .unwrap();

@@ -1159,7 +1159,7 @@ fn capabilities_override_the_built_in_facts() {
     .unwrap();
     let caps = |id: &str| cfg.target(id).unwrap().capabilities;
     let local = caps("local");
-    assert!(!local.tools && local.json_schema && local.logprobs && !local.vision);
+    assert!(local.tools && local.json_schema && local.logprobs && !local.vision);
     assert!(!local.embeddings);
     assert_eq!(local.context_tokens, Some(2048));
     let vllm = caps("vllm");
@@ -1250,4 +1250,33 @@ routes:
         public.uninspectable,
         watershed_policies::PrivacyLevel::Public
     );
+}
+
+#[test]
+fn tools_false_turns_tool_calling_off_for_a_local_target_and_is_refused_on_a_remote_one() {
+    let ok = load_config(
+        "\
+version: 1
+models:
+  local: { engine: local, gguf: m.gguf }
+  off: { engine: local, gguf: m.gguf, tools: false }
+  gpt: { provider: openai, api_key_env: K }
+routes:
+  - name: rest
+    to: [local]
+",
+        "p.yaml",
+    )
+    .unwrap();
+    for (id, tools) in [("local", true), ("off", false), ("gpt", true)] {
+        assert_eq!(ok.models[id].capabilities.tools, tools, "{id}");
+    }
+    let err = load_config(
+        "version: 1\nmodels:\n  gpt: { provider: openai, api_key_env: K, tools: false }\nroutes:\n  - name: rest\n    to: [gpt]\n",
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("models.gpt.tools"), "{err}");
+    assert!(err.contains("is for the local engine"), "{err}");
 }

@@ -38,6 +38,7 @@ models:
     # A window that holds the 4 MiB prompts: they stay home for their
     # privacy, not because no target is large enough.
     context_tokens: 2000000
+    tools: false
   gpt:
     provider: openai
     base_url: "{openai}"
@@ -396,8 +397,8 @@ async fn no_detectable_value_in_any_field_reaches_an_untrusted_target() {
             }
         } else if field.starts_with("tool") {
             // Confidential or restricted with tools: only `local` may serve,
-            // and it cannot do tools, so the request fails closed at once
-            // with a 400 naming the capability.
+            // and it is configured with `tools: false`, so the request fails
+            // closed at once with a 400 naming the capability.
             assert_eq!(status, 400, "{case}");
             assert!(answer.contains(r#"capability \"tools\""#), "{case}");
             assert_eq!(after, before, "{case}: the request left");

@@ -347,16 +347,17 @@ async fn confidential_text_in_any_responses_field_stays_home_and_bad_input_names
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(backend.as_deref(), Some("local"), "input item");
-    // In a tool definition: the only trusted target, the local engine, has
-    // no tools, so the request fails closed naming the capability.
-    let (status, _, body) = post(json!({
+    // In a tool definition: the only trusted target, the local engine,
+    // serves it with its own tool calling.
+    let (status, backend, body) = post(json!({
         "model": "gpt-5.4-mini",
         "input": "What is the weather?",
         "tools": [{"type": "function", "name": "get_weather", "description": format!("Ask {secret} for the weather")}],
+        "max_output_tokens": 16,
     }))
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["param"], "tools", "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(backend.as_deref(), Some("local"), "tool definition");
     assert!(
         mock.requests().is_empty(),
         "a confidential request left the gateway: {:?}",
@@ -417,13 +418,16 @@ async fn confidential_text_in_any_responses_field_stays_home_and_bad_input_names
     let rows = ledger(gw).await;
     assert_eq!(
         rows.len(),
-        3,
-        "two kept home, one sent out; refusals leave none"
+        4,
+        "three kept home, one sent out; refusals leave none"
     );
     let privacies: Vec<String> = rows.iter().map(|r| r.get("privacy")).collect();
-    assert_eq!(privacies[..2], ["confidential", "confidential"]);
+    assert_eq!(
+        privacies[..3],
+        ["confidential", "confidential", "confidential"]
+    );
     let backends: Vec<String> = rows.iter().map(|r| r.get("backend")).collect();
-    assert_eq!(backends, ["local", "local", "gpt-5.4-mini"]);
+    assert_eq!(backends, ["local", "local", "local", "gpt-5.4-mini"]);
 }
 
 /// The `(event, data)` pairs of a Responses event stream; each data's

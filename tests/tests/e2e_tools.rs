@@ -2,7 +2,7 @@
 //! OpenAI clients served by an Anthropic target and Anthropic clients by an
 //! OpenAI target, plain and streamed, a whole call → result → answer round
 //! trip with the ids kept, placeholders restored inside tool-call
-//! arguments, the local engine skipped for lacking tools (and a
+//! arguments, a local engine configured with `tools: false` skipped (and a
 //! confidential request with tools failing closed with a 400), and the
 //! ledger rows each request leaves.
 
@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use watershed_tests::harness::Gateway;
 use watershed_tests::mock::MockUpstream;
+use watershed_tests::sse::{anthropic_streamed_call, openai_streamed_call};
 
-/// `claude` is reached after `local`, which cannot do tools (and cannot load
-/// here); `gpt` redacts e-mail addresses, which are `internal`.
+/// `claude` is reached after `local`, configured without tools (and unable
+/// to load here); `gpt` redacts e-mail addresses, which are `internal`.
 fn config(openai: &str, anthropic: &str) -> String {
     format!(
         r#"version: 1
@@ -27,6 +28,7 @@ models:
   local:
     engine: local
     gguf: "{{dir}}/does-not-exist.gguf"
+    tools: false
   gpt:
     provider: openai
     base_url: "{openai}"
@@ -121,85 +123,6 @@ fn weather_tool_anthropic() -> Value {
         "description": "Weather for a city",
         "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
     })
-}
-
-/// The `data:` payloads of an OpenAI stream, `[DONE]` excluded.
-fn openai_chunks(sse: &str) -> Vec<Value> {
-    let datas: Vec<&str> = sse
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
-    assert_eq!(datas.last(), Some(&"[DONE]"), "{sse}");
-    datas[..datas.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
-/// The one tool call an OpenAI stream makes, assembled from its pieces:
-/// (id, name, arguments, finish reason).
-fn openai_streamed_call(sse: &str) -> (String, String, String, String) {
-    let (mut id, mut name, mut args, mut finish) =
-        (String::new(), String::new(), String::new(), String::new());
-    for c in openai_chunks(sse) {
-        let Some(choice) = c["choices"].get(0) else {
-            continue;
-        };
-        if let Some(calls) = choice["delta"]["tool_calls"].as_array() {
-            for call in calls {
-                assert_eq!(call["index"], 0, "{call}");
-                if let Some(s) = call["id"].as_str() {
-                    id = s.to_owned();
-                    assert_eq!(call["type"], "function");
-                }
-                if let Some(s) = call["function"]["name"].as_str() {
-                    name = s.to_owned();
-                }
-                args.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
-            }
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            finish = f.to_owned();
-        }
-    }
-    (id, name, args, finish)
-}
-
-/// The one tool_use an Anthropic stream makes: (id, name, input JSON text,
-/// stop reason).
-fn anthropic_streamed_call(sse: &str) -> (String, String, String, String) {
-    let (mut id, mut name, mut args, mut stop) =
-        (String::new(), String::new(), String::new(), String::new());
-    let mut names = Vec::new();
-    for block in sse.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let event = block
-            .lines()
-            .find_map(|l| l.strip_prefix("event: "))
-            .unwrap();
-        let data: Value = serde_json::from_str(
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(data["type"], event, "{block}");
-        names.push(event.to_owned());
-        match event {
-            "content_block_start" if data["content_block"]["type"] == "tool_use" => {
-                id = data["content_block"]["id"].as_str().unwrap().to_owned();
-                name = data["content_block"]["name"].as_str().unwrap().to_owned();
-            }
-            "content_block_delta" if data["delta"]["type"] == "input_json_delta" => {
-                args.push_str(data["delta"]["partial_json"].as_str().unwrap());
-            }
-            "message_delta" => stop = data["delta"]["stop_reason"].as_str().unwrap().to_owned(),
-            _ => {}
-        }
-    }
-    assert_eq!(names.first().map(String::as_str), Some("message_start"));
-    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
-    (id, name, args, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

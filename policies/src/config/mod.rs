@@ -501,6 +501,9 @@ pub struct LocalSpec {
     pub queue: u32,
     /// Serves embeddings (mean pooling); `embeddings: false` turns it off.
     pub embeddings: bool,
+    /// Serves tool calling (grammar-constrained calls); `tools: false`
+    /// turns it off, so routing skips it for requests with tools.
+    pub tools: bool,
 }
 
 /// Which wire protocol a remote target speaks.

@@ -125,6 +125,8 @@ pub(crate) struct RawTarget {
     pub main_gpu: Option<u32>,
     pub moe_experts_on_cpu: Option<bool>,
     pub queue: Option<u32>,
+    /// `tools: false` keeps tool-calling requests away from a local model.
+    pub tools: Option<bool>,
     // Remote provider.
     pub model: Option<String>,
     pub base_url: Option<String>,
@@ -188,7 +190,7 @@ pub(crate) struct RawBreaker {
 
 impl RawTarget {
     /// Fields that only make sense for the local engine, with whether each is set.
-    pub fn local_fields(&self) -> [(&'static str, bool); 8] {
+    pub fn local_fields(&self) -> [(&'static str, bool); 9] {
         [
             ("gguf", self.gguf.is_some()),
             ("context_tokens", self.context_tokens.is_some()),
@@ -198,6 +200,7 @@ impl RawTarget {
             ("main_gpu", self.main_gpu.is_some()),
             ("moe_experts_on_cpu", self.moe_experts_on_cpu.is_some()),
             ("queue", self.queue.is_some()),
+            ("tools", self.tools.is_some()),
         ]
     }
 

@@ -807,8 +807,9 @@ fn local_target(cx: &mut Ctx<'_>, id: &str, path: &str, raw: RawTarget) -> Optio
                 true
             }
         },
+        tools: raw.tools.unwrap_or(true),
     };
-    let capabilities = crate::capability::local(spec.context_tokens, spec.embeddings);
+    let capabilities = crate::capability::local(spec.context_tokens, spec.embeddings, spec.tools);
     (cx.errors.len() == before).then(|| Target {
         id: id.to_string(),
         trusted: true,
