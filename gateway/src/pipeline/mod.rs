@@ -95,7 +95,7 @@ pub fn failed_response(failed: Failed, wire: Wire) -> Response {
         Wire::Anthropic => {
             let mut resp = (
                 err.status(),
-                axum::Json(anthropic::error_json(err.code, &err.message)),
+                axum::Json(anthropic::error_json(err.code, &anthropic_message(&err))),
             )
                 .into_response();
             if let Some(secs) = err.retry_after_s {
@@ -111,6 +111,16 @@ pub fn failed_response(failed: Failed, wire: Wire) -> Response {
         set_header(&mut resp, "x-watershed-backend", backend);
     }
     resp
+}
+
+/// An error's message for an Anthropic client, whose error body has no
+/// `param`: the field leads the message (`field: message`), as Anthropic's
+/// own errors put it, unless the message already names it.
+fn anthropic_message(err: &ApiError) -> String {
+    match &err.param {
+        Some(p) if !err.message.contains(p.as_str()) => format!("{p}: {}", err.message),
+        _ => err.message.clone(),
+    }
 }
 
 /// The Responses API's name for a field the pipeline names as chat
@@ -623,6 +633,37 @@ pub fn set_header(resp: &mut Response, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_anthropic_client_hears_the_field_in_the_message() {
+        let message = |param: Option<&str>, text: &str| {
+            let err = ApiError {
+                param: param.map(str::to_owned),
+                ..ApiError::new(ErrorCode::MissingCapability, text)
+            };
+            let resp = failed_response(err.into(), Wire::Anthropic);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let bytes = rt
+                .block_on(axum::body::to_bytes(resp.into_body(), 1 << 16))
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["type"], "error", "{v}");
+            assert!(v["error"].get("param").is_none(), "{v}");
+            v["error"]["message"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            message(Some("messages[0].content[1].source"), "no vision here"),
+            "messages[0].content[1].source: no vision here"
+        );
+        // Named once, not twice; no field, no prefix.
+        assert_eq!(
+            message(Some("tools[1]"), "tools[1] is not a grammar"),
+            "tools[1] is not a grammar"
+        );
+        assert_eq!(message(None, "no vision here"), "no vision here");
+    }
 
     #[test]
     fn a_responses_client_hears_its_own_field_names() {
