@@ -22,6 +22,9 @@ fn config(model: &str) -> String {
     format!(
         r#"version: 1
 ledger: {{ url: "sqlite://{{dir}}/ledger.db" }}
+# An answer held to tool calls arrives whole at its end, so a
+# stream's first event can come late on a loaded two-core machine.
+server: {{ request_deadline_ms: 300000 }}
 models:
   local:
     engine: local
