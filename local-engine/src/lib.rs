@@ -3,6 +3,7 @@
 //! continuous batching, a prefix cache, grammar-constrained JSON output and
 //! exact token accounting. [`LocalEngine`] is a [`watershed_providers::Provider`].
 
+mod choices;
 mod embed;
 mod engine;
 mod error;
