@@ -5,7 +5,9 @@
 //! sequences still prefilling, decodes it, and samples each sequence's next
 //! token. New requests join between steps; finished ones leave. A finished
 //! sequence keeps its KV cells as a prefix cache for the next request that
-//! shares its prompt prefix; a cancelled one frees them.
+//! shares its prompt prefix; a cancelled one frees them. A job whose prompt
+//! a running sequence is still prefilling (the choices of an `n > 1`
+//! request) waits for it and then copies its KV cells.
 
 use std::ffi::CString;
 use std::num::NonZeroU32;
@@ -316,6 +318,10 @@ struct Scheduler<'m> {
     steps: u64,
     batched_tokens: u64,
     closed: bool,
+    /// Jobs taken from the queue whose prompt a running sequence is still
+    /// prefilling (the choices of one `n > 1` request): they start when it
+    /// is done, copying its KV cells instead of decoding the prompt again.
+    deferred: Vec<Job>,
 }
 
 /// What one sequence put into the current batch.
@@ -359,6 +365,7 @@ impl<'m> Scheduler<'m> {
             steps: 0,
             batched_tokens: 0,
             closed: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -368,6 +375,7 @@ impl<'m> Scheduler<'m> {
 
     fn serve(&mut self, jobs: &Receiver<Job>) {
         loop {
+            self.start_deferred();
             if !self.admit(jobs) {
                 return;
             }
@@ -382,8 +390,8 @@ impl<'m> Scheduler<'m> {
     /// Takes queued jobs while a sequence is free. Blocks when nothing runs.
     /// Returns false when the engine is dropped and all work is done.
     fn admit(&mut self, jobs: &Receiver<Job>) -> bool {
-        while self.slots.iter().any(|s| s.active.is_none()) {
-            let job = if self.n_active() > 0 || self.closed {
+        while self.free_slots() > self.deferred.len() {
+            let job = if self.n_active() > 0 || self.closed || !self.deferred.is_empty() {
                 match jobs.try_recv() {
                     Ok(j) => j,
                     Err(TryRecvError::Empty) => break,
@@ -405,9 +413,45 @@ impl<'m> Scheduler<'m> {
             if job.tx.is_closed() {
                 continue;
             }
-            self.start(job);
+            if self.prefilling(&job.prompt) {
+                // Still waiting, as far as the stats tell.
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                self.deferred.push(job);
+            } else {
+                self.start(job);
+            }
         }
-        !(self.closed && self.n_active() == 0)
+        !(self.closed && self.n_active() == 0 && self.deferred.is_empty())
+    }
+
+    fn free_slots(&self) -> usize {
+        self.slots.iter().filter(|s| s.active.is_none()).count()
+    }
+
+    /// Whether a running sequence is still prefilling exactly `prompt`.
+    fn prefilling(&self, prompt: &[LlamaToken]) -> bool {
+        self.slots.iter().any(|s| {
+            s.active
+                .as_ref()
+                .is_some_and(|a| a.prefilled < a.job.prompt.len() && a.job.prompt == prompt)
+        })
+    }
+
+    /// Starts the deferred jobs whose prompt is now in some sequence's KV
+    /// cells (or whose prefilling sequence went away), while slots are free.
+    fn start_deferred(&mut self) {
+        let mut i = 0;
+        while i < self.deferred.len() && self.free_slots() > 0 {
+            if self.prefilling(&self.deferred[i].prompt) && !self.deferred[i].tx.is_closed() {
+                i += 1;
+                continue;
+            }
+            let job = self.deferred.swap_remove(i);
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if !job.tx.is_closed() {
+                self.start(job);
+            }
+        }
     }
 
     /// Places a job in the free sequence that already holds most of its

@@ -1,5 +1,5 @@
-//! `n` choices on the real default model: decoded side by side, each with its
-//! own seed, logprobs and grammar; usage counts the prompt once and sums the
+//! `n` choices on the real default model: decoded side by side from one
+//! prefill of the prompt, each with its own seed, logprobs and grammar; usage counts the prompt once and sums the
 //! choices' tokens; `n` above `parallel` or with tools is refused by name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
@@ -41,7 +41,9 @@ async fn seeded(e: &LocalEngine, n: Option<u32>, seed: u64) -> ChatResponse {
 #[tokio::test]
 async fn n_choices_differ_and_sum_their_tokens() {
     let e = engine_with(|c| c.parallel = 3).await;
+    let before = e.stats().batched_tokens;
     let resp = seeded(&e, Some(3), 7).await;
+    let decoded = e.stats().batched_tokens - before;
     let all = texts(&resp);
     println!("choices: {all:?} usage: {:?}", resp.done.usage);
     assert_eq!(resp.more_choices.len(), 2);
@@ -67,6 +69,14 @@ async fn n_choices_differ_and_sum_their_tokens() {
         per_choice.iter().sum::<u32>()
     );
     assert!(resp.done.usage.completion_tokens > single.done.usage.completion_tokens);
+    // The prompt was decoded once: the other choices copied its KV cells and
+    // decoded only its last token (for logits of their own), then one token
+    // per step each.
+    let prompt = u64::from(resp.done.usage.prompt_tokens);
+    let completion = u64::from(resp.done.usage.completion_tokens);
+    println!("tokens decoded: {decoded} (prompt {prompt}, completion {completion})");
+    assert!(decoded <= prompt + 2 + completion, "{decoded}");
+    assert!(decoded < 2 * prompt + completion - 3, "{decoded}");
     // Choice i is seeded with seed + i: choice 0 is the one-choice answer of
     // the same seed, choice 1 that of the next seed.
     assert_eq!(all[0], single.text);
