@@ -9,6 +9,7 @@ mod engine;
 mod error;
 pub mod gguf;
 mod grammar;
+mod load;
 mod scheduler;
 mod text;
 mod tools;
