@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
@@ -20,12 +19,12 @@ use serde::Serialize;
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use watershed_providers::{
-    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings,
-    GeneratedToolCall, Provider, ProviderError, StreamEvent,
+    BackendKind, Capabilities, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider,
+    ProviderError, StreamEvent,
 };
 
 use crate::grammar::Grammar;
-use crate::{grammar, scheduler, tools, EngineError, LocalModelConfig};
+use crate::{choices, grammar, scheduler, tools, EngineError, LocalModelConfig};
 
 /// Where loading stands; the engine thread publishes it.
 #[derive(Debug, Clone)]
@@ -305,10 +304,14 @@ impl LocalEngine {
         }
     }
 
-    /// Queues `req` and returns its stream: text as generated, or, when the
-    /// answer is held to tool calls, the calls read from it at the end.
-    fn submit(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+    /// Queues `req` as `choices` jobs, decoded side by side as sequences of
+    /// their own, and returns their streams in choice order: text as
+    /// generated, or, when the answer is held to tool calls, the calls read
+    /// from it at the end. Choice `i` samples with `seed + i`, so seeded
+    /// choices differ and are each reproducible; each is held to the grammar.
+    fn submit(&self, req: &ChatRequest, choices: u32) -> Result<Vec<ChatStream>, ProviderError> {
         self.check_tools(req)?;
+        choices::check(req, choices, &self.cfg)?;
         // No image is ever dropped into a text-only prompt: the engine has
         // no `vision`, and says so if one reaches it.
         if let Some(img) = req.messages.iter().flat_map(|m| m.images()).next() {
@@ -363,31 +366,55 @@ impl LocalEngine {
             Some(p) => Some(p.grammar()?),
             None => grammar::for_format(req.response_format.as_ref())?,
         };
-        let sampler = build_sampler(&loaded.model, req)?;
-        let grammar = grammar
-            .map(|g| grammar_sampler(&loaded.model, &g))
-            .transpose()?;
-        let capacity = (self.cfg.parallel + self.cfg.queue) as usize;
-        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) >= capacity {
-            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let mut samplers = Vec::with_capacity(choices as usize);
+        for i in 0..choices {
+            let sampler = build_sampler(&loaded.model, req, i)?;
+            let grammar = grammar
+                .as_ref()
+                .map(|g| grammar_sampler(&loaded.model, g))
+                .transpose()?;
+            samplers.push((sampler, grammar));
+        }
+        // A request for n choices takes n places of `parallel + queue`, all
+        // at once or none.
+        let capacity = self.cfg.parallel as usize + self.cfg.queue as usize;
+        let n = choices as usize;
+        if self.shared.in_flight.fetch_add(n, Ordering::AcqRel) + n > capacity {
+            self.shared.in_flight.fetch_sub(n, Ordering::AcqRel);
             return Err(self.busy());
         }
-        let permit = Permit(Arc::clone(&self.shared));
-        let (tx, rx) = tmpsc::unbounded_channel();
-        let job = Job {
-            prompt,
-            max_tokens,
-            stops: req.stop.clone(),
-            sampler,
-            grammar,
-            top_logprobs: req
-                .options
-                .logprobs
-                .then(|| req.options.top_logprobs.unwrap_or(0)),
-            tx,
-            enqueued: Instant::now(),
-            _permit: permit,
-        };
+        let permits: Vec<Permit> = (0..n).map(|_| Permit(Arc::clone(&self.shared))).collect();
+        let mut streams = Vec::with_capacity(n);
+        for ((sampler, grammar), permit) in samplers.into_iter().zip(permits) {
+            let (tx, rx) = tmpsc::unbounded_channel();
+            let job = Job {
+                prompt: prompt.clone(),
+                max_tokens,
+                stops: req.stop.clone(),
+                sampler,
+                grammar,
+                top_logprobs: req
+                    .options
+                    .logprobs
+                    .then(|| req.options.top_logprobs.unwrap_or(0)),
+                tx,
+                enqueued: Instant::now(),
+                _permit: permit,
+            };
+            // A choice sent before a later one fails is cancelled when its
+            // stream, dropped with this error, closes its channel.
+            self.send(job)?;
+            let stream: ChatStream = Box::pin(UnboundedReceiverStream::new(rx));
+            streams.push(match &plan {
+                Some(p) => tools::read_calls(stream, p.format),
+                None => stream,
+            });
+        }
+        Ok(streams)
+    }
+
+    /// Hands `job` to the engine thread, or says why it cannot take it.
+    fn send(&self, job: Job) -> Result<(), ProviderError> {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let sent = match self.jobs.lock() {
             Ok(jobs) => match jobs.as_ref() {
@@ -397,13 +424,7 @@ impl LocalEngine {
             Err(_) => Err(TrySendError::Disconnected(job)),
         };
         match sent {
-            Ok(()) => {
-                let stream: ChatStream = Box::pin(UnboundedReceiverStream::new(rx));
-                Ok(match plan {
-                    Some(p) => tools::read_calls(stream, p.format),
-                    None => stream,
-                })
-            }
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(self.busy())
@@ -530,7 +551,8 @@ impl LocalEngine {
 /// Whether the local engine honours option `field`: `seed`, the two
 /// penalties (llama.cpp's penalties sampler), `logit_bias` (token ids of
 /// the model's vocabulary) and `logprobs` / `top_logprobs` (a log-softmax
-/// over the logits each token was drawn from).
+/// over the logits each token was drawn from), and `n` (that many sequences
+/// decoded side by side, up to `parallel`).
 pub fn sends_option(field: &str) -> bool {
     matches!(
         field,
@@ -540,6 +562,7 @@ pub fn sends_option(field: &str) -> bool {
             | "logit_bias"
             | "logprobs"
             | "top_logprobs"
+            | "n"
     )
 }
 
@@ -568,48 +591,29 @@ impl Provider for LocalEngine {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let mut stream = self.submit(req)?;
-        let mut text = String::new();
-        let mut logprobs = Vec::new();
-        let mut tool_calls: Vec<GeneratedToolCall> = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item? {
-                StreamEvent::Delta(d) => text.push_str(&d),
-                StreamEvent::ToolCall(d) => match tool_calls.get_mut(d.index as usize) {
-                    Some(c) => c.arguments.push_str(&d.arguments),
-                    None => tool_calls.push(GeneratedToolCall {
-                        id: d.id.unwrap_or_default(),
-                        name: d.name.unwrap_or_default(),
-                        arguments: d.arguments,
-                    }),
-                },
-                StreamEvent::Logprobs(lp) => {
-                    if let Some(items) = lp.get("content").and_then(|c| c.as_array()) {
-                        logprobs.extend(items.iter().cloned());
-                    }
-                }
-                StreamEvent::Done(done) => {
-                    return Ok(ChatResponse {
-                        text,
-                        tool_calls,
-                        done,
-                        logprobs: req
-                            .options
-                            .logprobs
-                            .then(|| serde_json::json!({"content": logprobs, "refusal": null})),
-                        more_choices: Vec::new(),
-                    })
-                }
-            }
-        }
-        Err(ProviderError::Internal(format!(
-            "the engine for \"{}\" ended the answer without finishing it",
-            self.cfg.id
-        )))
+        let streams = self.submit(req, req.options.n.unwrap_or(1))?;
+        let id = self.cfg.id.as_str();
+        let answers = futures::future::try_join_all(
+            streams.into_iter().map(|s| choices::collect(s, req, id)),
+        )
+        .await?;
+        choices::merge_choices(answers).ok_or_else(|| {
+            ProviderError::Internal(format!("the engine for \"{}\" gave no choice", self.cfg.id))
+        })
     }
 
+    /// One choice only: a stream carries no choice index.
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
-        self.submit(req)
+        if let Some(n) = req.options.n.filter(|n| *n > 1) {
+            return Err(ProviderError::bad_request(
+                format!("\"n\": {n} is not supported with \"stream\": true"),
+                Some("n"),
+            ));
+        }
+        let mut streams = self.submit(req, 1)?;
+        streams.pop().ok_or_else(|| {
+            ProviderError::Internal(format!("the engine for \"{}\" gave no stream", self.cfg.id))
+        })
     }
 
     /// Mean-pooled, L2-normalised vectors from the loaded model, one input
@@ -775,7 +779,12 @@ fn grammar_sampler(model: &LlamaModel, g: &Grammar) -> Result<LlamaSampler, Prov
     })
 }
 
-fn build_sampler(model: &LlamaModel, req: &ChatRequest) -> Result<LlamaSampler, ProviderError> {
+/// The sampler chain of choice `choice`: seeded with `seed + choice`.
+fn build_sampler(
+    model: &LlamaModel,
+    req: &ChatRequest,
+    choice: u32,
+) -> Result<LlamaSampler, ProviderError> {
     let temperature = req.temperature.unwrap_or(1.0);
     if !temperature.is_finite() || temperature < 0.0 {
         return Err(ProviderError::bad_request(
@@ -820,7 +829,7 @@ fn build_sampler(model: &LlamaModel, req: &ChatRequest) -> Result<LlamaSampler, 
         // llama.cpp picks a random seed for u32::MAX (LLAMA_DEFAULT_SEED).
         let seed = req
             .seed
-            .map(|s| ((s ^ (s >> 32)) as u32).min(u32::MAX - 1))
+            .map(|s| (((s ^ (s >> 32)) as u32).wrapping_add(choice)).min(u32::MAX - 1))
             .unwrap_or(u32::MAX);
         chain.push(LlamaSampler::dist(seed));
     }

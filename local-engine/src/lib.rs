@@ -3,11 +3,13 @@
 //! continuous batching, a prefix cache, grammar-constrained JSON output and
 //! exact token accounting. [`LocalEngine`] is a [`watershed_providers::Provider`].
 
+mod choices;
 mod embed;
 mod engine;
 mod error;
 pub mod gguf;
 mod grammar;
+mod load;
 mod scheduler;
 mod text;
 mod tools;

@@ -5,22 +5,19 @@
 //! sequences still prefilling, decodes it, and samples each sequence's next
 //! token. New requests join between steps; finished ones leave. A finished
 //! sequence keeps its KV cells as a prefix cache for the next request that
-//! shares its prompt prefix; a cancelled one frees them.
+//! shares its prompt prefix; a cancelled one frees them. A job whose prompt
+//! a running sequence is still prefilling (the choices of an `n > 1`
+//! request) waits for it and then copies its KV cells.
 
-use std::ffi::CString;
-use std::num::NonZeroU32;
-use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
-use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
@@ -28,18 +25,17 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LogOptions};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
-use watershed_providers::{
-    BackendKind, Capabilities, Completion, FinishReason, ProviderError, StreamEvent, Usage,
-};
+use watershed_providers::{Completion, FinishReason, ProviderError, StreamEvent, Usage};
 
-use crate::engine::{file_stem, EngineStats, Job, LoadState, Loaded, Shared, SlotStats};
+use crate::engine::{EngineStats, Job, LoadState, Shared, SlotStats};
+use crate::load::{describe, load_model, new_context};
 use crate::text::OutputFilter;
-use crate::{gguf, EngineError, LocalModelConfig};
+use crate::LocalModelConfig;
 
 /// Tokens per decode call. A prompt longer than what is left of this after the
 /// decoding sequences' tokens is prefilled over several steps, so a long prompt
 /// delays the others by at most one such chunk per step.
-const BATCH: usize = 512;
+pub(crate) const BATCH: usize = 512;
 
 /// llama.cpp's backend may be initialised once per process.
 pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
@@ -102,184 +98,6 @@ pub(crate) fn run(
     info!(model = %cfg.id, "engine thread stopped");
 }
 
-type LoadedModel = (gguf::GgufFile, Arc<LlamaModel>, &'static LlamaBackend);
-
-fn load_model(cfg: &LocalModelConfig) -> Result<LoadedModel, EngineError> {
-    let path = &cfg.gguf;
-    let file = gguf::read(path).map_err(|p| EngineError::ModelFile {
-        path: path.clone(),
-        reason: p.0,
-    })?;
-    let backend = backend().map_err(|reason| EngineError::Load {
-        path: path.clone(),
-        reason: format!("llama.cpp backend: {reason}"),
-    })?;
-    info!(
-        model = %cfg.id,
-        path = %path.display(),
-        architecture = file.architecture().unwrap_or("unknown"),
-        bytes = file.file_len,
-        "loading local model"
-    );
-    let id = cfg.id.clone();
-    let mut last_tenth = -1i32;
-    let mut params = LlamaModelParams::default();
-    if !cfg.fit_to_memory {
-        params = params.with_n_gpu_layers(cfg.gpu_layers.unwrap_or(u32::MAX).min(i32::MAX as u32));
-    }
-    let mut params = params
-        .with_main_gpu(i32::try_from(cfg.main_gpu).unwrap_or(0))
-        .with_progress_callback(move |p| {
-            let tenth = (p * 10.0).floor() as i32;
-            if tenth > last_tenth {
-                last_tenth = tenth;
-                info!(model = %id, percent = tenth * 10, "loading local model");
-            }
-            true
-        });
-    if cfg.main_gpu > 0 {
-        // llama.cpp only honours main_gpu when the model is not split across GPUs.
-        params = params.with_split_mode(LlamaSplitMode::None);
-    }
-    let mut params = pin!(params);
-    if cfg.fit_to_memory {
-        fit(cfg, params.as_mut())?;
-    } else if cfg.moe_experts_on_cpu {
-        params.as_mut().add_cpu_moe_override();
-    }
-    let model =
-        LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
-            path: path.clone(),
-            reason: format!(
-                "{e} (the header is valid; the architecture may be unsupported by this llama.cpp \
-             or a tensor may be missing or malformed; the llama.cpp log above has details)"
-            ),
-        })?;
-    Ok((file, Arc::new(model), backend))
-}
-
-/// GPU memory left free for compute buffers and other processes when fitting.
-const FIT_MARGIN_BYTES: usize = 1 << 30;
-
-/// Lets llama.cpp choose the GPU layers and tensor placement that fit free GPU
-/// memory for this model at the configured context (which it may not shrink).
-fn fit(cfg: &LocalModelConfig, params: Pin<&mut LlamaModelParams>) -> Result<(), EngineError> {
-    // llama.cpp's fitting swaps the global logger: one model at a time.
-    static FITTING: Mutex<()> = Mutex::new(());
-    let _guard = FITTING.lock().unwrap_or_else(|p| p.into_inner());
-    let path = CString::new(cfg.gguf.as_os_str().as_encoded_bytes()).map_err(|_| {
-        EngineError::ModelFile {
-            path: cfg.gguf.clone(),
-            reason: "the path contains a NUL byte".to_owned(),
-        }
-    })?;
-    let mut cparams = context_params(cfg);
-    let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
-    let mut margins = vec![FIT_MARGIN_BYTES; llama_cpp_2::max_devices()];
-    const LOG_INFO: u32 = 2;
-    match params.fit_params(&path, &mut cparams, &mut margins, cells, LOG_INFO) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(EngineError::Load {
-            path: cfg.gguf.clone(),
-            reason: format!(
-                "gpu_layers: fit found no placement for {cells} KV cells in free GPU memory: {e}"
-            ),
-        }),
-    }
-}
-
-fn context_params(cfg: &LocalModelConfig) -> LlamaContextParams {
-    let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
-    LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(cells))
-        .with_n_batch(BATCH as u32)
-        .with_n_ubatch(BATCH as u32)
-        .with_n_seq_max(cfg.parallel)
-        // One KV stream per sequence: attention then reads only the sequence's
-        // own cells, so a sequence decoded among others gives bit for bit the
-        // logits it gives alone (with one shared buffer, the other sequences'
-        // masked cells change the float reductions, and sampled answers drift).
-        // The price: a shared prefix is copied as KV data, not as metadata.
-        .with_kv_unified(false)
-        .with_n_threads(threads(cfg))
-        .with_n_threads_batch(threads(cfg))
-}
-
-fn threads(cfg: &LocalModelConfig) -> i32 {
-    let n = cfg.threads.map(|t| t as usize).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(4)
-    });
-    i32::try_from(n.max(1)).unwrap_or(4)
-}
-
-fn new_context<'m>(
-    cfg: &LocalModelConfig,
-    model: &'m LlamaModel,
-    backend: &LlamaBackend,
-) -> Result<LlamaContext<'m>, EngineError> {
-    let cells = cfg.context_tokens.saturating_mul(cfg.parallel);
-    let params = context_params(cfg);
-    if model.n_ctx_train() > 0 && cfg.context_tokens > model.n_ctx_train() {
-        warn!(
-            model = %cfg.id,
-            context_tokens = cfg.context_tokens,
-            trained = model.n_ctx_train(),
-            "context_tokens is larger than the model was trained for"
-        );
-    }
-    model
-        .new_context(backend, params)
-        .map_err(|e| EngineError::Context {
-            id: cfg.id.clone(),
-            reason: format!("{e} ({cells} KV cells for {} sequences)", cfg.parallel),
-        })
-}
-
-fn describe(
-    cfg: &LocalModelConfig,
-    file: &gguf::GgufFile,
-    model: &Arc<LlamaModel>,
-) -> Result<Loaded, EngineError> {
-    let template = match model.chat_template(None) {
-        Ok(t) => t,
-        Err(e) => {
-            warn!(model = %cfg.id, error = %e, "model has no chat template; using chatml");
-            LlamaChatTemplate::new("chatml").map_err(|e| EngineError::Load {
-                path: cfg.gguf.clone(),
-                reason: e.to_string(),
-            })?
-        }
-    };
-    // The file name, not `general.name`: it is what the operator configured and
-    // it names the quantization, which `general.name` often does not.
-    let upstream = file_stem(&cfg.gguf);
-    let mut details = file.details();
-    details.insert(
-        "n_params_llama".to_owned(),
-        serde_json::json!(model.n_params()),
-    );
-    let template_source = template.to_string().unwrap_or_default();
-    Ok(Loaded {
-        model: Arc::clone(model),
-        template,
-        template_source,
-        capabilities: Capabilities {
-            kind: BackendKind::Local,
-            upstream_model: upstream,
-            streaming: true,
-            json_mode: true,
-            tools: cfg.tools,
-            embeddings: cfg.embeddings,
-            embedding_dimensions: false,
-            vision: false,
-            context_tokens: Some(cfg.context_tokens),
-            details,
-        },
-    })
-}
-
 /// A request being served in one sequence.
 struct Active {
     job: Job,
@@ -316,6 +134,10 @@ struct Scheduler<'m> {
     steps: u64,
     batched_tokens: u64,
     closed: bool,
+    /// Jobs taken from the queue whose prompt a running sequence is still
+    /// prefilling (the choices of one `n > 1` request): they start when it
+    /// is done, copying its KV cells instead of decoding the prompt again.
+    deferred: Vec<Job>,
 }
 
 /// What one sequence put into the current batch.
@@ -359,6 +181,7 @@ impl<'m> Scheduler<'m> {
             steps: 0,
             batched_tokens: 0,
             closed: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -368,6 +191,7 @@ impl<'m> Scheduler<'m> {
 
     fn serve(&mut self, jobs: &Receiver<Job>) {
         loop {
+            self.start_deferred();
             if !self.admit(jobs) {
                 return;
             }
@@ -382,8 +206,8 @@ impl<'m> Scheduler<'m> {
     /// Takes queued jobs while a sequence is free. Blocks when nothing runs.
     /// Returns false when the engine is dropped and all work is done.
     fn admit(&mut self, jobs: &Receiver<Job>) -> bool {
-        while self.slots.iter().any(|s| s.active.is_none()) {
-            let job = if self.n_active() > 0 || self.closed {
+        while self.free_slots() > self.deferred.len() {
+            let job = if self.n_active() > 0 || self.closed || !self.deferred.is_empty() {
                 match jobs.try_recv() {
                     Ok(j) => j,
                     Err(TryRecvError::Empty) => break,
@@ -405,9 +229,45 @@ impl<'m> Scheduler<'m> {
             if job.tx.is_closed() {
                 continue;
             }
-            self.start(job);
+            if self.prefilling(&job.prompt) {
+                // Still waiting, as far as the stats tell.
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                self.deferred.push(job);
+            } else {
+                self.start(job);
+            }
         }
-        !(self.closed && self.n_active() == 0)
+        !(self.closed && self.n_active() == 0 && self.deferred.is_empty())
+    }
+
+    fn free_slots(&self) -> usize {
+        self.slots.iter().filter(|s| s.active.is_none()).count()
+    }
+
+    /// Whether a running sequence is still prefilling exactly `prompt`.
+    fn prefilling(&self, prompt: &[LlamaToken]) -> bool {
+        self.slots.iter().any(|s| {
+            s.active
+                .as_ref()
+                .is_some_and(|a| a.prefilled < a.job.prompt.len() && a.job.prompt == prompt)
+        })
+    }
+
+    /// Starts the deferred jobs whose prompt is now in some sequence's KV
+    /// cells (or whose prefilling sequence went away), while slots are free.
+    fn start_deferred(&mut self) {
+        let mut i = 0;
+        while i < self.deferred.len() && self.free_slots() > 0 {
+            if self.prefilling(&self.deferred[i].prompt) && !self.deferred[i].tx.is_closed() {
+                i += 1;
+                continue;
+            }
+            let job = self.deferred.swap_remove(i);
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if !job.tx.is_closed() {
+                self.start(job);
+            }
+        }
     }
 
     /// Places a job in the free sequence that already holds most of its

@@ -95,10 +95,11 @@ def main() -> None:
     except openai.NotFoundError as e:
         out["not_found"] = {"status": e.status_code, "body": e.body}
     try:
-        client.chat.completions.create(model=local_model, messages=[{"role": "user", "content": "hi"}], n=2)
-        raise AssertionError("n=2 accepted")
+        # More choices than the local target decodes at once (parallel: 2).
+        client.chat.completions.create(model=local_model, messages=[{"role": "user", "content": "hi"}], n=3)
+        raise AssertionError("n=3 accepted")
     except openai.BadRequestError as e:
-        out["n2"] = {"status": e.status_code, "body": e.body}
+        out["n3"] = {"status": e.status_code, "body": e.body}
 
     # models.retrieve: one model object, and a typed 404 for an unknown id.
     model = client.models.retrieve(local_model)

@@ -94,7 +94,7 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
     assert_eq!(seen["closed_stream"]["backend"], "gpt-5.4-mini");
     assert_eq!(seen["bad_request"]["status"], 400);
     assert_eq!(seen["not_found"]["status"], 404);
-    assert_eq!(seen["n2"]["status"], 400);
+    assert_eq!(seen["n3"]["status"], 400);
     assert_eq!(seen["retrieved"], "local");
     assert_eq!(seen["retrieve_not_found"]["status"], 404);
     assert_eq!(
@@ -102,7 +102,7 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
         "{}",
         seen["retrieve_not_found"]
     );
-    assert_eq!(seen["n2"]["body"]["param"], "n", "{}", seen["n2"]);
+    assert_eq!(seen["n3"]["body"]["param"], "n", "{}", seen["n3"]);
     // The mock received the key from the environment variable the config names.
     let upstream = mock.requests();
     assert_eq!(
@@ -164,18 +164,18 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    // `n=2` is decided at dispatch (the local target cannot honour it), so
-    // its 400 is a dispatched request with a record too.
+    // `n=3` is refused by the local target (more than its `parallel: 2`),
+    // so its 400 is a dispatched request with a record too.
     assert_eq!(
         rows.len(),
         9,
         "one record per dispatched request (errors before dispatch have none, nor do counts)"
     );
-    let n2_id = seen["n2"]["request_id"].as_str();
+    let n3_id = seen["n3"]["request_id"].as_str();
     assert!(
         rows.iter().any(|r| r.get::<i64, _>("status") == 400
-            && n2_id.is_none_or(|id| r.get::<String, _>("request_id") == id)),
-        "a 400 record for the refused n=2"
+            && n3_id.is_none_or(|id| r.get::<String, _>("request_id") == id)),
+        "a 400 record for the refused n=3"
     );
     for key in [
         "local_plain",
