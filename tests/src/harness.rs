@@ -272,3 +272,26 @@ pub async fn reqwest_like_get(url: &str) -> anyhow::Result<u16> {
         .ok_or_else(|| anyhow!("bad response"))?;
     Ok(code)
 }
+
+/// Runs the client script `tests/sdk/{script}` with the gateway's base URL
+/// and `args`, and returns the JSON it prints; a failing script fails the
+/// test with its stderr and the gateway's log.
+pub async fn run_sdk_script(gw: &Gateway, script: &str, args: &[&str]) -> serde_json::Value {
+    let script = workspace_root().join("tests/sdk").join(script);
+    let args: Vec<String> = std::iter::once(gw.base_url.clone())
+        .chain(args.iter().map(|a| (*a).to_owned()))
+        .collect();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python()).arg(script).args(args).output())
+            .await
+            .unwrap_or_else(|e| panic!("SDK script task: {e}"))
+            .unwrap_or_else(|e| panic!("SDK script did not start: {e}"));
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n--- gateway log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("SDK script printed no JSON: {e}"))
+}

@@ -6,12 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Row;
-use watershed_tests::harness::{python, workspace_root, Gateway};
+use watershed_tests::harness::{run_sdk_script, Gateway};
 use watershed_tests::mock::MockUpstream;
 
 fn config(gemini_url: &str) -> String {
@@ -38,30 +37,6 @@ routes:
     )
 }
 
-async fn run_sdk_script(gw: &Gateway, script: &str, model: &str) -> Value {
-    let script = workspace_root().join("tests/sdk").join(script);
-    let out = tokio::task::spawn_blocking({
-        let base = gw.base_url.clone();
-        let model = model.to_owned();
-        move || {
-            Command::new(python())
-                .arg(script)
-                .args([base.as_str(), model.as_str()])
-                .output()
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}\n--- gateway log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_text()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_chats_and_calls_tools_on_a_gemini_target() {
     let gemini = MockUpstream::gemini().await;
@@ -73,7 +48,7 @@ async fn the_openai_sdk_chats_and_calls_tools_on_a_gemini_target() {
     .unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
 
-    let o = run_sdk_script(&gw, "openai_sdk_gemini.py", "gemini-3-flash").await;
+    let o = run_sdk_script(&gw, "openai_sdk_gemini.py", &["gemini-3-flash"]).await;
     assert_eq!(o["plain"]["text"], "echo: name a colour of the sky", "{o}");
     assert_eq!(o["plain"]["finish_reason"], "stop");
     assert_eq!(o["plain"]["backend"], "gemini-3-flash");

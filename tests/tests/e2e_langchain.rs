@@ -7,12 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Row;
-use watershed_tests::harness::{python, test_model, workspace_root, Gateway};
+use watershed_tests::harness::{run_sdk_script, test_model, Gateway};
 use watershed_tests::mock::MockUpstream;
 
 fn config(model: &str, openai: &str, anthropic: &str) -> String {
@@ -49,27 +48,6 @@ routes:
     )
 }
 
-async fn run_script(gw: &Gateway, script: &str, model: &str) -> Value {
-    let script = workspace_root().join("tests/sdk").join(script);
-    let (base, model) = (gw.base_url.clone(), model.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .args([base, model])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "LangChain script failed:\n{}\n--- gateway log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_text()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn langchain_json_schema_output_and_chat_anthropic() {
     let model = test_model().unwrap();
@@ -92,7 +70,7 @@ async fn langchain_json_schema_output_and_chat_anthropic() {
 
     // with_structured_output(method="json_schema") on the mock: the schema
     // went out strict, as the response format, and came back parsed.
-    let closed = run_script(&gw, "langchain_structured.py", "gpt-5.4-mini").await;
+    let closed = run_sdk_script(&gw, "langchain_structured.py", &["gpt-5.4-mini"]).await;
     assert_eq!(
         closed["parsed"],
         json!({"name": "Name a colour as JSON."}),
@@ -107,14 +85,14 @@ async fn langchain_json_schema_output_and_chat_anthropic() {
         json!(["name"])
     );
     // On the local model the grammar makes the output parse into the model.
-    let local = run_script(&gw, "langchain_structured.py", "local").await;
+    let local = run_sdk_script(&gw, "langchain_structured.py", &["local"]).await;
     let name = local["parsed"]["name"].as_str().unwrap();
     let text: Value = serde_json::from_str(local["text"].as_str().unwrap()).unwrap();
     assert_eq!(text["name"], name, "{local}");
     assert_eq!(local["finish_reason"], "stop", "{local}");
 
     // ChatAnthropic: plain, streamed, bind_tools plain and streamed, the result.
-    let a = run_script(&gw, "langchain_chat_anthropic.py", "claude").await;
+    let a = run_sdk_script(&gw, "langchain_chat_anthropic.py", &["claude"]).await;
     assert_eq!(a["plain"]["text"], "echo: Name a colour of the sky.", "{a}");
     assert_eq!(a["plain"]["stop_reason"], "end_turn");
     assert_eq!(a["stream"]["text"], "echo: Count from one to five.", "{a}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::Row;
-use watershed_tests::harness::{python, test_model, workspace_root, Gateway};
+use watershed_tests::harness::{python, run_sdk_script, test_model, workspace_root, Gateway};
 use watershed_tests::mock::MockUpstream;
 
 fn config(model: &str, openai_url: &str) -> String {
@@ -239,31 +239,6 @@ async fn openai_sdk_against_local_model_and_mock_closed_upstream() {
     assert!((header_cost - row.get::<f64, _>("cost_usd")).abs() < 1e-8);
 }
 
-/// Runs `tests/sdk/<script>` against the gateway and reads what it printed.
-async fn run_sdk_script(gw: &Gateway, script: &str, model: &str) -> Value {
-    let script = workspace_root().join("tests/sdk").join(script);
-    let out = tokio::task::spawn_blocking({
-        let base = gw.base_url.clone();
-        let model = model.to_owned();
-        move || {
-            Command::new(python())
-                .arg(script)
-                .args([base.as_str(), model.as_str()])
-                .output()
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}\n--- gateway log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_text()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sdks_call_tools_across_wire_formats() {
     let openai = MockUpstream::openai().await;
@@ -306,7 +281,7 @@ routes:
     .unwrap();
     gw.wait_ready(Duration::from_secs(30)).await.unwrap();
 
-    let o = run_sdk_script(&gw, "openai_sdk_tools.py", "claude").await;
+    let o = run_sdk_script(&gw, "openai_sdk_tools.py", &["claude"]).await;
     assert!(
         o["plain"]["id"].as_str().unwrap().starts_with("toolu_mock"),
         "{o}"
@@ -335,7 +310,7 @@ routes:
         serde_json::json!({"type": "auto", "disable_parallel_tool_use": true})
     );
 
-    let a = run_sdk_script(&gw, "anthropic_sdk_tools.py", "gpt").await;
+    let a = run_sdk_script(&gw, "anthropic_sdk_tools.py", &["gpt"]).await;
     assert!(
         a["plain"]["id"].as_str().unwrap().starts_with("call_mock"),
         "{a}"
@@ -351,7 +326,7 @@ routes:
     assert_eq!(openai.requests().len(), 3);
 
     // LangChain's ChatOpenAI, the way agent frameworks use it.
-    let l = run_sdk_script(&gw, "langchain_tools.py", "claude").await;
+    let l = run_sdk_script(&gw, "langchain_tools.py", &["claude"]).await;
     assert_eq!(l["plain"]["name"], "get_weather", "{l}");
     assert_eq!(
         l["plain"]["args"],

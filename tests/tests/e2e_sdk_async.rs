@@ -9,12 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Row;
-use watershed_tests::harness::{python, test_model, workspace_root, Gateway};
+use watershed_tests::harness::{run_sdk_script, test_model, Gateway};
 use watershed_tests::mock::MockUpstream;
 
 fn config(model: &str, openai: &str, anthropic: &str) -> String {
@@ -59,25 +58,6 @@ routes:
     )
 }
 
-async fn run_script(gw: &Gateway, script: &str, args: &[&str]) -> Value {
-    let script = workspace_root().join("tests/sdk").join(script);
-    let args: Vec<String> = std::iter::once(gw.base_url.clone())
-        .chain(args.iter().map(|a| (*a).to_owned()))
-        .collect();
-    let out =
-        tokio::task::spawn_blocking(move || Command::new(python()).arg(script).args(args).output())
-            .await
-            .unwrap()
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}\n--- gateway log ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_text()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Every object under `v` that records a call (it has a `request_id`),
 /// with its path.
 fn calls<'a>(path: String, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
@@ -112,7 +92,7 @@ async fn async_openai_and_anthropic_clients_against_the_local_model_and_mock_ups
     .unwrap();
     gw.wait_ready(Duration::from_secs(120)).await.unwrap();
 
-    let o = run_script(
+    let o = run_sdk_script(
         &gw,
         "openai_sdk_async.py",
         &["local", "gpt-5.4-mini", "local", "text-embedding-3-small"],
@@ -169,7 +149,7 @@ async fn async_openai_and_anthropic_clients_against_the_local_model_and_mock_ups
         .iter()
         .any(|r| r.body["response_format"]["type"] == "json_schema"));
 
-    let a = run_script(&gw, "anthropic_sdk_async.py", &["local", "claude"]).await;
+    let a = run_sdk_script(&gw, "anthropic_sdk_async.py", &["local", "claude"]).await;
     for (side, backend) in [("local", "local"), ("closed", "claude")] {
         let s = &a[side];
         assert_eq!(s["plain"]["backend"], backend, "{side}: {s}");
